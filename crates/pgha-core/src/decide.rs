@@ -1,0 +1,447 @@
+use pgha_types::Cluster;
+
+use crate::race::{healthiest_verdict, RaceVerdict};
+use crate::{
+    wanted_slots, Action, DcsView, Decision, HaState, JobKind, JobOutcome, LocalPg, LockRenewal,
+    Observation, PgProcess, PgRunning, Role, StopMode,
+};
+
+/// One HA cycle: what to do given what was observed. Pure; see the crate docs.
+pub fn decide(state: &HaState, obs: &Observation) -> Decision {
+    let mut d = Draft {
+        next: state.clone(),
+        actions: Vec::new(),
+    };
+    let message = match &obs.dcs {
+        DcsView::Unreachable(err) => dcs_unreachable(&mut d, obs, err),
+        DcsView::Reachable(cluster) => {
+            d.next.has_lock =
+                cluster.leader_name() == Some(obs.me.as_str()) && obs.lock == LockRenewal::Renewed;
+            with_cluster(&mut d, obs, cluster)
+        }
+    };
+    d.finish(message)
+}
+
+struct Draft {
+    next: HaState,
+    actions: Vec<Action>,
+}
+
+impl Draft {
+    fn act(&mut self, a: Action) {
+        match &a {
+            Action::StartJob(JobKind::Start { role }) => {
+                self.next.configured_as = Some(role.clone())
+            }
+            Action::StartJob(JobKind::Rejoin { leader }) | Action::Follow { leader } => {
+                self.next.configured_as = Some(Role::Replica {
+                    leader: Some(leader.clone()),
+                })
+            }
+            Action::StartJob(JobKind::Promote) => self.next.configured_as = Some(Role::Primary),
+            Action::Stop { .. } => self.next.configured_as = None,
+            Action::ReleaseLock => self.next.has_lock = false,
+            _ => {}
+        }
+        self.actions.push(a);
+    }
+
+    fn finish(self, message: String) -> Decision {
+        Decision {
+            actions: self.actions,
+            message,
+            next: self.next,
+        }
+    }
+}
+
+fn dcs_unreachable(d: &mut Draft, obs: &Observation, err: &str) -> String {
+    d.next.has_lock = false;
+    let LocalPg::Initialized { process, .. } = &obs.local else {
+        return format!("DCS is not accessible: {err}");
+    };
+    if obs.job.is_some() {
+        return format!("DCS is not accessible: {err}; waiting for the running action to finish");
+    }
+    match process {
+        PgProcess::Running(r) if !r.in_recovery => {
+            if obs.policy.pause {
+                return "DCS is not accessible; the cluster is paused, so the primary keeps running"
+                    .into();
+            }
+            // A clean stop lets the replicas receive every WAL record before we go read-only.
+            d.next.needs_rejoin = true;
+            d.act(Action::Stop {
+                mode: StopMode::Fast,
+            });
+            "demoted self because DCS is not accessible and I was a leader".into()
+        }
+        PgProcess::Stopped if !obs.policy.pause => {
+            d.act(Action::StartJob(JobKind::Start {
+                role: Role::Replica { leader: None },
+            }));
+            "DCS is not accessible; starting postgres as a read-only replica".into()
+        }
+        _ => format!("DCS is not accessible: {err}"),
+    }
+}
+
+fn with_cluster(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String {
+    let me = obs.me.as_str();
+    if let Some(done) = &obs.finished {
+        if !done.ok {
+            if let Some(msg) = after_failed_job(d, obs, cluster, done) {
+                return msg;
+            }
+        } else if matches!(done.kind, JobKind::Rejoin { .. }) {
+            d.next.needs_rejoin = false;
+        }
+    }
+    let (system_id, process, control) = match &obs.local {
+        LocalPg::Invalid(reason) => {
+            d.act(Action::Exit(format!(
+                "data directory is not usable: {reason}; fix or empty it"
+            )));
+            return format!("refusing to start: {reason}");
+        }
+        LocalPg::Empty => return empty_data_dir(d, obs, cluster),
+        LocalPg::Initialized {
+            system_id,
+            process,
+            control,
+        } => (system_id, process, control),
+    };
+    if let Some(init) = cluster.initialize.as_deref() {
+        if !init.is_empty() && init != system_id {
+            let msg = format!(
+                "system ID mismatch, node {me} belongs to a different cluster: {init} != {system_id}"
+            );
+            d.act(Action::Exit(msg.clone()));
+            return msg;
+        }
+    }
+    if let Some(job) = &obs.job {
+        return job_in_progress(obs, cluster, &job.kind);
+    }
+    if control.as_ref().is_some_and(|c| c.was_primary) && !d.next.has_lock {
+        if let PgProcess::Stopped = process {
+            d.next.needs_rejoin = true;
+        }
+    }
+    match cluster.leader_name() {
+        Some(leader) if leader == me => {
+            if obs.lock == LockRenewal::Renewed {
+                i_am_leader(d, obs, cluster, system_id, process)
+            } else {
+                lost_lock(d, process)
+            }
+        }
+        Some(leader) => follow_leader(d, obs, cluster, leader, process),
+        None => no_leader(d, obs, cluster, process),
+    }
+}
+
+fn after_failed_job(
+    d: &mut Draft,
+    obs: &Observation,
+    cluster: &Cluster,
+    done: &JobOutcome,
+) -> Option<String> {
+    match &done.kind {
+        JobKind::Bootstrap => {
+            if cluster.initialize.as_deref() == Some("") {
+                d.act(Action::CancelInitialization);
+            }
+            d.act(Action::RemoveDataDirectory);
+            Some(format!(
+                "removing initialize key after failed attempt to bootstrap the cluster: {}",
+                done.message
+            ))
+        }
+        JobKind::Clone { from } => {
+            d.act(Action::RemoveDataDirectory);
+            Some(format!(
+                "failed to bootstrap from leader '{from}': {}",
+                done.message
+            ))
+        }
+        JobKind::Promote if cluster.leader_name() == Some(obs.me.as_str()) => {
+            d.act(Action::ReleaseLock);
+            Some(format!(
+                "releasing the leader lock: promote failed: {}",
+                done.message
+            ))
+        }
+        JobKind::Start { role: Role::Primary } => {
+            d.next.configured_as = None;
+            None
+        }
+        _ => {
+            d.next.configured_as = None;
+            None
+        }
+    }
+}
+
+fn empty_data_dir(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String {
+    let me = obs.me.as_str();
+    if let Some(job) = &obs.job {
+        return job_in_progress(obs, cluster, &job.kind);
+    }
+    match cluster.leader.as_ref() {
+        None if cluster.initialize.is_none() => {
+            if obs.nofailover {
+                return format!("Lock owner: None; I am {me}; waiting for leader to bootstrap (nofailover is set)");
+            }
+            d.act(Action::TakeInitializeLock);
+            d.act(Action::StartJob(JobKind::Bootstrap));
+            "trying to bootstrap a new cluster".into()
+        }
+        None => "waiting for leader to bootstrap".into(),
+        Some(l) if l.name == me => {
+            d.act(Action::ReleaseLock);
+            "data directory is empty while holding the leader lock; releasing it".into()
+        }
+        Some(l) => {
+            let source = clone_source(cluster, &l.name);
+            match source {
+                Some(src) => {
+                    let msg = if src == l.name {
+                        format!("trying to bootstrap from leader '{src}'")
+                    } else {
+                        format!("trying to bootstrap from replica '{src}'")
+                    };
+                    d.act(Action::StartJob(JobKind::Clone { from: src }));
+                    msg
+                }
+                None => "waiting for leader to bootstrap".into(),
+            }
+        }
+    }
+}
+
+/// A running member tagged `clonefrom`, else the leader if it is running.
+fn clone_source(cluster: &Cluster, leader: &str) -> Option<String> {
+    cluster
+        .members
+        .iter()
+        .find(|m| m.tag_bool("clonefrom") && m.is_running() && m.name != leader)
+        .or_else(|| cluster.member(leader).filter(|m| m.is_running()))
+        .map(|m| m.name.clone())
+}
+
+fn job_in_progress(obs: &Observation, cluster: &Cluster, kind: &JobKind) -> String {
+    let lock = match cluster.leader_name() {
+        Some(l) => l.to_string(),
+        None => "None".to_string(),
+    };
+    match kind {
+        JobKind::Bootstrap => "bootstrap in progress".into(),
+        JobKind::Clone { from } => format!("bootstrap from leader '{from}' in progress"),
+        JobKind::Start { role: Role::Primary } => format!(
+            "Lock owner: {lock}; I am {}; starting primary after failure in progress",
+            obs.me
+        ),
+        JobKind::Start { .. } => format!("Lock owner: {lock}; I am {}; starting as a secondary in progress", obs.me),
+        JobKind::Rejoin { leader } => {
+            format!("Lock owner: {lock}; I am {}; rejoining as a replica of {leader} in progress", obs.me)
+        }
+        JobKind::Promote => format!("Lock owner: {lock}; I am {}; promote in progress", obs.me),
+    }
+}
+
+fn i_am_leader(
+    d: &mut Draft,
+    obs: &Observation,
+    cluster: &Cluster,
+    system_id: &str,
+    process: &PgProcess,
+) -> String {
+    let me = obs.me.as_str();
+    match process {
+        PgProcess::Running(r) if !r.in_recovery => {
+            d.next.primary_start_began = None;
+            d.next.configured_as = Some(Role::Primary);
+            d.next.needs_rejoin = false;
+            leader_housekeeping(d, obs, cluster, system_id, r);
+            format!("no action. I am ({me}), the leader with the lock")
+        }
+        PgProcess::Running(_) => {
+            d.act(Action::StartJob(JobKind::Promote));
+            "promoted self to leader because I had the session lock".into()
+        }
+        PgProcess::NotReady => {
+            let began = state_start_began(d, obs.now);
+            let limit = obs.policy.primary_start_timeout.saturating_mul(1000);
+            if obs.now.saturating_sub(began) > limit && limit > 0 {
+                d.act(Action::ReleaseLock);
+                d.next.primary_start_began = None;
+                format!(
+                    "releasing the leader lock: postgres did not start within primary_start_timeout ({}s)",
+                    obs.policy.primary_start_timeout
+                )
+            } else {
+                format!("Lock owner: {me}; I am {me}; waiting for postgres to start as the primary")
+            }
+        }
+        PgProcess::Stopped => {
+            d.act(Action::StartJob(JobKind::Start {
+                role: Role::Primary,
+            }));
+            d.next.primary_start_began = Some(obs.now);
+            "starting primary after failure".into()
+        }
+    }
+}
+
+fn state_start_began(d: &mut Draft, now: u64) -> u64 {
+    *d.next.primary_start_began.get_or_insert(now)
+}
+
+fn leader_housekeeping(
+    d: &mut Draft,
+    obs: &Observation,
+    cluster: &Cluster,
+    system_id: &str,
+    r: &PgRunning,
+) {
+    if cluster.initialize.as_deref().is_none_or(str::is_empty) {
+        d.act(Action::SetInitialize(system_id.to_string()));
+    }
+    if obs.policy.use_slots {
+        d.act(Action::SyncSlots {
+            members: wanted_slots(cluster, &obs.me),
+        });
+    }
+    d.act(Action::WriteStatus);
+    if r.timeline > 1 && cluster.history_timeline() != Some(u64::from(r.timeline)) {
+        d.act(Action::UpdateHistory);
+    }
+}
+
+fn lost_lock(d: &mut Draft, process: &PgProcess) -> String {
+    d.next.has_lock = false;
+    match process {
+        PgProcess::Running(r) if !r.in_recovery => {
+            d.next.needs_rejoin = true;
+            d.act(Action::Stop {
+                mode: StopMode::Immediate,
+            });
+            "demoted self because failed to update leader lock in DCS".into()
+        }
+        _ => "failed to update leader lock in DCS".into(),
+    }
+}
+
+fn follow_leader(
+    d: &mut Draft,
+    obs: &Observation,
+    cluster: &Cluster,
+    leader: &str,
+    process: &PgProcess,
+) -> String {
+    let me = obs.me.as_str();
+    let leader_running = cluster.member(leader).is_some_and(|m| m.is_running());
+    match process {
+        PgProcess::Running(r) if !r.in_recovery => {
+            if obs.policy.pause {
+                return format!("Lock owner: {leader}; I am {me}; paused: not demoting the running primary");
+            }
+            // Another node may already accept writes: stop at once, no checkpoint.
+            d.next.needs_rejoin = true;
+            d.act(Action::Stop {
+                mode: StopMode::Immediate,
+            });
+            "demoting self because I do not have the lock and I was a leader".into()
+        }
+        PgProcess::Running(_) if d.next.needs_rejoin => {
+            if !leader_running {
+                return format!("Lock owner: {leader}; I am {me}; waiting for the leader to run before rejoining");
+            }
+            d.act(Action::Stop {
+                mode: StopMode::Fast,
+            });
+            format!("Lock owner: {leader}; I am {me}; stopping to check my WAL against the new leader's history")
+        }
+        PgProcess::Running(_) => {
+            let following = Some(Role::Replica {
+                leader: Some(leader.to_string()),
+            });
+            if d.next.configured_as == following {
+                format!("no action. I am ({me}), a secondary, and following a leader ({leader})")
+            } else {
+                d.act(Action::Follow {
+                    leader: leader.to_string(),
+                });
+                format!("Lock owner: {leader}; I am {me}; following a new leader ({leader})")
+            }
+        }
+        PgProcess::NotReady => format!("Lock owner: {leader}; I am {me}; postgres is starting up"),
+        PgProcess::Stopped if obs.policy.pause => {
+            format!("Lock owner: {leader}; I am {me}; paused: postgres stays stopped")
+        }
+        PgProcess::Stopped if d.next.needs_rejoin => {
+            if !leader_running {
+                return format!("Lock owner: {leader}; I am {me}; waiting for the leader to run before rejoining");
+            }
+            d.act(Action::StartJob(JobKind::Rejoin {
+                leader: leader.to_string(),
+            }));
+            format!("Lock owner: {leader}; I am {me}; checking whether my data diverged from {leader} before following it")
+        }
+        PgProcess::Stopped => {
+            d.act(Action::StartJob(JobKind::Start {
+                role: Role::Replica {
+                    leader: Some(leader.to_string()),
+                },
+            }));
+            "starting as a secondary".into()
+        }
+    }
+}
+
+fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgProcess) -> String {
+    let me = obs.me.as_str();
+    if obs.policy.pause {
+        return format!("Lock owner: None; I am {me}; paused: no automatic failover");
+    }
+    match process {
+        PgProcess::Running(r) => {
+            match healthiest_verdict(
+                me,
+                r,
+                obs.nofailover,
+                &obs.policy,
+                cluster,
+                obs.peers.as_deref(),
+            ) {
+                RaceVerdict::NeedPeers => {
+                    d.act(Action::ProbePeers);
+                    format!("Lock owner: None; I am {me}")
+                }
+                RaceVerdict::NotHealthiest(why) => why,
+                RaceVerdict::Eligible => {
+                    d.act(Action::AcquireLock);
+                    if r.in_recovery {
+                        d.act(Action::StartJob(JobKind::Promote));
+                        d.next.has_lock = true;
+                        "promoted self to leader by acquiring session lock".into()
+                    } else {
+                        d.next.has_lock = true;
+                        d.next.needs_rejoin = false;
+                        d.act(Action::WriteStatus);
+                        "acquired session lock as a leader".into()
+                    }
+                }
+            }
+        }
+        PgProcess::NotReady => "not healthy enough for leader race".into(),
+        PgProcess::Stopped => {
+            d.act(Action::StartJob(JobKind::Start {
+                role: Role::Replica { leader: None },
+            }));
+            format!("Lock owner: None; I am {me}; starting postgres as a read-only replica to join the leader race")
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! The HA decision of pgha, free of IO.
+//!
+//! The agent observes the world (the DCS view, the local PostgreSQL, the outcome of the lock
+//! renewal it just attempted, long actions in flight, peers' answers) into an [`Observation`],
+//! and [`decide`] returns what to do next plus the one line to log. Every rule of the HA loop
+//! lives here so it can be tested in milliseconds: where is the leader race decided? In
+//! `race.rs`. When does a primary demote? In `decide.rs`.
+
+mod decide;
+mod model;
+mod race;
+mod rewind;
+mod slots;
+
+pub use decide::decide;
+pub use model::{
+    Action, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome, LocalPg,
+    LockRenewal, Observation, PeerReply, PeerStatus, PgProcess, PgRunning, Role, StopMode,
+};
+pub use race::{healthiest_verdict, RaceVerdict};
+pub use rewind::{assess_divergence, Divergence};
+pub use slots::{slot_name, wanted_slots};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+use pgha_types::{Cluster, ClusterPolicy};
+
+/// What the DCS looked like this cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DcsView {
+    Reachable(Box<Cluster>),
+    /// The read failed after retrying for `retry_timeout`.
+    Unreachable(String),
+}
+
+/// Outcome of the leader-lock renewal the driver attempts first thing in a cycle whenever the
+/// DCS names this member as leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockRenewal {
+    /// The lock does not name us; nothing was attempted.
+    NotHeld,
+    Renewed,
+    /// The lock named us but renewing it failed (DCS error or the key changed under us).
+    Failed,
+}
+
+/// What the data directory holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalPg {
+    /// Missing or empty: the node has to bootstrap or clone.
+    Empty,
+    Initialized {
+        system_id: String,
+        process: PgProcess,
+        /// From pg_controldata; read while postgres is stopped.
+        control: Option<ControlSummary>,
+    },
+    /// Something that is not a PostgreSQL data directory; the agent must not touch it.
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgProcess {
+    Stopped,
+    /// A postmaster runs but does not accept connections yet (startup, crash recovery).
+    NotReady,
+    Running(PgRunning),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgRunning {
+    pub in_recovery: bool,
+    pub timeline: u32,
+    /// Primary: current WAL insert position. Replica: the furthest of received and replayed.
+    pub wal_position: u64,
+    /// Replica: the WAL receiver is streaming.
+    pub streaming: bool,
+}
+
+/// The parts of pg_controldata the decision needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlSummary {
+    /// The cluster state says it last ran as a primary ("in production" after a crash, or
+    /// "shut down" after a clean stop) rather than as a standby.
+    pub was_primary: bool,
+    pub clean_shutdown: bool,
+    pub timeline: u32,
+    pub lsn: u64,
+}
+
+/// A peer's answer to `GET /patroni` during the leader race.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub name: String,
+    /// None: the peer did not answer in time.
+    pub reply: Option<PeerReply>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReply {
+    pub running: bool,
+    pub is_primary: bool,
+    pub wal_position: u64,
+    pub nofailover: bool,
+    pub timeline: u32,
+}
+
+
+
+/// Long actions run outside the loop so it keeps renewing or giving up the lock meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobKind {
+    /// initdb, start, create roles, post_bootstrap: the node won the bootstrap race.
+    Bootstrap,
+    /// pg_basebackup from a running member.
+    Clone { from: String },
+    /// Start postgres as a primary or as a replica of `leader` (None: read-only, no upstream).
+    Start { role: Role },
+    /// A former primary rejoining: crash recovery if needed, then pg_rewind (or a fresh clone
+    /// when allowed) if its history diverged from the leader's, then start as its replica.
+    Rejoin { leader: String },
+    Promote,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub kind: JobKind,
+    /// Unix ms when it began.
+    pub started_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOutcome {
+    pub kind: JobKind,
+    pub ok: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica { leader: Option<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Clean shutdown: every WAL record reaches the streaming replicas.
+    Fast,
+    /// No checkpoint; used when another node may already be writable.
+    Immediate,
+}
+
+/// Everything the agent knows at the start of a cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Unix milliseconds.
+    pub now: u64,
+    pub me: String,
+    /// The member's `nofailover` tag.
+    pub nofailover: bool,
+    pub dcs: DcsView,
+    pub policy: ClusterPolicy,
+    pub lock: LockRenewal,
+    pub local: LocalPg,
+    pub job: Option<Job>,
+    /// A job that finished since the previous cycle.
+    pub finished: Option<JobOutcome>,
+    /// Answers of the other members; filled only when a previous decision asked for them.
+    pub peers: Option<Vec<PeerStatus>>,
+}
+
+/// What the core remembers between cycles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HaState {
+    /// We held the leader lock at the end of the last cycle.
+    pub has_lock: bool,
+    /// How we last configured postgres (None: unknown, e.g. after the agent restarted).
+    pub configured_as: Option<Role>,
+    /// Unix ms when we began starting postgres as a primary while holding the lock.
+    pub primary_start_began: Option<u64>,
+    /// This node ran as a primary without the lock (demoted, or found so at start): before it
+    /// follows a leader, its WAL must be checked against the leader's history.
+    pub needs_rejoin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Race for `initialize`; on success the next action runs, otherwise the list stops.
+    TakeInitializeLock,
+    /// Remove our empty claim on `initialize` after a failed bootstrap.
+    CancelInitialization,
+    /// The leader race: create `leader` if absent. The list stops if we lose.
+    AcquireLock,
+    ReleaseLock,
+    /// Ask every other member for `GET /patroni` and decide again with the answers.
+    ProbePeers,
+    StartJob(JobKind),
+    /// Stop postgres (a demotion: the next cycles start it again as a replica).
+    Stop { mode: StopMode },
+    /// Point a running replica at `leader`: rewrite primary_conninfo and reload.
+    Follow { leader: String },
+    /// Remove the contents of the data directory (failed clone or bootstrap).
+    RemoveDataDirectory,
+    /// Leader housekeeping: replication slots for these members, `status`, `history`.
+    SyncSlots { members: Vec<String> },
+    WriteStatus,
+    UpdateHistory,
+    /// The leader restores `initialize` (its system identifier) when someone removed it.
+    SetInitialize(String),
+    /// Refuse to continue: the agent exits with this CRITICAL message.
+    Exit(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    /// The INFO line for this cycle, in the words operators grep for.
+    pub message: String,
+    pub next: HaState,
+}

@@ -1,0 +1,80 @@
+//! Who may take the leader lock when there is no leader.
+
+use pgha_types::{Cluster, ClusterPolicy};
+
+use crate::{PeerStatus, PgRunning};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RaceVerdict {
+    /// Race for the lock.
+    Eligible,
+    /// Ask the other members for their positions first.
+    NeedPeers,
+    /// Stay out of the race; the reason is logged.
+    NotHealthiest(String),
+}
+
+/// Decides whether this node should race for the leader lock. A node races only if it may
+/// fail over (no `nofailover` tag), its WAL is within `maximum_lag_on_failover` of the last
+/// position the old leader published, no peer is still a running primary, and no healthy peer
+/// that may fail over is ahead of it. Peers that do not answer are left out: a dead node cannot
+/// take the lock anyway, and waiting for it would stall the failover.
+pub fn healthiest_verdict(
+    me: &str,
+    local: &PgRunning,
+    nofailover: bool,
+    policy: &ClusterPolicy,
+    cluster: &Cluster,
+    peers: Option<&[PeerStatus]>,
+) -> RaceVerdict {
+    if nofailover {
+        return RaceVerdict::NotHealthiest(
+            "following a different leader because I am not allowed to promote".into(),
+        );
+    }
+    if local.in_recovery {
+        if let Some(optime) = cluster.status.optime {
+            let lag = optime.saturating_sub(local.wal_position);
+            if lag > policy.maximum_lag_on_failover {
+                return RaceVerdict::NotHealthiest(format!(
+                    "my wal position exceeds maximum replication lag: {lag} bytes behind the last leader position (maximum_lag_on_failover is {})",
+                    policy.maximum_lag_on_failover
+                ));
+            }
+        }
+    }
+    let others: Vec<&str> = cluster
+        .members
+        .iter()
+        .filter(|m| m.name != me && m.data.api_url.is_some())
+        .map(|m| m.name.as_str())
+        .collect();
+    if others.is_empty() {
+        return RaceVerdict::Eligible;
+    }
+    let Some(peers) = peers else {
+        return RaceVerdict::NeedPeers;
+    };
+    for peer in peers {
+        let Some(reply) = &peer.reply else { continue };
+        if !reply.running {
+            continue;
+        }
+        if reply.is_primary {
+            return RaceVerdict::NotHealthiest(format!("Primary ({}) is still alive", peer.name));
+        }
+        if !reply.nofailover && reply.wal_position > local.wal_position {
+            return RaceVerdict::NotHealthiest(format!(
+                "Wal position of {} is ahead of my wal position",
+                peer.name
+            ));
+        }
+        if !reply.nofailover && reply.timeline > local.timeline {
+            return RaceVerdict::NotHealthiest(format!(
+                "{} is on a newer timeline ({}) than mine ({})",
+                peer.name, reply.timeline, local.timeline
+            ));
+        }
+    }
+    RaceVerdict::Eligible
+}

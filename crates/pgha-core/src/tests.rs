@@ -1,0 +1,482 @@
+//! Table-style tests of every HA rule. Each builds an observation the way the driver would and
+//! checks the actions and, where operators grep for it, the message.
+
+use pgha_types::{Cluster, ClusterPolicy, KeyValue};
+
+use crate::*;
+
+const SYSID: &str = "7710809278050705596";
+
+struct Obs(Observation);
+
+fn member(name: &str, role: &str, lsn: u64, extra: &str) -> KeyValue {
+    KeyValue {
+        key: format!("members/{name}"),
+        value: format!(
+            r#"{{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"{role}","xlog_location":{lsn}{extra}}}"#
+        ),
+        lease: 1,
+        mod_revision: 1,
+    }
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: value.into(),
+        lease: 1,
+        mod_revision: 1,
+    }
+}
+
+/// A three-node cluster: pg1 leads (unless `leader` says otherwise), pg2 and pg3 replicate.
+fn cluster(leader: Option<&str>) -> Cluster {
+    let mut keys = vec![
+        kv("initialize", SYSID),
+        member("pg1", "primary", 1000, ""),
+        member("pg2", "replica", 1000, ""),
+        member("pg3", "replica", 1000, ""),
+        kv("status", r#"{"optime":1000}"#),
+    ];
+    if let Some(l) = leader {
+        keys.push(kv("leader", l));
+    }
+    Cluster::from_keys(&keys)
+}
+
+fn running(in_recovery: bool, pos: u64) -> LocalPg {
+    LocalPg::Initialized {
+        system_id: SYSID.into(),
+        process: PgProcess::Running(PgRunning {
+            in_recovery,
+            timeline: 1,
+            wal_position: pos,
+            streaming: in_recovery,
+        }),
+        control: None,
+    }
+}
+
+fn stopped(was_primary: bool) -> LocalPg {
+    LocalPg::Initialized {
+        system_id: SYSID.into(),
+        process: PgProcess::Stopped,
+        control: Some(ControlSummary {
+            was_primary,
+            clean_shutdown: false,
+            timeline: 1,
+            lsn: 1000,
+        }),
+    }
+}
+
+impl Obs {
+    fn new(me: &str, cluster: Cluster, local: LocalPg) -> Obs {
+        let lock = if cluster.leader_name() == Some(me) {
+            LockRenewal::Renewed
+        } else {
+            LockRenewal::NotHeld
+        };
+        Obs(Observation {
+            now: 1_000_000,
+            me: me.into(),
+            nofailover: false,
+            dcs: DcsView::Reachable(Box::new(cluster)),
+            policy: ClusterPolicy {
+                ttl: 10,
+                loop_wait: 1,
+                retry_timeout: 3,
+                ..ClusterPolicy::default()
+            },
+            lock,
+            local,
+            job: None,
+            finished: None,
+            peers: None,
+        })
+    }
+    fn lock(mut self, l: LockRenewal) -> Obs {
+        self.0.lock = l;
+        self
+    }
+    fn peers(mut self, peers: Vec<(&str, Option<(bool, u64)>)>) -> Obs {
+        self.0.peers = Some(
+            peers
+                .into_iter()
+                .map(|(name, r)| PeerStatus {
+                    name: name.into(),
+                    reply: r.map(|(is_primary, pos)| PeerReply {
+                        running: true,
+                        is_primary,
+                        wal_position: pos,
+                        nofailover: false,
+                        timeline: 1,
+                    }),
+                })
+                .collect(),
+        );
+        self
+    }
+    fn decide(&self) -> Decision {
+        decide(&HaState::default(), &self.0)
+    }
+    fn decide_from(&self, state: &HaState) -> Decision {
+        decide(state, &self.0)
+    }
+}
+
+fn following(leader: &str) -> HaState {
+    HaState {
+        configured_as: Some(Role::Replica {
+            leader: Some(leader.into()),
+        }),
+        ..HaState::default()
+    }
+}
+
+#[test]
+fn leader_with_lock_does_housekeeping_and_says_no_action() {
+    let d = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000)).decide();
+    assert_eq!(d.message, "no action. I am (pg1), the leader with the lock");
+    assert!(d.next.has_lock);
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::SyncSlots {
+                members: vec!["pg2".into(), "pg3".into()]
+            },
+            Action::WriteStatus
+        ]
+    );
+}
+
+#[test]
+fn replica_following_leader_takes_no_action() {
+    let d = Obs::new("pg2", cluster(Some("pg1")), running(true, 1000)).decide_from(&following("pg1"));
+    assert!(d.actions.is_empty());
+    assert_eq!(
+        d.message,
+        "no action. I am (pg2), a secondary, and following a leader (pg1)"
+    );
+}
+
+#[test]
+fn replica_repoints_to_a_new_leader() {
+    let d = Obs::new("pg2", cluster(Some("pg3")), running(true, 1000)).decide_from(&following("pg1"));
+    assert_eq!(d.actions, vec![Action::Follow { leader: "pg3".into() }]);
+    assert_eq!(d.next, following("pg3"));
+}
+
+#[test]
+fn failed_renewal_demotes_a_primary_immediately() {
+    let d = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000))
+        .lock(LockRenewal::Failed)
+        .decide();
+    assert_eq!(d.actions, vec![Action::Stop { mode: StopMode::Immediate }]);
+    assert_eq!(d.message, "demoted self because failed to update leader lock in DCS");
+    assert!(!d.next.has_lock && d.next.needs_rejoin);
+}
+
+#[test]
+fn primary_without_lock_demotes_when_another_node_leads() {
+    let d = Obs::new("pg1", cluster(Some("pg2")), running(false, 1000)).decide();
+    assert_eq!(d.actions, vec![Action::Stop { mode: StopMode::Immediate }]);
+    assert!(d.next.needs_rejoin);
+}
+
+#[test]
+fn stopped_former_primary_rejoins_through_divergence_check() {
+    let d = Obs::new("pg1", cluster(Some("pg2")), stopped(true)).decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::StartJob(JobKind::Rejoin { leader: "pg2".into() })]
+    );
+}
+
+#[test]
+fn stopped_replica_starts_following_the_leader() {
+    let d = Obs::new("pg2", cluster(Some("pg1")), stopped(false)).decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::StartJob(JobKind::Start {
+            role: Role::Replica { leader: Some("pg1".into()) }
+        })]
+    );
+    assert_eq!(d.message, "starting as a secondary");
+}
+
+#[test]
+fn leader_whose_postgres_died_starts_it_again_and_keeps_the_lock() {
+    let d = Obs::new("pg1", cluster(Some("pg1")), stopped(true)).decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::StartJob(JobKind::Start { role: Role::Primary })]
+    );
+    assert_eq!(d.message, "starting primary after failure");
+    assert!(d.next.has_lock);
+    assert!(!d.next.needs_rejoin, "our own lock: no divergence check");
+}
+
+#[test]
+fn leader_releases_lock_when_primary_does_not_start_in_time() {
+    let mut o = Obs::new(
+        "pg1",
+        cluster(Some("pg1")),
+        LocalPg::Initialized {
+            system_id: SYSID.into(),
+            process: PgProcess::NotReady,
+            control: None,
+        },
+    );
+    o.0.policy.primary_start_timeout = 10;
+    let state = HaState {
+        has_lock: true,
+        primary_start_began: Some(o.0.now - 5_000),
+        ..HaState::default()
+    };
+    assert!(o.decide_from(&state).actions.is_empty());
+    let state = HaState {
+        primary_start_began: Some(o.0.now - 11_000),
+        ..state
+    };
+    assert_eq!(o.decide_from(&state).actions, vec![Action::ReleaseLock]);
+}
+
+#[test]
+fn leader_race_asks_peers_first() {
+    let d = Obs::new("pg2", cluster(None), running(true, 1000)).decide();
+    assert_eq!(d.actions, vec![Action::ProbePeers]);
+    assert_eq!(d.message, "Lock owner: None; I am pg2");
+}
+
+#[test]
+fn leader_race_winner_acquires_then_promotes() {
+    let d = Obs::new("pg2", cluster(None), running(true, 1000))
+        .peers(vec![("pg1", None), ("pg3", Some((false, 1000)))])
+        .decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::AcquireLock, Action::StartJob(JobKind::Promote)]
+    );
+    assert_eq!(d.message, "promoted self to leader by acquiring session lock");
+}
+
+#[test]
+fn leader_race_defers_to_a_peer_that_is_ahead() {
+    let d = Obs::new("pg2", cluster(None), running(true, 900))
+        .peers(vec![("pg1", None), ("pg3", Some((false, 1000)))])
+        .decide();
+    assert!(d.actions.is_empty());
+    assert_eq!(d.message, "Wal position of pg3 is ahead of my wal position");
+}
+
+#[test]
+fn leader_race_defers_to_a_live_primary() {
+    let d = Obs::new("pg2", cluster(None), running(true, 1000))
+        .peers(vec![("pg1", Some((true, 1000))), ("pg3", None)])
+        .decide();
+    assert!(d.actions.is_empty());
+    assert!(d.message.contains("Primary (pg1) is still alive"));
+}
+
+#[test]
+fn leader_race_refuses_when_lag_exceeds_maximum() {
+    let mut o = Obs::new("pg2", cluster(None), running(true, 100));
+    o.0.policy.maximum_lag_on_failover = 500;
+    let d = o.decide();
+    assert!(d.actions.is_empty());
+    assert!(d.message.contains("exceeds maximum replication lag"), "{}", d.message);
+}
+
+#[test]
+fn nofailover_node_never_races() {
+    let mut o = Obs::new("pg2", cluster(None), running(true, 1000));
+    o.0.nofailover = true;
+    let d = o.peers(vec![]).decide();
+    assert!(d.actions.is_empty());
+}
+
+#[test]
+fn paused_cluster_does_not_fail_over() {
+    let mut o = Obs::new("pg2", cluster(None), running(true, 1000));
+    o.0.policy.pause = true;
+    assert!(o.peers(vec![]).decide().actions.is_empty());
+}
+
+#[test]
+fn not_ready_postgres_stays_out_of_the_race() {
+    let o = Obs::new(
+        "pg2",
+        cluster(None),
+        LocalPg::Initialized {
+            system_id: SYSID.into(),
+            process: PgProcess::NotReady,
+            control: None,
+        },
+    );
+    let d = o.decide();
+    assert!(d.actions.is_empty());
+    assert_eq!(d.message, "not healthy enough for leader race");
+}
+
+#[test]
+fn dcs_loss_demotes_the_primary_cleanly() {
+    let mut o = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000));
+    o.0.dcs = DcsView::Unreachable("timeout".into());
+    let d = o.decide_from(&HaState {
+        has_lock: true,
+        ..HaState::default()
+    });
+    assert_eq!(d.actions, vec![Action::Stop { mode: StopMode::Fast }]);
+    assert_eq!(d.message, "demoted self because DCS is not accessible and I was a leader");
+    assert!(!d.next.has_lock && d.next.needs_rejoin);
+}
+
+#[test]
+fn dcs_loss_restarts_a_stopped_node_read_only() {
+    let mut o = Obs::new("pg1", cluster(Some("pg1")), stopped(true));
+    o.0.dcs = DcsView::Unreachable("timeout".into());
+    assert_eq!(
+        o.decide().actions,
+        vec![Action::StartJob(JobKind::Start {
+            role: Role::Replica { leader: None }
+        })]
+    );
+}
+
+#[test]
+fn dcs_loss_leaves_replicas_alone() {
+    let mut o = Obs::new("pg2", cluster(Some("pg1")), running(true, 1000));
+    o.0.dcs = DcsView::Unreachable("timeout".into());
+    assert!(o.decide().actions.is_empty());
+}
+
+#[test]
+fn demoted_replica_rechecks_divergence_once_a_leader_appears() {
+    let state = HaState {
+        needs_rejoin: true,
+        ..HaState::default()
+    };
+    let d = Obs::new("pg1", cluster(Some("pg2")), running(true, 1000)).decide_from(&state);
+    assert_eq!(d.actions, vec![Action::Stop { mode: StopMode::Fast }]);
+}
+
+#[test]
+fn primary_that_lost_only_the_key_reacquires_it() {
+    let d = Obs::new("pg1", cluster(None), running(false, 1000))
+        .peers(vec![("pg2", Some((false, 900))), ("pg3", Some((false, 900)))])
+        .decide();
+    assert_eq!(d.actions, vec![Action::AcquireLock, Action::WriteStatus]);
+    assert_eq!(d.message, "acquired session lock as a leader");
+}
+
+#[test]
+fn system_id_mismatch_exits_with_both_identifiers() {
+    let local = LocalPg::Initialized {
+        system_id: "123".into(),
+        process: PgProcess::Stopped,
+        control: None,
+    };
+    let d = Obs::new("pg4", cluster(Some("pg1")), local).decide();
+    let Action::Exit(msg) = &d.actions[0] else {
+        panic!("expected exit, got {:?}", d.actions)
+    };
+    assert!(msg.contains(SYSID) && msg.contains("123"), "{msg}");
+    assert!(msg.starts_with("system ID mismatch"));
+}
+
+#[test]
+fn empty_node_in_empty_cluster_races_to_bootstrap() {
+    let d = Obs::new("pg1", Cluster::default(), LocalPg::Empty).decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::TakeInitializeLock, Action::StartJob(JobKind::Bootstrap)]
+    );
+    assert_eq!(d.message, "trying to bootstrap a new cluster");
+}
+
+#[test]
+fn empty_node_waits_while_another_bootstraps() {
+    let c = Cluster::from_keys(&[kv("initialize", "")]);
+    let d = Obs::new("pg2", c, LocalPg::Empty).decide();
+    assert!(d.actions.is_empty());
+    assert_eq!(d.message, "waiting for leader to bootstrap");
+}
+
+#[test]
+fn empty_node_clones_from_the_running_leader() {
+    let d = Obs::new("pg4", cluster(Some("pg1")), LocalPg::Empty).decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::StartJob(JobKind::Clone { from: "pg1".into() })]
+    );
+    assert_eq!(d.message, "trying to bootstrap from leader 'pg1'");
+}
+
+#[test]
+fn failed_bootstrap_gives_up_the_initialize_key() {
+    let c = Cluster::from_keys(&[kv("initialize", "")]);
+    let mut o = Obs::new("pg1", c, LocalPg::Empty);
+    o.0.finished = Some(JobOutcome {
+        kind: JobKind::Bootstrap,
+        ok: false,
+        message: "initdb failed".into(),
+    });
+    assert_eq!(
+        o.decide().actions,
+        vec![Action::CancelInitialization, Action::RemoveDataDirectory]
+    );
+}
+
+#[test]
+fn long_action_in_progress_blocks_other_actions_but_lock_stays_held() {
+    let mut o = Obs::new(
+        "pg1",
+        cluster(Some("pg1")),
+        LocalPg::Initialized {
+            system_id: SYSID.into(),
+            process: PgProcess::NotReady,
+            control: None,
+        },
+    );
+    o.0.job = Some(Job {
+        kind: JobKind::Start { role: Role::Primary },
+        started_at: 0,
+    });
+    let d = o.decide();
+    assert!(d.actions.is_empty());
+    assert!(d.next.has_lock);
+}
+
+#[test]
+fn new_timeline_is_recorded_in_history() {
+    let local = LocalPg::Initialized {
+        system_id: SYSID.into(),
+        process: PgProcess::Running(PgRunning {
+            in_recovery: false,
+            timeline: 2,
+            wal_position: 1000,
+            streaming: false,
+        }),
+        control: None,
+    };
+    let d = Obs::new("pg1", cluster(Some("pg1")), local).decide();
+    assert!(d.actions.contains(&Action::UpdateHistory));
+}
+
+#[test]
+fn divergence_rules() {
+    let history = [(1, 500), (2, 900)];
+    assert_eq!(assess_divergence(3, 1000, 3, &history), Divergence::InSync);
+    assert_eq!(assess_divergence(1, 400, 3, &history), Divergence::InSync);
+    assert!(matches!(assess_divergence(1, 600, 3, &history), Divergence::Diverged(_)));
+    assert!(matches!(assess_divergence(1, 500, 2, &history), Divergence::Diverged(_)));
+    assert!(matches!(assess_divergence(4, 0, 3, &history), Divergence::Diverged(_)));
+    assert!(matches!(assess_divergence(5, 0, 6, &history), Divergence::Diverged(_)));
+}
+
+#[test]
+fn slot_names_follow_member_names() {
+    assert_eq!(slot_name("Node-1.a"), "node_1_a");
+    assert_eq!(slot_name(&"x".repeat(70)).len(), 63);
+}

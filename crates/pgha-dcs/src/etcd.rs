@@ -1,0 +1,532 @@
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, Error as EtcdError, GetOptions, PutOptions, Txn,
+    TxnOp, TxnOpResponse, WatchOptions,
+};
+use pgha_types::{Cluster, KeyValue, MemberData};
+use tokio::sync::{Mutex, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::DcsError;
+
+/// Where and how to reach etcd, and under which prefix the cluster lives.
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    /// `http://host:port` URLs; requests move to the next one when one fails.
+    pub endpoints: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// `<namespace>/<scope>/`, with leading and trailing slash: `/service/batman/`.
+    pub prefix: String,
+    /// Budget for one request, across endpoints and retries.
+    pub request_timeout: Duration,
+}
+
+/// Keys whose change should wake the HA loop before `loop_wait` runs out. Member keys change
+/// every cycle on a busy cluster and are left out on purpose.
+const WAKE_KEYS: &[&str] = &["leader", "failover", "config", "initialize"];
+
+pub struct EtcdDcs {
+    client: Client,
+    settings: EtcdSettings,
+    /// (lease id, ttl seconds) of this agent's session.
+    lease: Mutex<Option<(i64, u64)>>,
+    retry_budget_ms: AtomicU64,
+}
+
+/// A background watch on the cluster prefix; dropping it stops the watch.
+pub struct WatchHandle(JoinHandle<()>);
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl EtcdDcs {
+    pub async fn connect(settings: EtcdSettings) -> Result<EtcdDcs, DcsError> {
+        if settings.endpoints.is_empty() {
+            return Err(DcsError::Settings("no etcd endpoints configured".into()));
+        }
+        if settings.ca_file.is_some() || settings.cert_file.is_some() {
+            return Err(DcsError::Settings(
+                "TLS to etcd (cacert/cert/key) is not supported by this build; use an http endpoint".into(),
+            ));
+        }
+        let per_attempt = attempt_timeout(settings.request_timeout);
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(per_attempt)
+            .with_timeout(per_attempt)
+            .with_keep_alive(Duration::from_secs(2), per_attempt);
+        if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
+            opts = opts.with_user(u.clone(), p.clone());
+        }
+        let endpoints = settings.endpoints.clone();
+        let client = tokio::time::timeout(
+            settings.request_timeout,
+            Client::connect(endpoints.clone(), Some(opts)),
+        )
+        .await
+        .map_err(|_| DcsError::Unreachable {
+            endpoints: endpoints.join(","),
+            detail: "timed out connecting".into(),
+        })?
+        .map_err(|e| classify(&endpoints.join(","), e))?;
+        let budget = settings.request_timeout.as_millis() as u64;
+        Ok(EtcdDcs {
+            client,
+            settings,
+            lease: Mutex::new(None),
+            retry_budget_ms: AtomicU64::new(budget),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.settings.prefix
+    }
+
+    /// How long one operation may keep retrying (the dynamic `retry_timeout`).
+    pub fn set_retry_timeout(&self, d: Duration) {
+        self.retry_budget_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn key(&self, rel: &str) -> String {
+        format!("{}{}", self.settings.prefix, rel)
+    }
+
+    /// Runs `op` until it succeeds, fails for a reason retrying cannot fix, or the retry budget
+    /// is spent. Each attempt has its own timeout so a dead endpoint cannot eat the budget.
+    async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T, DcsError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, EtcdError>>,
+    {
+        let budget = Duration::from_millis(self.retry_budget_ms.load(Ordering::Relaxed));
+        let deadline = tokio::time::Instant::now() + budget;
+        let per_attempt = attempt_timeout(budget);
+        let endpoints = self.settings.endpoints.join(",");
+        let mut last = String::from("no attempt made");
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(DcsError::Unreachable {
+                    endpoints,
+                    detail: format!("{what}: {last}"),
+                });
+            }
+            let this_attempt = per_attempt.min(deadline - now);
+            match tokio::time::timeout(this_attempt, op(self.client.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => match classify(&endpoints, e) {
+                    DcsError::Unreachable { detail, .. } => last = detail,
+                    other => return Err(other),
+                },
+                Err(_) => last = format!("no answer within {}ms", this_attempt.as_millis()),
+            }
+            debug!(what, error = %last, "etcd request failed, retrying");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reads every key under the cluster prefix in one request.
+    pub async fn load_cluster(&self) -> Result<Cluster, DcsError> {
+        let prefix = self.settings.prefix.clone();
+        let resp = self
+            .call("read cluster", |mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        let keys: Vec<KeyValue> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = String::from_utf8_lossy(kv.key());
+                let rel = key.strip_prefix(&self.settings.prefix)?.to_string();
+                Some(KeyValue {
+                    key: rel,
+                    value: String::from_utf8_lossy(kv.value()).into_owned(),
+                    lease: kv.lease(),
+                    mod_revision: kv.mod_revision(),
+                })
+            })
+            .collect();
+        Ok(Cluster::from_keys(&keys))
+    }
+
+    /// Our lease id, creating a lease with `ttl` seconds when there is none yet or the ttl
+    /// changed (the old lease is left to expire: keys move to the new one on their next write).
+    pub async fn ensure_lease(&self, ttl: u64) -> Result<i64, DcsError> {
+        let mut guard = self.lease.lock().await;
+        if let Some((id, lease_ttl)) = *guard {
+            if lease_ttl == ttl {
+                return Ok(id);
+            }
+        }
+        let resp = self
+            .call("grant lease", |mut c| async move {
+                c.lease_grant(ttl as i64, None).await
+            })
+            .await?;
+        info!("created etcd lease {:x} with ttl {ttl}s", resp.id());
+        *guard = Some((resp.id(), ttl));
+        Ok(resp.id())
+    }
+
+    pub async fn lease_id(&self) -> Option<i64> {
+        self.lease.lock().await.map(|(id, _)| id)
+    }
+
+    /// Renews our lease. `LeaseExpired` means the keys on it are gone; the next
+    /// `ensure_lease` creates a fresh one.
+    pub async fn refresh_lease(&self) -> Result<(), DcsError> {
+        let Some((id, _)) = *self.lease.lock().await else {
+            return Err(DcsError::LeaseExpired(0));
+        };
+        let res = self
+            .call("renew lease", |mut c| async move {
+                match c.lease_keep_alive(id).await {
+                    Ok(_) => Ok(true),
+                    Err(EtcdError::LeaseKeepAliveError(_)) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if res {
+            Ok(())
+        } else {
+            let mut guard = self.lease.lock().await;
+            if guard.map(|(i, _)| i) == Some(id) {
+                *guard = None;
+            }
+            Err(DcsError::LeaseExpired(id))
+        }
+    }
+
+    /// Publishes our member record on our lease.
+    pub async fn touch_member(&self, name: &str, data: &MemberData) -> Result<(), DcsError> {
+        let lease = self.current_lease().await?;
+        let key = self.key(&format!("members/{name}"));
+        let value = serde_json_compact(data);
+        self.call("write member key", |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                c.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn current_lease(&self) -> Result<i64, DcsError> {
+        self.lease
+            .lock()
+            .await
+            .map(|(id, _)| id)
+            .ok_or(DcsError::LeaseExpired(0))
+    }
+
+    /// The leader race: creates `leader` = `name` on our lease only if no leader key exists.
+    pub async fn acquire_leader(&self, name: &str) -> Result<bool, DcsError> {
+        let lease = self.current_lease().await?;
+        let key = self.key("leader");
+        let resp = self
+            .call("acquire leader lock", |mut c| {
+                let key = key.clone();
+                let name = name.to_string();
+                async move {
+                    let txn = Txn::new()
+                        .when(vec![Compare::create_revision(
+                            key.clone(),
+                            CompareOp::Equal,
+                            0,
+                        )])
+                        .and_then(vec![TxnOp::put(
+                            key.clone(),
+                            name,
+                            Some(PutOptions::new().with_lease(lease)),
+                        )])
+                        .or_else(vec![TxnOp::get(key, None)]);
+                    c.txn(txn).await
+                }
+            })
+            .await?;
+        if resp.succeeded() {
+            return Ok(true);
+        }
+        // A retried request whose first attempt already won finds its own key here.
+        Ok(txn_get_matches(&resp.op_responses(), name, Some(lease)))
+    }
+
+    /// Keeps our leadership: renews the lease, and moves the leader key onto our current lease
+    /// if it sits on another one (after a lease re-creation) — only while it still names us.
+    pub async fn update_leader(&self, name: &str, leader_lease: i64) -> Result<bool, DcsError> {
+        self.refresh_lease().await?;
+        let lease = self.current_lease().await?;
+        if leader_lease == lease {
+            return Ok(true);
+        }
+        let key = self.key("leader");
+        let resp = self
+            .call("update leader lock", |mut c| {
+                let key = key.clone();
+                let name = name.to_string();
+                async move {
+                    let txn = Txn::new()
+                        .when(vec![Compare::value(key.clone(), CompareOp::Equal, name.clone())])
+                        .and_then(vec![TxnOp::put(
+                            key,
+                            name,
+                            Some(PutOptions::new().with_lease(lease)),
+                        )]);
+                    c.txn(txn).await
+                }
+            })
+            .await?;
+        Ok(resp.succeeded())
+    }
+
+    /// Releases the leader lock, only if it still names us.
+    pub async fn delete_leader(&self, name: &str) -> Result<bool, DcsError> {
+        let key = self.key("leader");
+        let resp = self
+            .call("release leader lock", |mut c| {
+                let key = key.clone();
+                let name = name.to_string();
+                async move {
+                    let txn = Txn::new()
+                        .when(vec![Compare::value(key.clone(), CompareOp::Equal, name)])
+                        .and_then(vec![TxnOp::delete(key, None)]);
+                    c.txn(txn).await
+                }
+            })
+            .await?;
+        Ok(resp.succeeded())
+    }
+
+    /// The bootstrap race on `initialize`: with `create_new` only the first caller wins;
+    /// without it the value (the system identifier) is written unconditionally.
+    pub async fn initialize(&self, create_new: bool, value: &str) -> Result<bool, DcsError> {
+        let key = self.key("initialize");
+        if create_new {
+            self.create_if_absent("take initialize lock", key, value.to_string())
+                .await
+        } else {
+            self.put_key("initialize", value).await.map(|_| true)
+        }
+    }
+
+    /// Gives up the bootstrap race after a failed initdb, so another node can try.
+    pub async fn cancel_initialization(&self) -> Result<(), DcsError> {
+        self.delete_key("initialize").await
+    }
+
+    async fn create_if_absent(
+        &self,
+        what: &str,
+        key: String,
+        value: String,
+    ) -> Result<bool, DcsError> {
+        let resp = self
+            .call(what, |mut c| {
+                let (key, value) = (key.clone(), value.clone());
+                async move {
+                    let txn = Txn::new()
+                        .when(vec![Compare::create_revision(
+                            key.clone(),
+                            CompareOp::Equal,
+                            0,
+                        )])
+                        .and_then(vec![TxnOp::put(key.clone(), value, None)])
+                        .or_else(vec![TxnOp::get(key, None)]);
+                    c.txn(txn).await
+                }
+            })
+            .await?;
+        Ok(resp.succeeded() || txn_get_matches(&resp.op_responses(), &value, None))
+    }
+
+    /// Writes the dynamic configuration; with `expected_revision` only if nobody changed it
+    /// since (0 = only if absent).
+    pub async fn set_config(
+        &self,
+        value: &str,
+        expected_revision: Option<i64>,
+    ) -> Result<bool, DcsError> {
+        let key = self.key("config");
+        match expected_revision {
+            None => self.put_key("config", value).await.map(|_| true),
+            Some(0) => {
+                self.create_if_absent("write config", key, value.to_string())
+                    .await
+            }
+            Some(rev) => {
+                let resp = self
+                    .call("write config", |mut c| {
+                        let (key, value) = (key.clone(), value.to_string());
+                        async move {
+                            let txn = Txn::new()
+                                .when(vec![Compare::mod_revision(
+                                    key.clone(),
+                                    CompareOp::Equal,
+                                    rev,
+                                )])
+                                .and_then(vec![TxnOp::put(key, value, None)]);
+                            c.txn(txn).await
+                        }
+                    })
+                    .await?;
+                Ok(resp.succeeded())
+            }
+        }
+    }
+
+    /// Plain write of a key without a lease (`status`, `history`, `failover`, ...).
+    pub async fn put_key(&self, rel: &str, value: &str) -> Result<(), DcsError> {
+        let key = self.key(rel);
+        self.call("write key", |mut c| {
+            let (key, value) = (key.clone(), value.to_string());
+            async move { c.put(key, value, None).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_key(&self, rel: &str) -> Result<(), DcsError> {
+        let key = self.key(rel);
+        self.call("delete key", |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes the whole cluster from the DCS.
+    pub async fn delete_cluster(&self) -> Result<(), DcsError> {
+        let prefix = self.settings.prefix.clone();
+        self.call("delete cluster", |mut c| {
+            let prefix = prefix.clone();
+            async move {
+                c.delete(prefix, Some(etcd_client::DeleteOptions::new().with_prefix()))
+                    .await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Ends our session: revoking the lease deletes our member key (and the leader key if we
+    /// still held it) at once instead of after `ttl`.
+    pub async fn revoke_lease(&self) -> Result<(), DcsError> {
+        let Some((id, _)) = self.lease.lock().await.take() else {
+            return Ok(());
+        };
+        self.call("revoke lease", |mut c| async move { c.lease_revoke(id).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Watches the cluster prefix in the background and signals `notify` whenever a key that
+    /// matters to the HA loop (leader, failover, config, initialize) changes or is deleted.
+    /// Reconnects on its own; a broken watch only means the loop falls back to `loop_wait`.
+    pub fn watch(&self, notify: Arc<Notify>) -> WatchHandle {
+        let client = self.client.clone();
+        let prefix = self.settings.prefix.clone();
+        WatchHandle(tokio::spawn(async move {
+            loop {
+                if let Err(e) = watch_once(client.clone(), &prefix, &notify).await {
+                    debug!("watch on {prefix} ended: {e}");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }))
+    }
+}
+
+async fn watch_once(mut client: Client, prefix: &str, notify: &Notify) -> Result<(), EtcdError> {
+    let mut stream = client
+        .watch(prefix, Some(WatchOptions::new().with_prefix()))
+        .await?;
+    while let Some(resp) = stream.message().await? {
+        let wake = resp.events().iter().any(|ev| {
+            ev.kv().is_some_and(|kv| {
+                let key = String::from_utf8_lossy(kv.key());
+                key.strip_prefix(prefix)
+                    .is_some_and(|rel| WAKE_KEYS.contains(&rel))
+            })
+        });
+        if wake {
+            notify.notify_one();
+        }
+        if resp.canceled() {
+            warn!("etcd cancelled the watch on {prefix}: {}", resp.cancel_reason());
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn txn_get_matches(ops: &[TxnOpResponse], value: &str, lease: Option<i64>) -> bool {
+    ops.iter().any(|op| match op {
+        TxnOpResponse::Get(g) => g.kvs().iter().any(|kv| {
+            kv.value() == value.as_bytes() && lease.is_none_or(|l| kv.lease() == l)
+        }),
+        _ => false,
+    })
+}
+
+fn attempt_timeout(budget: Duration) -> Duration {
+    (budget / 3).clamp(Duration::from_millis(500), Duration::from_secs(3))
+}
+
+fn serde_json_compact(data: &MemberData) -> String {
+    serde_json::to_string(data).expect("member data always serializes")
+}
+
+/// Network trouble is retried and ends as `Unreachable`; an answer from etcd that refuses the
+/// request is final.
+fn classify(endpoints: &str, e: EtcdError) -> DcsError {
+    use tonic_code::is_retryable;
+    match &e {
+        EtcdError::GRpcStatus(s) if !is_retryable(s.code() as i32) => {
+            DcsError::Rejected(format!("{}: {}", code_name(s.code() as i32), s.message()))
+        }
+        EtcdError::InvalidArgs(m) | EtcdError::EndpointError(m) => DcsError::Settings(m.clone()),
+        EtcdError::InvalidUri(u) => DcsError::Settings(format!("invalid endpoint URL: {u}")),
+        _ => DcsError::Unreachable {
+            endpoints: endpoints.to_string(),
+            detail: e.to_string(),
+        },
+    }
+}
+
+fn code_name(code: i32) -> &'static str {
+    match code {
+        3 => "invalid argument",
+        5 => "not found",
+        7 => "permission denied",
+        9 => "failed precondition",
+        16 => "unauthenticated",
+        _ => "error",
+    }
+}
+
+mod tonic_code {
+    /// gRPC codes worth retrying on another attempt or endpoint: Unknown (1), DeadlineExceeded
+    /// (4), ResourceExhausted (8), Aborted (10), Internal (13), Unavailable (14).
+    pub fn is_retryable(code: i32) -> bool {
+        matches!(code, 1 | 4 | 8 | 10 | 13 | 14)
+    }
+}

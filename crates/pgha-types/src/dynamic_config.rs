@@ -1,0 +1,236 @@
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The dynamic configuration as stored in the DCS `config` key: kept as the JSON object the
+/// operator wrote (unknown keys included) so writing it back never loses anything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DynamicConfig(pub Map<String, Value>);
+
+/// GUCs that must be equal on every member; Patroni takes them only from the dynamic
+/// configuration and passes them on the postgres command line. (name, default, minimum)
+pub const CLUSTER_WIDE_GUCS: &[(&str, &str, Option<i64>)] = &[
+    ("max_connections", "100", Some(25)),
+    ("max_locks_per_transaction", "64", Some(32)),
+    ("max_worker_processes", "8", Some(2)),
+    ("max_prepared_transactions", "0", Some(0)),
+    ("wal_level", "hot_standby", None),
+    ("track_commit_timestamp", "off", None),
+    ("max_wal_senders", "10", Some(3)),
+    ("max_replication_slots", "10", Some(4)),
+    ("wal_keep_size", "128MB", None),
+    ("wal_log_hints", "on", None),
+];
+
+/// The typed view of the dynamic configuration the HA loop runs with, after defaults and the
+/// timing rules are applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterPolicy {
+    pub ttl: u64,
+    pub loop_wait: u64,
+    pub retry_timeout: u64,
+    pub maximum_lag_on_failover: u64,
+    pub primary_start_timeout: u64,
+    pub pause: bool,
+    pub check_timeline: bool,
+    pub use_pg_rewind: bool,
+    pub use_slots: bool,
+    pub failsafe_mode: bool,
+    pub synchronous_mode: bool,
+    pub parameters: Map<String, Value>,
+    pub pg_hba: Option<Vec<String>>,
+}
+
+impl Default for ClusterPolicy {
+    fn default() -> Self {
+        ClusterPolicy {
+            ttl: 30,
+            loop_wait: 10,
+            retry_timeout: 10,
+            maximum_lag_on_failover: 1_048_576,
+            primary_start_timeout: 300,
+            pause: false,
+            check_timeline: false,
+            use_pg_rewind: false,
+            use_slots: true,
+            failsafe_mode: false,
+            synchronous_mode: false,
+            parameters: Map::new(),
+            pg_hba: None,
+        }
+    }
+}
+
+/// Minimum values pgha accepts. Lower than Patroni's (ttl 20) on purpose: failover speed is
+/// bounded by ttl, and etcd leases are exact enough for shorter ones.
+pub const MIN_TTL: u64 = 5;
+pub const MIN_LOOP_WAIT: u64 = 1;
+pub const MIN_RETRY_TIMEOUT: u64 = 2;
+
+impl DynamicConfig {
+    pub fn parse(raw: &str) -> Result<DynamicConfig, String> {
+        match serde_json::from_str::<Value>(raw) {
+            Ok(Value::Object(m)) => Ok(DynamicConfig(m)),
+            Ok(_) => Err("config: expected a JSON object".to_string()),
+            Err(e) => Err(format!("config: not valid JSON ({e})")),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
+    /// Typed policy plus warnings for values that were out of range and adjusted.
+    pub fn policy(&self) -> (ClusterPolicy, Vec<String>) {
+        let mut p = ClusterPolicy::default();
+        let mut warnings = Vec::new();
+        let m = &self.0;
+        let num = |key: &str, target: &mut u64, warnings: &mut Vec<String>| {
+            if let Some(v) = m.get(key) {
+                match as_u64(v) {
+                    Some(n) => *target = n,
+                    None => warnings.push(format!("{key}: {v} is not a number, using {target}")),
+                }
+            }
+        };
+        num("ttl", &mut p.ttl, &mut warnings);
+        num("loop_wait", &mut p.loop_wait, &mut warnings);
+        num("retry_timeout", &mut p.retry_timeout, &mut warnings);
+        num(
+            "maximum_lag_on_failover",
+            &mut p.maximum_lag_on_failover,
+            &mut warnings,
+        );
+        num(
+            "primary_start_timeout",
+            &mut p.primary_start_timeout,
+            &mut warnings,
+        );
+        if !m.contains_key("primary_start_timeout") {
+            num(
+                "master_start_timeout",
+                &mut p.primary_start_timeout,
+                &mut warnings,
+            );
+        }
+        let flag = |v: Option<&Value>, default: bool| if v.is_some() { crate::member::tag_is_true(v) } else { default };
+        p.pause = flag(m.get("pause"), false);
+        p.check_timeline = flag(m.get("check_timeline"), false);
+        p.failsafe_mode = flag(m.get("failsafe_mode"), false);
+        p.synchronous_mode = flag(m.get("synchronous_mode"), false);
+        if let Some(Value::Object(pg)) = m.get("postgresql") {
+            p.use_pg_rewind = flag(pg.get("use_pg_rewind"), false);
+            p.use_slots = flag(pg.get("use_slots"), true);
+            if let Some(Value::Object(params)) = pg.get("parameters") {
+                p.parameters = params.clone();
+            }
+            if let Some(Value::Array(hba)) = pg.get("pg_hba") {
+                p.pg_hba = Some(
+                    hba.iter()
+                        .filter_map(|l| l.as_str().map(str::to_string))
+                        .collect(),
+                );
+            }
+        }
+        warnings.extend(adjust_timings(&mut p));
+        (p, warnings)
+    }
+}
+
+/// Brings ttl / loop_wait / retry_timeout into a combination that can work:
+/// `loop_wait + 2 * retry_timeout <= ttl`, so a leader that fails one renewal still has time to
+/// retry and demote before its lock expires.
+fn adjust_timings(p: &mut ClusterPolicy) -> Vec<String> {
+    let mut w = Vec::new();
+    if p.ttl < MIN_TTL {
+        w.push(format!("ttl={} can't be smaller than {MIN_TTL}, adjusting...", p.ttl));
+        p.ttl = MIN_TTL;
+    }
+    if p.loop_wait < MIN_LOOP_WAIT {
+        w.push(format!(
+            "loop_wait={} can't be smaller than {MIN_LOOP_WAIT}, adjusting...",
+            p.loop_wait
+        ));
+        p.loop_wait = MIN_LOOP_WAIT;
+    }
+    if p.retry_timeout < MIN_RETRY_TIMEOUT {
+        w.push(format!(
+            "retry_timeout={} can't be smaller than {MIN_RETRY_TIMEOUT}, adjusting...",
+            p.retry_timeout
+        ));
+        p.retry_timeout = MIN_RETRY_TIMEOUT;
+    }
+    if p.loop_wait + 2 * p.retry_timeout > p.ttl {
+        let old = (p.loop_wait, p.retry_timeout);
+        p.retry_timeout = ((p.ttl.saturating_sub(p.loop_wait)) / 2).max(MIN_RETRY_TIMEOUT);
+        if p.loop_wait + 2 * p.retry_timeout > p.ttl {
+            p.loop_wait = p.ttl.saturating_sub(2 * p.retry_timeout).max(MIN_LOOP_WAIT);
+        }
+        w.push(format!(
+            "loop_wait={} + 2*retry_timeout={} must not exceed ttl={}, using loop_wait={} retry_timeout={}",
+            old.0, old.1, p.ttl, p.loop_wait, p.retry_timeout
+        ));
+    }
+    w
+}
+
+/// Timing combinations a write of the dynamic configuration must satisfy; the message names the
+/// offending key.
+pub fn check_timings(ttl: u64, loop_wait: u64, retry_timeout: u64) -> Result<(), String> {
+    if ttl < MIN_TTL {
+        return Err(format!("ttl: {ttl} is below the minimum of {MIN_TTL}"));
+    }
+    if loop_wait < MIN_LOOP_WAIT {
+        return Err(format!("loop_wait: {loop_wait} is below the minimum of {MIN_LOOP_WAIT}"));
+    }
+    if retry_timeout < MIN_RETRY_TIMEOUT {
+        return Err(format!(
+            "retry_timeout: {retry_timeout} is below the minimum of {MIN_RETRY_TIMEOUT}"
+        ));
+    }
+    if loop_wait + 2 * retry_timeout > ttl {
+        return Err(format!(
+            "ttl: {ttl} is too small for loop_wait={loop_wait} and retry_timeout={retry_timeout} (need loop_wait + 2*retry_timeout <= ttl)"
+        ));
+    }
+    Ok(())
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f as u64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_reads_patroni_config() {
+        let c = DynamicConfig::parse(r#"{"ttl":20,"loop_wait":1,"retry_timeout":3,"maximum_lag_on_failover":1048576,"postgresql":{"use_pg_rewind":true,"use_slots":true,"parameters":{"max_connections":100}}}"#).unwrap();
+        let (p, w) = c.policy();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!((p.ttl, p.loop_wait, p.retry_timeout), (20, 1, 3));
+        assert!(p.use_pg_rewind && p.use_slots);
+        assert_eq!(p.parameters["max_connections"], 100);
+    }
+
+    #[test]
+    fn impossible_timings_are_adjusted_with_a_warning() {
+        let c = DynamicConfig::parse(r#"{"ttl":6,"loop_wait":2,"retry_timeout":10}"#).unwrap();
+        let (p, w) = c.policy();
+        assert!(p.loop_wait + 2 * p.retry_timeout <= p.ttl, "{p:?}");
+        assert_eq!(w.len(), 1);
+        assert!(check_timings(6, 2, 10).unwrap_err().starts_with("ttl:"));
+        assert!(check_timings(10, 1, 3).is_ok());
+    }
+
+    #[test]
+    fn non_object_is_an_error() {
+        assert!(DynamicConfig::parse("[1]").is_err());
+        assert!(DynamicConfig::parse("{bad").is_err());
+    }
+}
