@@ -1,0 +1,479 @@
+//! From the merged JSON tree to a validated [`Config`]: top level, `restapi`, `ctl`, DCS,
+//! `tags`, `watchdog`, `log`. `postgresql` and `bootstrap` are in [`crate::build_pg`].
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use crate::error::{ConfigError, Problem};
+use crate::model::{normalize_namespace, Auth, Config, Ctl, Etcd, Log, RestApi};
+use crate::reader::{
+    boolean, join, kind, map_or_empty, required_string, section, split_commas, string, string_list,
+    uint, Ctx,
+};
+use crate::{addr, build_pg, schema, Loaded};
+
+/// Validates the tree and builds the configuration, or lists every problem found.
+/// `warnings` are those found while reading the sources; they come first.
+pub(crate) fn build(
+    tree: &Map<String, Value>,
+    warnings: Vec<String>,
+) -> Result<Loaded, ConfigError> {
+    let mut ctx = Ctx {
+        problems: Vec::new(),
+        warnings,
+    };
+    schema::warn_unknown_keys(tree, &mut ctx);
+
+    let scope = required_string(&mut ctx, "scope", tree.get("scope"));
+    let name = required_string(&mut ctx, "name", tree.get("name"));
+    let namespace = string(&mut ctx, "namespace", tree.get("namespace"))
+        .map(|ns| normalize_namespace(&ns))
+        .unwrap_or_else(|| "/service".to_string());
+    let restapi = restapi(&mut ctx, tree.get("restapi"));
+    let ctl = ctl(&mut ctx, tree.get("ctl"));
+    let (etcd3, etcd) = dcs(&mut ctx, tree);
+    let bootstrap = build_pg::bootstrap(&mut ctx, tree.get("bootstrap"));
+    let postgresql = build_pg::postgresql(&mut ctx, tree.get("postgresql"));
+    let tags = tags(&mut ctx, tree.get("tags"));
+    let watchdog = watchdog(&mut ctx, tree.get("watchdog"));
+    let log = log(&mut ctx, tree.get("log"));
+
+    if !ctx.problems.is_empty() {
+        let mut problems = ctx.problems;
+        add_hints(&mut problems, tree);
+        return Err(ConfigError::Invalid(problems));
+    }
+    let config = Config {
+        scope,
+        namespace,
+        name,
+        restapi,
+        ctl,
+        etcd3,
+        etcd,
+        bootstrap,
+        postgresql,
+        tags,
+        watchdog,
+        log,
+    };
+    Ok(Loaded {
+        config,
+        warnings: ctx.warnings,
+    })
+}
+
+/// Looks up `path` in the tree; `None` when a step is missing or not a mapping.
+fn lookup<'a>(tree: &'a Map<String, Value>, path: &str) -> Option<&'a Map<String, Value>> {
+    let mut node = tree;
+    for key in path.split('.').filter(|k| !k.is_empty()) {
+        node = node.get(key)?.as_object()?;
+    }
+    Some(node)
+}
+
+/// For a missing key, points at a sibling that looks like a misspelling of it
+/// (`data-dir` for `data_dir`).
+fn add_hints(problems: &mut [Problem], tree: &Map<String, Value>) {
+    for p in problems.iter_mut().filter(|p| p.message == "is required") {
+        let (parent, key) = p.path.rsplit_once('.').unwrap_or(("", p.path.as_str()));
+        let Some(siblings) = lookup(tree, parent) else {
+            continue;
+        };
+        let want = normalize_key(key);
+        if let Some(found) = siblings.keys().find(|k| {
+            *k != key
+                && (normalize_key(k) == want
+                    || (want.len() >= 4 && edit_distance(&normalize_key(k), &want) <= 2))
+        }) {
+            p.message = format!(
+                "is required (found '{}'; did you mean '{key}'?)",
+                join(parent, found)
+            );
+        }
+    }
+}
+
+fn normalize_key(k: &str) -> String {
+    k.trim().to_ascii_lowercase().replace('-', "_")
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn get<'a>(m: Option<&'a Map<String, Value>>, key: &str) -> Option<&'a Value> {
+    m.and_then(|m| m.get(key))
+}
+
+/// Keeps the keys of `m` that are not in `typed` (and are known to Patroni, see `schema`).
+fn rest(m: Option<&Map<String, Value>>, typed: &[&str], known: &[&str]) -> Map<String, Value> {
+    m.map(|m| {
+        m.iter()
+            .filter(|(k, _)| !typed.contains(&k.as_str()) && known.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn restapi(ctx: &mut Ctx, v: Option<&Value>) -> RestApi {
+    let m = section(ctx, "restapi", v);
+    let listen = required_string(ctx, "restapi.listen", get(m, "listen"));
+    let parsed = if listen.is_empty() {
+        None
+    } else {
+        match addr::parse(&listen) {
+            Ok(hp) if hp.hosts.len() == 1 => Some(hp),
+            Ok(_) => {
+                ctx.problem(
+                    "restapi.listen",
+                    "expected a single host:port, got several hosts",
+                );
+                None
+            }
+            Err(e) => {
+                ctx.problem("restapi.listen", e);
+                None
+            }
+        }
+    };
+    let connect_address = match string(ctx, "restapi.connect_address", get(m, "connect_address")) {
+        Some(c) => {
+            check_connect_address(ctx, "restapi.connect_address", &c);
+            c
+        }
+        None => {
+            if let Some(hp) = &parsed {
+                if hp.hosts.iter().all(|h| addr::is_wildcard(h)) {
+                    ctx.warn(format!(
+                        "restapi.connect_address is not set and restapi.listen ({listen}) is a wildcard address: other members and clients cannot reach this node's REST API there; set restapi.connect_address"
+                    ));
+                }
+            }
+            listen.clone()
+        }
+    };
+    let verify_client = string(ctx, "restapi.verify_client", get(m, "verify_client"));
+    if let Some(vc) = &verify_client {
+        if !matches!(vc.as_str(), "none" | "optional" | "required") {
+            ctx.problem(
+                "restapi.verify_client",
+                format!("expected none, optional or required, got {vc:?}"),
+            );
+        }
+    }
+    RestApi {
+        listen,
+        connect_address,
+        authentication: auth(ctx, "restapi.authentication", get(m, "authentication")),
+        certfile: string(ctx, "restapi.certfile", get(m, "certfile")),
+        keyfile: string(ctx, "restapi.keyfile", get(m, "keyfile")),
+        cafile: string(ctx, "restapi.cafile", get(m, "cafile")),
+        verify_client,
+        allowlist: string_list(ctx, "restapi.allowlist", get(m, "allowlist")).unwrap_or_default(),
+        extra: rest(
+            m,
+            &[
+                "listen",
+                "connect_address",
+                "authentication",
+                "certfile",
+                "keyfile",
+                "cafile",
+                "verify_client",
+                "allowlist",
+            ],
+            &[
+                "keyfile_password",
+                "ciphers",
+                "allowlist_include_members",
+                "http_extra_headers",
+                "https_extra_headers",
+                "request_queue_size",
+                "server_tokens",
+                "thread_pool_size",
+            ],
+        ),
+    }
+}
+
+/// A `host:port` others connect to: one host, a valid port, not a wildcard.
+pub(crate) fn check_connect_address(ctx: &mut Ctx, path: &str, value: &str) {
+    match addr::parse(value) {
+        Ok(hp) if hp.hosts.len() != 1 => {
+            ctx.problem(path, format!("expected a single host:port, got {value:?}"))
+        }
+        Ok(hp) if hp.hosts.iter().any(|h| addr::is_wildcard(h)) => ctx.warn(format!(
+            "{path} ({value}) is a wildcard address; other members cannot connect to it"
+        )),
+        Ok(_) => {}
+        Err(e) => ctx.problem(path, e),
+    }
+}
+
+fn auth(ctx: &mut Ctx, path: &str, v: Option<&Value>) -> Option<Auth> {
+    let m = section(ctx, path, v)?;
+    Some(Auth {
+        username: required_string(ctx, &join(path, "username"), m.get("username")),
+        password: required_string(ctx, &join(path, "password"), m.get("password")),
+    })
+}
+
+fn ctl(ctx: &mut Ctx, v: Option<&Value>) -> Option<Ctl> {
+    let m = section(ctx, "ctl", v)?;
+    Some(Ctl {
+        authentication: auth(ctx, "ctl.authentication", m.get("authentication")),
+        insecure: boolean(ctx, "ctl.insecure", m.get("insecure")).unwrap_or(false),
+        certfile: string(ctx, "ctl.certfile", m.get("certfile")),
+        keyfile: string(ctx, "ctl.keyfile", m.get("keyfile")),
+        cacert: string(ctx, "ctl.cacert", m.get("cacert")),
+    })
+}
+
+/// Picks the DCS: `etcd3` is required; the other sections Patroni supports are errors when
+/// they stand alone and warnings next to `etcd3`.
+fn dcs(ctx: &mut Ctx, tree: &Map<String, Value>) -> (Option<Etcd>, Option<Etcd>) {
+    let etcd3 = tree
+        .contains_key("etcd3")
+        .then(|| etcd_section(ctx, "etcd3", tree.get("etcd3")));
+    // The v2 section is not used: its own problems would only be noise.
+    let etcd = tree
+        .contains_key("etcd")
+        .then(|| etcd_section(&mut Ctx::default(), "etcd", tree.get("etcd")));
+    let others: Vec<&str> = schema::OTHER_DCS
+        .iter()
+        .copied()
+        .filter(|k| tree.contains_key(*k))
+        .collect();
+    if etcd3.is_some() {
+        if etcd.is_some() {
+            ctx.warn("the etcd (v2 API) section is ignored: pgha uses the etcd3 section");
+        }
+        for o in &others {
+            ctx.warn(format!(
+                "the {o} section is ignored: pgha only supports etcd3 as DCS"
+            ));
+        }
+    } else if etcd.is_some() {
+        ctx.problem(
+            "etcd",
+            "etcd (v2 API) is not supported; use the etcd3 section (same keys). Note that v2 and v3 keys are separate, so the cluster state stored through v2 is not visible through v3",
+        );
+    } else if let Some(first) = others.first() {
+        ctx.problem(
+            first,
+            format!(
+                "only etcd3 is supported as DCS; found {}",
+                others.join(", ")
+            ),
+        );
+    } else {
+        ctx.problem(
+            "etcd3",
+            "is required: pgha keeps the cluster state in etcd (v3 API); add an etcd3 section with hosts",
+        );
+    }
+    if tree.contains_key("citus") {
+        ctx.problem(
+            "citus",
+            "Citus clusters are not supported by pgha; remove the citus section",
+        );
+    }
+    (etcd3, etcd)
+}
+
+fn etcd_section(ctx: &mut Ctx, path: &str, v: Option<&Value>) -> Etcd {
+    let m = section(ctx, path, v);
+    let mut hosts = Vec::new();
+    if let Some(h) = string(ctx, &join(path, "host"), get(m, "host")) {
+        hosts.extend(split_commas(&h));
+    }
+    hosts.extend(string_list(ctx, &join(path, "hosts"), get(m, "hosts")).unwrap_or_default());
+    for key in ["url", "proxy"] {
+        if let Some(u) = string(ctx, &join(path, key), get(m, key)) {
+            hosts.extend(split_commas(&u));
+        }
+    }
+    let srv = string(ctx, &join(path, "srv"), get(m, "srv"));
+    if hosts.is_empty() {
+        match srv {
+            Some(_) => ctx.problem(
+                &join(path, "srv"),
+                format!("DNS SRV discovery is not supported by pgha; list the endpoints in {path}.hosts"),
+            ),
+            None => ctx.problem(
+                path,
+                format!("no endpoints; set {path}.hosts (a list, or \"h1:2379,h2:2379\"), {path}.host or {path}.url"),
+            ),
+        }
+    } else if srv.is_some() {
+        ctx.warn(format!(
+            "{path}.srv is ignored: pgha uses the listed endpoints"
+        ));
+    }
+    for h in &hosts {
+        check_etcd_endpoint(ctx, path, h);
+    }
+    let protocol = string(ctx, &join(path, "protocol"), get(m, "protocol"));
+    if let Some(p) = &protocol {
+        if !p.eq_ignore_ascii_case("http") && !p.eq_ignore_ascii_case("https") {
+            ctx.problem(
+                &join(path, "protocol"),
+                format!("expected http or https, got {p:?}"),
+            );
+        }
+    }
+    Etcd {
+        hosts,
+        protocol,
+        username: string(ctx, &join(path, "username"), get(m, "username")),
+        password: string(ctx, &join(path, "password"), get(m, "password")),
+        cacert: string(ctx, &join(path, "cacert"), get(m, "cacert")),
+        cert: string(ctx, &join(path, "cert"), get(m, "cert")),
+        key: string(ctx, &join(path, "key"), get(m, "key")),
+    }
+}
+
+fn check_etcd_endpoint(ctx: &mut Ctx, path: &str, h: &str) {
+    let hostport = match h.split_once("://") {
+        Some((scheme, rest)) => {
+            if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+                ctx.problem(
+                    path,
+                    format!("endpoint {h:?}: expected an http:// or https:// URL"),
+                );
+                return;
+            }
+            rest.trim_end_matches('/')
+        }
+        None => h,
+    };
+    // A port is present for `host:port` and `[v6]:port`; a bare IPv6 literal has none.
+    let port = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split_once("]:").map(|(_, p)| p)
+    } else if hostport.matches(':').count() == 1 {
+        hostport.rsplit_once(':').map(|(_, p)| p)
+    } else {
+        None
+    };
+    if let Some(p) = port {
+        if !matches!(p.parse::<u16>(), Ok(n) if n > 0) {
+            ctx.problem(
+                path,
+                format!("endpoint {h:?}: port {p:?} is not a number between 1 and 65535"),
+            );
+        }
+    }
+}
+
+fn tags(ctx: &mut Ctx, v: Option<&Value>) -> Map<String, Value> {
+    let tags = map_or_empty(ctx, "tags", v);
+    for (flag, priority) in [
+        ("nofailover", "failover_priority"),
+        ("nosync", "sync_priority"),
+    ] {
+        if let (Some(f), Some(p)) = (tags.get(flag), tags.get(priority)) {
+            ctx.warn(format!(
+                "Conflicting configuration between {flag}: {f} and {priority}: {p}; {flag} takes precedence"
+            ));
+        }
+    }
+    tags
+}
+
+fn watchdog(ctx: &mut Ctx, v: Option<&Value>) -> Option<Value> {
+    let v = v.filter(|v| !v.is_null())?;
+    let mode = v.get("mode").and_then(Value::as_str).unwrap_or_default();
+    if mode.eq_ignore_ascii_case("required") {
+        ctx.warn(
+            "watchdog.mode is 'required' but pgha has no watchdog support; this node runs without a watchdog",
+        );
+    }
+    Some(v.clone())
+}
+
+fn log(ctx: &mut Ctx, v: Option<&Value>) -> Log {
+    let m = section(ctx, "log", v);
+    let mut log = Log::default();
+    if let Some(level) = string(ctx, "log.level", get(m, "level")) {
+        match level.trim().to_ascii_uppercase().as_str() {
+            l @ ("DEBUG" | "INFO" | "WARNING" | "ERROR" | "CRITICAL") => log.level = l.to_string(),
+            "WARN" => log.level = "WARNING".to_string(),
+            "FATAL" => log.level = "CRITICAL".to_string(),
+            _ => ctx.problem(
+                "log.level",
+                format!("expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {level:?}"),
+            ),
+        }
+    }
+    if let Some(t) = string(ctx, "log.type", get(m, "type")) {
+        match t.trim().to_ascii_lowercase().as_str() {
+            t @ ("plain" | "json") => log.r#type = t.to_string(),
+            _ => ctx.problem("log.type", format!("expected plain or json, got {t:?}")),
+        }
+    }
+    match get(m, "format") {
+        Some(Value::String(s)) => log.format = Some(s.clone()),
+        Some(Value::Array(_) | Value::Object(_)) if log.r#type == "json" => {}
+        Some(other) if !other.is_null() => ctx.problem(
+            "log.format",
+            format!(
+                "expected a string (or a list with type: json), got {}",
+                kind(other)
+            ),
+        ),
+        _ => {}
+    }
+    log.dateformat = string(ctx, "log.dateformat", get(m, "dateformat"));
+    log.dir = string(ctx, "log.dir", get(m, "dir"))
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    if let Some(n) = uint(
+        ctx,
+        "log.file_num",
+        get(m, "file_num"),
+        "a whole number of files",
+    ) {
+        match u32::try_from(n) {
+            Ok(n) => log.file_num = Some(n),
+            Err(_) => ctx.problem("log.file_num", format!("{n} is too large")),
+        }
+    }
+    log.file_size = uint(ctx, "log.file_size", get(m, "file_size"), "a size in bytes");
+    log.extra = rest(
+        m,
+        &[
+            "level",
+            "type",
+            "dateformat",
+            "dir",
+            "file_num",
+            "file_size",
+        ],
+        &[
+            "format",
+            "traceback_level",
+            "static_fields",
+            "max_queue_size",
+            "mode",
+            "loggers",
+            "deduplicate_heartbeat_logs",
+        ],
+    );
+    if log.format.is_some() {
+        log.extra.remove("format");
+    }
+    log
+}

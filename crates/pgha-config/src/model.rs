@@ -1,0 +1,497 @@
+//! The typed local configuration. Built and validated by [`crate::load`] and friends; the
+//! values here are already checked, so the accessors do not fail.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use crate::addr;
+
+/// A node's local configuration: Patroni's YAML schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub scope: String,
+    /// Normalised to a leading slash and no trailing slash: `/service`. The root namespace
+    /// (`/`) is the empty string.
+    pub namespace: String,
+    pub name: String,
+    pub restapi: RestApi,
+    pub ctl: Option<Ctl>,
+    /// The `etcd3` section: the only DCS pgha talks to.
+    pub etcd3: Option<Etcd>,
+    /// The `etcd` (v2 API) section. Parsed only to say clearly that it is not supported; it is
+    /// never `Some` without `etcd3` in a loaded configuration.
+    pub etcd: Option<Etcd>,
+    pub bootstrap: Bootstrap,
+    pub postgresql: Postgresql,
+    pub tags: Map<String, Value>,
+    /// Parsed only: pgha has no watchdog support.
+    pub watchdog: Option<Value>,
+    pub log: Log,
+}
+
+impl Config {
+    /// The DCS key prefix of this cluster, `/service/batman/`: namespace, scope, each followed
+    /// by exactly one slash.
+    pub fn cluster_prefix(&self) -> String {
+        format!("{}/{}/", normalize_namespace(&self.namespace), self.scope)
+    }
+
+    /// The etcd v3 endpoints as URLs (`http://127.0.0.1:2379`). Entries given as URLs keep their
+    /// scheme; others get `https` when `protocol: https` is set (or `cacert` is set and
+    /// `protocol` is not), `http` otherwise, and port 2379 when they have none.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        self.etcd3.as_ref().map(Etcd::endpoints).unwrap_or_default()
+    }
+
+    /// Where the agent writes the password file it hands to `pg_basebackup`, `pg_rewind` and
+    /// the bootstrap scripts: `postgresql.pgpass` when set. Otherwise `pgpass_<name>` next to
+    /// the data directory (in its parent directory). Patroni's default is `~/.pgpass`, but the
+    /// agent rewrites this file, so pgha does not overwrite the user's own `~/.pgpass`.
+    pub fn pgpass_path(&self) -> PathBuf {
+        if let Some(p) = &self.postgresql.pgpass {
+            return p.clone();
+        }
+        let file = format!("pgpass_{}", self.name);
+        match self.postgresql.data_dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.join(file),
+            Some(_) => PathBuf::from(file),
+            None => std::env::temp_dir().join(file),
+        }
+    }
+}
+
+/// `/service`, `service/`, `//service//` -> `/service`; `/` and `` -> ``.
+pub(crate) fn normalize_namespace(ns: &str) -> String {
+    let trimmed = ns.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+/// The `restapi` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestApi {
+    /// `host:port` to bind.
+    pub listen: String,
+    /// `host:port` other members and clients use; defaults to `listen`.
+    pub connect_address: String,
+    pub authentication: Option<Auth>,
+    pub certfile: Option<String>,
+    pub keyfile: Option<String>,
+    pub cafile: Option<String>,
+    /// `none`, `optional` or `required`.
+    pub verify_client: Option<String>,
+    pub allowlist: Vec<String>,
+    /// Keys Patroni knows that pgha keeps but does not act on (`ciphers`, `http_extra_headers`,
+    /// `allowlist_include_members`, `keyfile_password`, ...).
+    pub extra: Map<String, Value>,
+}
+
+impl RestApi {
+    /// `http(s)://<connect_address>/patroni`, as published in the member key.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.certfile.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/patroni", self.connect_address)
+    }
+
+    /// Host part of `listen` (brackets removed; empty means all interfaces).
+    pub fn listen_host(&self) -> String {
+        addr::parse(&self.listen)
+            .map(|hp| hp.hosts.join(","))
+            .unwrap_or_default()
+    }
+
+    /// Port of `listen`.
+    pub fn listen_port(&self) -> u16 {
+        addr::parse(&self.listen).map(|hp| hp.port).unwrap_or(8008)
+    }
+}
+
+/// Username and password for the REST API (`restapi.authentication`, `ctl.authentication`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Auth {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The `ctl` section (patronictl's client settings).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ctl {
+    /// Falls back to `restapi.authentication` in the client when not set.
+    pub authentication: Option<Auth>,
+    pub insecure: bool,
+    pub certfile: Option<String>,
+    pub keyfile: Option<String>,
+    pub cacert: Option<String>,
+}
+
+/// An `etcd3` (or `etcd`) section. `host`, `hosts`, `url` and `proxy` are all folded into
+/// `hosts`, in that order; `url`/`proxy` entries keep their scheme.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Etcd {
+    pub hosts: Vec<String>,
+    /// `http` or `https`.
+    pub protocol: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub cacert: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+impl Etcd {
+    /// True when endpoints without a scheme are reached over TLS.
+    /// `protocol: https`, or a `cacert` without an explicit `protocol`.
+    pub fn uses_tls(&self) -> bool {
+        match self.protocol.as_deref() {
+            Some(p) => p.eq_ignore_ascii_case("https"),
+            None => self.cacert.is_some(),
+        }
+    }
+
+    /// See [`Config::etcd_endpoints`].
+    pub fn endpoints(&self) -> Vec<String> {
+        let scheme = if self.uses_tls() { "https" } else { "http" };
+        self.hosts
+            .iter()
+            .map(|h| h.trim())
+            .filter(|h| !h.is_empty())
+            .map(|h| {
+                if h.contains("://") {
+                    h.trim_end_matches('/').to_string()
+                } else if has_port(h) {
+                    format!("{scheme}://{h}")
+                } else if h.starts_with('[') {
+                    format!("{scheme}://{h}:2379")
+                } else {
+                    format!("{scheme}://{}", addr::join(h, 2379))
+                }
+            })
+            .collect()
+    }
+}
+
+/// `host:port`, `[v6]:port` have a port; `host`, `[v6]` and a bare `::1` do not.
+fn has_port(h: &str) -> bool {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split_once("]:").is_some();
+    }
+    h.matches(':').count() == 1
+}
+
+impl fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Etcd")
+            .field("hosts", &self.hosts)
+            .field("protocol", &self.protocol)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("cacert", &self.cacert)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// The `bootstrap` section.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Bootstrap {
+    /// Written to the DCS `config` key once, when the cluster is initialised.
+    pub dcs: Map<String, Value>,
+    pub initdb: Vec<InitdbOption>,
+    pub pg_hba: Vec<String>,
+    /// `post_bootstrap`, or its older name `post_init`.
+    pub post_bootstrap: Option<String>,
+    /// Custom bootstrap method name; `None` or `initdb` means initdb.
+    pub method: Option<String>,
+    /// Other keys kept as written, notably the section of a custom `method`
+    /// (`{command, keep_existing_recovery_conf, no_params, recovery_conf}`).
+    pub extra: Map<String, Value>,
+}
+
+impl Bootstrap {
+    /// The custom bootstrap method section (`bootstrap.<method>`) when a method other than
+    /// `initdb` is chosen and its section has a `command`.
+    pub fn custom_method(&self) -> Option<(&str, &Map<String, Value>)> {
+        let name = self.method.as_deref().filter(|m| *m != "initdb")?;
+        match self.extra.get(name) {
+            Some(Value::Object(m)) if m.contains_key("command") => Some((name, m)),
+            _ => None,
+        }
+    }
+}
+
+/// One option of `bootstrap.initdb` or `postgresql.basebackup`: `- data-checksums` or
+/// `- encoding: UTF8`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitdbOption {
+    Flag(String),
+    KeyValue(String, String),
+}
+
+impl InitdbOption {
+    /// `--data-checksums`, `--encoding=UTF8`.
+    pub fn to_arg(&self) -> String {
+        match self {
+            InitdbOption::Flag(f) => format!("--{}", f.trim_start_matches('-')),
+            InitdbOption::KeyValue(k, v) => format!("--{}={v}", k.trim_start_matches('-')),
+        }
+    }
+}
+
+/// A database user of `postgresql.authentication`.
+#[derive(Clone, PartialEq)]
+pub struct PgUser {
+    pub username: String,
+    pub password: Option<String>,
+    /// Connection options given with the user: `sslmode`, `sslkey`, `sslcert`, `sslrootcert`,
+    /// `sslpassword`, `sslcrl`, `sslcrldir`, `sslnegotiation`, `gssencmode`, `channel_binding`.
+    pub extra: Map<String, Value>,
+}
+
+impl fmt::Debug for PgUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let extra: Map<String, Value> = self
+            .extra
+            .iter()
+            .map(|(k, v)| {
+                let v = if k == "sslpassword" {
+                    Value::from("<redacted>")
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        f.debug_struct("PgUser")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("extra", &extra)
+            .finish()
+    }
+}
+
+/// `postgresql.authentication`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Authentication {
+    /// Required in a loaded configuration.
+    pub superuser: Option<PgUser>,
+    /// Required in a loaded configuration.
+    pub replication: Option<PgUser>,
+    pub rewind: Option<PgUser>,
+}
+
+/// The `postgresql` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Postgresql {
+    /// `host:port`, hosts comma separated: `127.0.0.1:5432`, `10.0.0.1,127.0.0.1:5432`.
+    pub listen: String,
+    /// `host:port` published in the member key; defaults to the first concrete `listen` host.
+    pub connect_address: String,
+    pub data_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
+    pub bin_dir: Option<PathBuf>,
+    /// See [`Config::pgpass_path`] for the default.
+    pub pgpass: Option<PathBuf>,
+    pub authentication: Authentication,
+    pub parameters: Map<String, Value>,
+    pub pg_hba: Vec<String>,
+    /// Local override of the dynamic value; `None` when not set locally.
+    pub use_pg_rewind: Option<bool>,
+    /// Local override of the dynamic value; `None` when not set locally.
+    pub use_slots: Option<bool>,
+    /// Default `["basebackup"]`.
+    pub create_replica_methods: Vec<String>,
+    pub basebackup: Vec<InitdbOption>,
+    /// Seconds; default 60.
+    pub pg_ctl_timeout: u64,
+    pub remove_data_directory_on_rewind_failure: bool,
+    pub remove_data_directory_on_diverged_timelines: bool,
+    /// `on_start`, `on_stop`, `on_restart`, `on_reload`, `on_role_change` -> command.
+    pub callbacks: Map<String, Value>,
+    pub pre_promote: Option<String>,
+    /// Keys Patroni knows that are kept as written: `recovery_conf`, `custom_conf`, `bin_name`,
+    /// `use_unix_socket`, `use_unix_socket_repl`, `pg_ident`, `proxy_address`, `before_stop`,
+    /// and the sections of custom replica methods named in `create_replica_methods`.
+    pub extra: Map<String, Value>,
+}
+
+impl Postgresql {
+    /// The `listen_addresses` GUC: the host part of `listen`, `a,b` for several hosts.
+    pub fn listen_addresses(&self) -> String {
+        addr::parse(&self.listen)
+            .map(|hp| hp.hosts.join(","))
+            .unwrap_or_default()
+    }
+
+    /// The `port` GUC, from `listen`.
+    pub fn port(&self) -> u16 {
+        addr::parse(&self.listen).map(|hp| hp.port).unwrap_or(5432)
+    }
+
+    /// Host of `connect_address`.
+    pub fn connect_host(&self) -> String {
+        addr::parse(&self.connect_address)
+            .ok()
+            .and_then(|hp| hp.hosts.into_iter().next())
+            .unwrap_or_default()
+    }
+
+    /// Port of `connect_address`.
+    pub fn connect_port(&self) -> u16 {
+        addr::parse(&self.connect_address)
+            .map(|hp| hp.port)
+            .unwrap_or_else(|_| self.port())
+    }
+
+    /// `postgres://<connect_address>/postgres`, as published in the member key.
+    pub fn conn_url(&self) -> String {
+        format!("postgres://{}/postgres", self.connect_address)
+    }
+
+    /// `config_dir`, or the data directory when not set.
+    pub fn config_dir_or_data(&self) -> PathBuf {
+        self.config_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.clone())
+    }
+
+    /// `bin_dir/<name>` (with `bin_name.<name>` applied), or just the name (found through
+    /// `PATH`) when `bin_dir` is not set.
+    pub fn binary(&self, name: &str) -> PathBuf {
+        let file = match self.extra.get("bin_name") {
+            Some(Value::Object(m)) => m
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .unwrap_or(name),
+            _ => name,
+        };
+        match &self.bin_dir {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(file),
+            _ => PathBuf::from(file),
+        }
+    }
+}
+
+/// The `log` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    /// `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`; default `INFO`.
+    pub level: String,
+    /// `plain` (default) or `json`.
+    pub r#type: String,
+    pub format: Option<String>,
+    pub dateformat: Option<String>,
+    pub dir: Option<PathBuf>,
+    pub file_num: Option<u32>,
+    pub file_size: Option<u64>,
+    /// Other keys Patroni knows (`traceback_level`, `loggers`, `static_fields`, `mode`,
+    /// `max_queue_size`, `deduplicate_heartbeat_logs`, and a non-string `format`).
+    pub extra: Map<String, Value>,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "INFO".to_string(),
+            r#type: "plain".to_string(),
+            format: None,
+            dateformat: None,
+            dir: None,
+            file_num: None,
+            file_size: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces() {
+        assert_eq!(normalize_namespace("/service/"), "/service");
+        assert_eq!(normalize_namespace("service"), "/service");
+        assert_eq!(normalize_namespace("//a/b//"), "/a/b");
+        assert_eq!(normalize_namespace("/"), "");
+    }
+
+    #[test]
+    fn options_to_args() {
+        assert_eq!(
+            InitdbOption::Flag("data-checksums".into()).to_arg(),
+            "--data-checksums"
+        );
+        assert_eq!(
+            InitdbOption::Flag("--data-checksums".into()).to_arg(),
+            "--data-checksums"
+        );
+        assert_eq!(
+            InitdbOption::KeyValue("encoding".into(), "UTF8".into()).to_arg(),
+            "--encoding=UTF8"
+        );
+    }
+
+    #[test]
+    fn endpoints() {
+        let e = Etcd {
+            hosts: vec![
+                "a:2379".into(),
+                "b".into(),
+                "https://c:2379/".into(),
+                "[::1]:2379".into(),
+                "::1".into(),
+            ],
+            ..Etcd::default()
+        };
+        assert_eq!(
+            e.endpoints(),
+            vec![
+                "http://a:2379",
+                "http://b:2379",
+                "https://c:2379",
+                "http://[::1]:2379",
+                "http://[::1]:2379"
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_debug_printed() {
+        let a = Auth {
+            username: "u".into(),
+            password: "secret".into(),
+        };
+        assert!(!format!("{a:?}").contains("secret"));
+        let e = Etcd {
+            password: Some("secret".into()),
+            ..Etcd::default()
+        };
+        assert!(!format!("{e:?}").contains("secret"));
+        let u = PgUser {
+            username: "u".into(),
+            password: Some("secret".into()),
+            extra: Map::new(),
+        };
+        assert!(!format!("{u:?}").contains("secret"));
+    }
+}
