@@ -1,0 +1,240 @@
+//! Carrying out the core's actions with the adapters.
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use pgha_core::{Action, Observation, Role};
+use pgha_postgres::ConnTarget;
+use pgha_types::{Cluster, HistoryEntry, Status};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::ha_loop::{stop_mode, Agent};
+
+/// Runs one action. `Ok(false)` means "lost a race": the remaining actions are skipped.
+pub async fn run(
+    agent: &mut Agent,
+    action: &Action,
+    obs: &Observation,
+    cluster: Option<&Cluster>,
+) -> Result<bool> {
+    let me = agent.cfg.name.clone();
+    match action {
+        Action::TakeInitializeLock => {
+            let won = agent
+                .dcs
+                .initialize(true, "")
+                .await
+                .context("race for the initialize key")?;
+            if !won {
+                info!("failed to acquire initialize lock");
+            }
+            Ok(won)
+        }
+        Action::CancelInitialization => {
+            agent
+                .dcs
+                .cancel_initialization()
+                .await
+                .context("remove the initialize key")?;
+            Ok(true)
+        }
+        Action::AcquireLock => {
+            agent
+                .dcs
+                .ensure_lease(agent.policy.ttl)
+                .await
+                .context("create an etcd lease")?;
+            let won = agent
+                .dcs
+                .acquire_leader(&me)
+                .await
+                .context("race for the leader lock")?;
+            if won {
+                if cluster.is_some_and(|c| c.failover.is_some()) {
+                    info!("Cleaning up failover key after acquiring leader lock...");
+                    agent.dcs.put_key("failover", "{}").await.ok();
+                }
+            } else {
+                info!("Could not take out TTL lock");
+                agent.lost_race();
+            }
+            Ok(won)
+        }
+        Action::ReleaseLock => {
+            agent
+                .dcs
+                .delete_leader(&me)
+                .await
+                .context("release the leader lock")?;
+            info!("Leader key released");
+            Ok(true)
+        }
+        Action::ProbePeers => Ok(true),
+        Action::StartJob(kind) => {
+            agent.start_job(kind.clone(), cluster);
+            Ok(true)
+        }
+        Action::Stop { mode } => {
+            info!("Demoting self ({})", match mode {
+                pgha_core::StopMode::Fast => "offline",
+                pgha_core::StopMode::Immediate => "immediate-nolock",
+            });
+            let timeout = agent.pg.params().pg_ctl_timeout;
+            agent
+                .pg
+                .stop(stop_mode(*mode), timeout)
+                .await
+                .context("stop postgres")?;
+            Ok(true)
+        }
+        Action::Follow { leader } => {
+            let server = agent.server_config_for(
+                &Role::Replica {
+                    leader: Some(leader.clone()),
+                },
+                cluster,
+            );
+            let outcome = agent
+                .pg
+                .write_config(&server)
+                .await
+                .context("write the standby configuration")?;
+            if outcome.changed {
+                info!("following new leader {leader}: primary_conninfo changed, reloading");
+                agent.pg.reload().await.context("reload postgres")?;
+            }
+            Ok(true)
+        }
+        Action::RemoveDataDirectory => {
+            warn!("removing the contents of the data directory");
+            agent
+                .pg
+                .remove_data_dir()
+                .await
+                .context("remove the data directory")?;
+            Ok(true)
+        }
+        Action::SyncSlots { members } => {
+            let changes = agent
+                .pg
+                .sync_slots(members)
+                .await
+                .context("synchronise replication slots")?;
+            for s in &changes.created {
+                info!("created replication slot {s}");
+            }
+            for s in &changes.dropped {
+                info!("dropped unknown replication slot {s}");
+            }
+            Ok(true)
+        }
+        Action::WriteStatus => {
+            let lsn = agent
+                .last_probe
+                .as_ref()
+                .and_then(|p| p.wal_lsn)
+                .map(|l| l.0)
+                .unwrap_or(0);
+            write_status(agent, cluster, lsn).await;
+            Ok(true)
+        }
+        Action::UpdateHistory => {
+            update_history(agent, obs, cluster).await;
+            Ok(true)
+        }
+        Action::SetInitialize(sysid) => {
+            agent
+                .dcs
+                .initialize(false, sysid)
+                .await
+                .context("write the initialize key")?;
+            Ok(true)
+        }
+        Action::Exit(_) => Ok(false),
+    }
+}
+
+fn status_value(me: &str, optime: u64, cluster: Option<&Cluster>, probe_slots: &[(String, u64)]) -> Status {
+    let mut status = Status {
+        optime: Some(optime),
+        ..Status::default()
+    };
+    status.slots.insert(pgha_core::slot_name(me), optime);
+    for (name, lsn) in probe_slots {
+        status.slots.insert(name.clone(), *lsn);
+    }
+    if let Some(c) = cluster {
+        status.retain_slots = c.members.iter().map(|m| m.name.clone()).collect();
+    }
+    status
+}
+
+async fn write_status(agent: &Agent, cluster: Option<&Cluster>, optime: u64) {
+    let slots: Vec<(String, u64)> = agent
+        .last_probe
+        .as_ref()
+        .map(|p| {
+            p.slots
+                .iter()
+                .filter_map(|(name, _, lsn)| Some((name.clone(), lsn.as_ref()?.0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = status_value(&agent.cfg.name, optime, cluster, &slots);
+    if cluster.is_some_and(|c| c.status == status) {
+        return;
+    }
+    let value = serde_json::to_string(&status).expect("status always serializes");
+    if let Err(e) = agent.dcs.put_key("status", &value).await {
+        warn!("could not write the status key: {e}");
+    }
+}
+
+/// After a clean shutdown the leader publishes its final position for the replicas' race.
+pub async fn write_final_status(agent: &Agent, optime: u64) {
+    let cluster = agent.dcs.load_cluster().await.ok();
+    write_status(agent, cluster.as_ref(), optime).await;
+}
+
+/// Records the timelines of our history file that the `history` key lacks, stamping the newest
+/// with now and our name, as Patroni does after a promotion.
+async fn update_history(agent: &Agent, obs: &Observation, cluster: Option<&Cluster>) {
+    let Some(probe) = &agent.last_probe else { return };
+    let target = ConnTarget {
+        host: agent.pg.params().local_host.clone(),
+        port: agent.pg.params().port,
+    };
+    let switches = match agent.pg.timeline_history(&target, probe.timeline).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("could not read our timeline history: {e}");
+            return;
+        }
+    };
+    let mut entries: Vec<HistoryEntry> = cluster.map(|c| c.history.clone()).unwrap_or_default();
+    let known: Vec<u64> = entries.iter().map(|e| e.timeline).collect();
+    let stamp = chrono::DateTime::<Utc>::from_timestamp_millis(obs.now as i64)
+        .unwrap_or_else(Utc::now)
+        .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+        .to_string();
+    let last = switches.iter().map(|s| u64::from(s.timeline)).max();
+    for s in &switches {
+        let tl = u64::from(s.timeline);
+        if known.contains(&tl) {
+            continue;
+        }
+        let newest = Some(tl) == last;
+        entries.push(HistoryEntry {
+            timeline: tl,
+            lsn: s.lsn.0,
+            reason: s.reason.clone(),
+            timestamp: Some(stamp.clone()),
+            new_leader: newest.then(|| agent.cfg.name.clone()),
+        });
+    }
+    entries.sort_by_key(|e| e.timeline);
+    let value = Value::Array(entries.iter().map(HistoryEntry::to_json).collect());
+    if let Err(e) = agent.dcs.put_key("history", &value.to_string()).await {
+        warn!("could not write the history key: {e}");
+    }
+}

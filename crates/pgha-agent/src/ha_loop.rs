@@ -1,0 +1,526 @@
+//! The HA loop driver: observe → decide (pgha-core) → execute → publish, every `loop_wait`
+//! seconds or sooner when the DCS watch sees the leader key change.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pgha_api::NodeStatus;
+use pgha_config::Config;
+use pgha_core::{
+    decide, Action, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome, LocalPg,
+    LockRenewal, Observation, PgProcess, PgRunning, Role, StopMode,
+};
+use pgha_dcs::{DcsError, EtcdDcs};
+use pgha_postgres::{DataDirState, LocalPostgres};
+use pgha_types::{Cluster, ClusterPolicy, MemberData};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::jobs::{self, JobCtx};
+use crate::logging::CRITICAL_FIELD;
+use crate::publish::{member_data, node_status, LocalFacts, StatusInputs};
+use crate::settings::{dynamic_config, effective_policy, server_config};
+use crate::{execute, peers};
+
+struct RunningJob {
+    job: Job,
+    handle: JoinHandle<Result<String, String>>,
+}
+
+pub struct Agent {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) dcs: Arc<EtcdDcs>,
+    pub(crate) pg: Arc<LocalPostgres>,
+    pub(crate) http: reqwest::Client,
+    state: HaState,
+    pub(crate) policy: ClusterPolicy,
+    policy_warnings: Vec<String>,
+    job: Option<RunningJob>,
+    finished: Option<JobOutcome>,
+    status_tx: watch::Sender<Arc<NodeStatus>>,
+    wake: Arc<Notify>,
+    last_member: Option<MemberData>,
+    dcs_last_seen: Option<i64>,
+    /// The role postgres last ran as, reported while it is down.
+    last_role: Option<&'static str>,
+    system_id: Option<String>,
+    pub(crate) last_probe: Option<pgha_postgres::Probe>,
+}
+
+/// Why the loop ended.
+pub enum Exit {
+    /// SIGTERM/SIGINT: postgres was stopped and the lock released.
+    Shutdown,
+    /// A condition that must not be acted on automatically (CRITICAL already logged).
+    Critical(String),
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Agent {
+    pub fn new(
+        cfg: Arc<Config>,
+        dcs: Arc<EtcdDcs>,
+        pg: Arc<LocalPostgres>,
+        status_tx: watch::Sender<Arc<NodeStatus>>,
+    ) -> Agent {
+        let (policy, policy_warnings) = effective_policy(&cfg, &dynamic_config(&cfg, None));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("a plain HTTP client always builds");
+        Agent {
+            cfg,
+            dcs,
+            pg,
+            http,
+            state: HaState::default(),
+            policy,
+            policy_warnings,
+            job: None,
+            finished: None,
+            status_tx,
+            wake: Arc::new(Notify::new()),
+            last_member: None,
+            dcs_last_seen: None,
+            last_role: None,
+            system_id: None,
+            last_probe: None,
+        }
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Exit {
+        for w in &self.policy_warnings {
+            warn!("{w}");
+        }
+        let _watch = self.dcs.watch(self.wake.clone());
+        loop {
+            if *shutdown.borrow() {
+                self.shutdown().await;
+                return Exit::Shutdown;
+            }
+            let started = std::time::Instant::now();
+            if let Some(msg) = self.cycle().await {
+                return Exit::Critical(msg);
+            }
+            let wait = Duration::from_secs(self.policy.loop_wait).saturating_sub(started.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => debug!("woken by a DCS change"),
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// One HA cycle. Returns a CRITICAL message when the agent must stop.
+    async fn cycle(&mut self) -> Option<String> {
+        self.reap_job().await;
+        let dcs_view = match self.dcs.load_cluster().await {
+            Ok(c) => {
+                self.dcs_last_seen = Some((now_ms() / 1000) as i64);
+                for e in &c.errors {
+                    warn!("ignoring unreadable DCS key: {e}");
+                }
+                DcsView::Reachable(Box::new(c))
+            }
+            Err(e) => DcsView::Unreachable(e.to_string()),
+        };
+        let cluster = match &dcs_view {
+            DcsView::Reachable(c) => Some(c.as_ref().clone()),
+            DcsView::Unreachable(_) => None,
+        };
+        if let Some(c) = &cluster {
+            self.refresh_policy(c);
+        }
+        let lock = self.renew_session(cluster.as_ref()).await;
+        let (local, facts) = self.observe_local().await;
+        let mut obs = Observation {
+            now: now_ms(),
+            me: self.cfg.name.clone(),
+            nofailover: pgha_types::tag_is_true(self.cfg.tags.get("nofailover")),
+            dcs: dcs_view,
+            policy: self.policy.clone(),
+            lock,
+            local,
+            job: self.job.as_ref().map(|j| j.job.clone()),
+            finished: self.finished.take(),
+            peers: None,
+        };
+        let mut decision = decide(&self.state, &obs);
+        if decision.actions.first() == Some(&Action::ProbePeers) {
+            info!("{}", decision.message);
+            if let Some(c) = &cluster {
+                let timeout = Duration::from_secs(2);
+                obs.peers = Some(peers::probe_peers(&self.http, c, &self.cfg.name, timeout).await);
+                decision = decide(&self.state, &obs);
+            }
+        }
+        info!("{}", decision.message);
+        let critical = self.execute(&decision, &obs, cluster.as_ref()).await;
+        if critical.is_some() {
+            return critical;
+        }
+        self.publish(cluster.as_ref(), &obs).await;
+        None
+    }
+
+    fn refresh_policy(&mut self, cluster: &Cluster) {
+        let (policy, warnings) = effective_policy(&self.cfg, &dynamic_config(&self.cfg, Some(cluster)));
+        if warnings != self.policy_warnings {
+            for w in &warnings {
+                warn!("{w}");
+            }
+            self.policy_warnings = warnings;
+        }
+        if policy.retry_timeout != self.policy.retry_timeout {
+            self.dcs
+                .set_retry_timeout(Duration::from_secs(policy.retry_timeout));
+        }
+        self.policy = policy;
+    }
+
+    /// Keeps our lease (and with it our member key) alive; when the DCS names us leader, renews
+    /// the lock first of all, as the core expects.
+    async fn renew_session(&mut self, cluster: Option<&Cluster>) -> LockRenewal {
+        let Some(cluster) = cluster else {
+            return LockRenewal::NotHeld;
+        };
+        if let Err(e) = self.dcs.ensure_lease(self.policy.ttl).await {
+            warn!("could not create an etcd lease: {e}");
+        }
+        match cluster.leader.as_ref() {
+            Some(l) if l.name == self.cfg.name => {
+                match self.dcs.update_leader(&self.cfg.name, l.lease).await {
+                    Ok(true) => LockRenewal::Renewed,
+                    Ok(false) => {
+                        warn!("the leader key changed under us; the lock is lost");
+                        LockRenewal::Failed
+                    }
+                    Err(e) => {
+                        error!("failed to update leader lock: {e}");
+                        if matches!(e, DcsError::LeaseExpired(_)) {
+                            self.last_member = None;
+                        }
+                        LockRenewal::Failed
+                    }
+                }
+            }
+            _ => {
+                match self.dcs.refresh_lease().await {
+                    Ok(()) => {}
+                    Err(DcsError::LeaseExpired(_)) => {
+                        // Our member key went with the lease; write it again on a fresh one.
+                        self.last_member = None;
+                        if let Err(e) = self.dcs.ensure_lease(self.policy.ttl).await {
+                            warn!("could not create an etcd lease: {e}");
+                        }
+                    }
+                    Err(e) => warn!("could not renew our etcd lease: {e}"),
+                }
+                LockRenewal::NotHeld
+            }
+        }
+    }
+
+    async fn observe_local(&mut self) -> (LocalPg, LocalFacts) {
+        let mut facts = LocalFacts::default();
+        let local = match self.pg.data_dir_state() {
+            DataDirState::Missing | DataDirState::Empty => {
+                self.system_id = None;
+                LocalPg::Empty
+            }
+            DataDirState::Invalid(reason) => LocalPg::Invalid(reason),
+            DataDirState::Initialized => {
+                if self.system_id.is_none() || self.job.is_some() {
+                    // pg_controldata is a process spawn: read the identifier once, and again
+                    // after jobs that may replace the data directory.
+                    match self.pg.controldata().await {
+                        Ok(c) => self.system_id = Some(c.system_identifier),
+                        Err(e) => warn!("pg_controldata failed: {e}"),
+                    }
+                }
+                let process = if self.pg.postmaster_pid().is_some() {
+                    match self.pg.probe().await {
+                        Ok(p) => {
+                            let running = PgRunning {
+                                in_recovery: p.in_recovery,
+                                timeline: p.timeline,
+                                wal_position: if p.in_recovery {
+                                    p.receive_lsn
+                                        .map(|l| l.0)
+                                        .unwrap_or(0)
+                                        .max(p.replay_lsn.map(|l| l.0).unwrap_or(0))
+                                } else {
+                                    p.wal_lsn.map(|l| l.0).unwrap_or(0)
+                                },
+                                streaming: p.receiver_streaming,
+                            };
+                            self.last_role = Some(if p.in_recovery { "replica" } else { "primary" });
+                            facts.probe = Some(p);
+                            facts.state = "running".into();
+                            PgProcess::Running(running)
+                        }
+                        Err(e) => {
+                            debug!("postgres is not answering yet: {e}");
+                            facts.state = "starting".into();
+                            PgProcess::NotReady
+                        }
+                    }
+                } else {
+                    facts.state = "stopped".into();
+                    PgProcess::Stopped
+                };
+                let control = if process == PgProcess::Stopped {
+                    match self.pg.controldata().await {
+                        Ok(c) => {
+                            let standby = self.pg.params().data_dir.join("standby.signal").exists();
+                            let clean = c.is_clean_shutdown();
+                            if !clean && !standby {
+                                facts.state = "crashed".into();
+                            }
+                            let (tl, lsn) = c.end_of_wal_hint();
+                            Some(ControlSummary {
+                                was_primary: !standby
+                                    && matches!(
+                                        c.cluster_state.as_str(),
+                                        "in production" | "shut down" | "in crash recovery"
+                                    ),
+                                clean_shutdown: clean,
+                                timeline: tl,
+                                lsn: lsn.0,
+                            })
+                        }
+                        Err(e) => {
+                            warn!("pg_controldata failed: {e}");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                match &self.system_id {
+                    Some(sysid) => LocalPg::Initialized {
+                        system_id: sysid.clone(),
+                        process,
+                        control,
+                    },
+                    None => LocalPg::Invalid(
+                        "cannot read the system identifier with pg_controldata".into(),
+                    ),
+                }
+            }
+        };
+        if let Some(job) = &self.job {
+            facts.state = match job.job.kind {
+                JobKind::Bootstrap => "initializing new cluster".into(),
+                JobKind::Clone { .. } => "creating replica".into(),
+                _ => facts.state,
+            };
+        }
+        facts.system_id = self.system_id.clone();
+        self.last_probe = facts.probe.clone();
+        (local, facts)
+    }
+
+    async fn reap_job(&mut self) {
+        let Some(running) = &self.job else { return };
+        if !running.handle.is_finished() {
+            return;
+        }
+        let running = self.job.take().expect("checked above");
+        let result = running
+            .handle
+            .await
+            .unwrap_or_else(|e| Err(format!("the job task failed: {e}")));
+        let (ok, message) = match result {
+            Ok(m) => (true, m),
+            Err(m) => (false, m),
+        };
+        if ok {
+            info!("{message}");
+        } else {
+            error!("{message}");
+        }
+        if matches!(running.job.kind, JobKind::Bootstrap | JobKind::Clone { .. } | JobKind::Rejoin { .. }) {
+            self.system_id = None;
+        }
+        self.finished = Some(JobOutcome {
+            kind: running.job.kind,
+            ok,
+            message,
+        });
+    }
+
+    pub(crate) fn start_job(&mut self, kind: JobKind, cluster: Option<&Cluster>) {
+        let ctx = JobCtx {
+            cfg: self.cfg.clone(),
+            pg: self.pg.clone(),
+            dcs: self.dcs.clone(),
+            policy: self.policy.clone(),
+            cluster: cluster.cloned(),
+        };
+        let job = Job {
+            kind: kind.clone(),
+            started_at: now_ms(),
+        };
+        let handle = tokio::spawn(jobs::run(kind, ctx));
+        self.job = Some(RunningJob { job, handle });
+    }
+
+    /// Runs the decided actions in order, stopping at the first that fails or loses a race.
+    async fn execute(
+        &mut self,
+        decision: &Decision,
+        obs: &Observation,
+        cluster: Option<&Cluster>,
+    ) -> Option<String> {
+        self.state = decision.next.clone();
+        for action in &decision.actions {
+            if let Action::Exit(msg) = action {
+                error!({ CRITICAL_FIELD } = true, "{msg}");
+                return Some(msg.clone());
+            }
+            match execute::run(self, action, obs, cluster).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    error!("{e:#}");
+                    // Whatever we believed about postgres's configuration may be stale now.
+                    self.state.configured_as = None;
+                    if matches!(action, Action::AcquireLock) {
+                        self.state.has_lock = false;
+                    }
+                    break;
+                }
+            }
+        }
+        None
+    }
+
+    pub(crate) fn lost_race(&mut self) {
+        self.state.has_lock = false;
+        self.state.configured_as = None;
+    }
+
+    async fn publish(&mut self, cluster: Option<&Cluster>, obs: &Observation) {
+        let facts = LocalFacts {
+            state: self.facts_state(obs),
+            probe: self.last_probe.clone(),
+            system_id: self.system_id.clone(),
+        };
+        if cluster.is_some() {
+            let data = member_data(&self.cfg, &facts, self.last_role);
+            if self.last_member.as_ref() != Some(&data) {
+                match self.dcs.touch_member(&self.cfg.name, &data).await {
+                    Ok(()) => self.last_member = Some(data),
+                    Err(e) => warn!("could not publish our member key: {e}"),
+                }
+            }
+        }
+        let status = node_status(StatusInputs {
+            cfg: &self.cfg,
+            facts: &facts,
+            is_leader: self.state.has_lock,
+            cluster,
+            policy: &self.policy,
+            dcs_reachable: cluster.is_some(),
+            dcs_last_seen: self.dcs_last_seen,
+            last_role: self.last_role,
+        });
+        self.status_tx.send_replace(Arc::new(status));
+    }
+
+    fn facts_state(&self, obs: &Observation) -> String {
+        if let Some(job) = &self.job {
+            return match &job.job.kind {
+                JobKind::Bootstrap => "initializing new cluster",
+                JobKind::Clone { .. } => "creating replica",
+                JobKind::Start { .. } | JobKind::Rejoin { .. } => "starting",
+                JobKind::Promote => "running",
+            }
+            .into();
+        }
+        match &obs.local {
+            LocalPg::Empty => "stopped".into(),
+            LocalPg::Invalid(_) => "stopped".into(),
+            LocalPg::Initialized {
+                process, control, ..
+            } => match process {
+                PgProcess::Running(_) => "running".into(),
+                PgProcess::NotReady => "starting".into(),
+                PgProcess::Stopped if control.as_ref().is_some_and(|c| !c.clean_shutdown && c.was_primary) => {
+                    "crashed".into()
+                }
+                PgProcess::Stopped => "stopped".into(),
+            },
+        }
+    }
+
+    /// SIGTERM/SIGINT: stop postgres cleanly first, so every acknowledged write has reached the
+    /// streaming replicas, then release the lock so one of them takes over at once.
+    async fn shutdown(&mut self) {
+        if let Some(job) = self.job.take() {
+            info!("cancelling {:?} for shutdown", job.job.kind);
+            job.handle.abort();
+        }
+        let timeout = self.pg.params().pg_ctl_timeout;
+        if self.pg.postmaster_pid().is_some() {
+            info!("stopping postgres (fast) before shutting down");
+            if let Err(e) = self.pg.stop(pgha_postgres::StopMode::Fast, timeout).await {
+                error!("stopping postgres failed: {e}");
+            }
+        }
+        // Peers racing for the lock read our /patroni: it must not say "running primary" now.
+        if self.pg.postmaster_pid().is_none() {
+            self.status_tx.send_modify(|s| {
+                let mut stopped = NodeStatus::clone(s);
+                stopped.state = "stopped".into();
+                stopped.is_leader = false;
+                *s = Arc::new(stopped);
+            });
+        }
+        let cluster = self.dcs.load_cluster().await.ok();
+        let holds = cluster
+            .as_ref()
+            .and_then(|c| c.leader_name())
+            .is_some_and(|l| l == self.cfg.name);
+        if holds && self.pg.postmaster_pid().is_none() {
+            if let Ok(c) = self.pg.controldata().await {
+                // The replicas compare themselves to this in the leader race.
+                let (_, lsn) = c.end_of_wal_hint();
+                execute::write_final_status(self, lsn.0).await;
+            }
+            match self.dcs.delete_leader(&self.cfg.name).await {
+                Ok(true) => info!("Leader key released"),
+                Ok(false) => info!("the leader key was no longer ours"),
+                Err(e) => error!("could not release the leader key: {e}"),
+            }
+        } else if holds {
+            // Revoking the lease would drop the leader key too and let a replica promote
+            // next to a primary that still runs.
+            warn!("postgres is still running; keeping the leader key until it expires");
+            return;
+        }
+        if let Err(e) = self.dcs.revoke_lease().await {
+            warn!("could not revoke our etcd lease: {e}");
+        }
+        info!("pgha stopped");
+    }
+
+    pub(crate) fn server_config_for(&self, role: &Role, cluster: Option<&Cluster>) -> pgha_postgres::ServerConfig {
+        server_config(&self.cfg, &self.policy, role, cluster)
+    }
+}
+
+pub(crate) fn stop_mode(m: StopMode) -> pgha_postgres::StopMode {
+    match m {
+        StopMode::Fast => pgha_postgres::StopMode::Fast,
+        StopMode::Immediate => pgha_postgres::StopMode::Immediate,
+    }
+}

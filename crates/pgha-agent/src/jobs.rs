@@ -1,0 +1,223 @@
+//! Long actions (bootstrap, clone, start, rejoin, promote). Each runs as its own task so the HA
+//! loop keeps renewing or giving up the leader lock while postgres copies data or recovers.
+
+use std::sync::Arc;
+
+use pgha_config::Config;
+use pgha_core::{assess_divergence, Divergence, JobKind, Role};
+use pgha_dcs::EtcdDcs;
+use pgha_postgres::{ConnTarget, LocalPostgres};
+use pgha_types::{Cluster, ClusterPolicy, Lsn};
+use tracing::{error, info, warn};
+
+use crate::settings::server_config;
+
+/// What a job needs; `cluster` is the DCS view at the moment it was started.
+#[derive(Clone)]
+pub struct JobCtx {
+    pub cfg: Arc<Config>,
+    pub pg: Arc<LocalPostgres>,
+    pub dcs: Arc<EtcdDcs>,
+    pub policy: ClusterPolicy,
+    pub cluster: Option<Cluster>,
+}
+
+pub async fn run(kind: JobKind, ctx: JobCtx) -> Result<String, String> {
+    match kind {
+        JobKind::Bootstrap => bootstrap(&ctx).await,
+        JobKind::Clone { from } => clone_from(&ctx, &from).await,
+        JobKind::Start { role } => start(&ctx, &role).await,
+        JobKind::Rejoin { leader } => rejoin(&ctx, &leader).await,
+        JobKind::Promote => promote(&ctx).await,
+    }
+}
+
+fn fail(what: &str) -> impl Fn(pgha_postgres::PgError) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+async fn bootstrap(ctx: &JobCtx) -> Result<String, String> {
+    let (cfg, pg) = (&ctx.cfg, &ctx.pg);
+    pg.initdb().await.map_err(fail("initdb failed"))?;
+    let mut server = server_config(cfg, &ctx.policy, &Role::Primary, None);
+    if !cfg.bootstrap.pg_hba.is_empty() {
+        server.hba = cfg.bootstrap.pg_hba.clone();
+    }
+    pg.write_pgpass().map_err(fail("writing the pgpass file failed"))?;
+    pg.write_config(&server)
+        .await
+        .map_err(fail("writing the configuration failed"))?;
+    pg.start(&server)
+        .await
+        .map_err(fail("starting the new cluster failed"))?;
+    pg.wait_ready(pg.params().pg_ctl_timeout)
+        .await
+        .map_err(fail("the new cluster did not become ready"))?;
+    pg.bootstrap_roles()
+        .await
+        .map_err(fail("creating the roles failed"))?;
+    if let Some(script) = &cfg.bootstrap.post_bootstrap {
+        info!("running post_bootstrap script {script}");
+        pg.run_post_bootstrap(script)
+            .await
+            .map_err(fail("post_bootstrap failed"))?;
+    }
+    let sysid = pg
+        .controldata()
+        .await
+        .map_err(fail("pg_controldata failed"))?
+        .system_identifier;
+    let dcs = &ctx.dcs;
+    dcs.initialize(false, &sysid)
+        .await
+        .map_err(|e| format!("writing the initialize key failed: {e}"))?;
+    let dynamic = serde_json::to_string(&cfg.bootstrap.dcs).unwrap_or_else(|_| "{}".into());
+    if let Err(e) = dcs.set_config(&dynamic, Some(0)).await {
+        warn!("could not store bootstrap.dcs as the cluster configuration: {e}");
+    }
+    // Take the lock right away so the other members can start cloning.
+    match dcs.acquire_leader(&cfg.name).await {
+        Ok(true) => info!("acquired session lock as a leader"),
+        Ok(false) => warn!("another member holds the leader lock after our bootstrap"),
+        Err(e) => warn!("could not take the leader lock after bootstrap: {e}"),
+    }
+    Ok(format!("initialized a new cluster (system identifier {sysid})"))
+}
+
+fn member_target(cluster: Option<&Cluster>, name: &str) -> Result<ConnTarget, String> {
+    let (host, port) = cluster
+        .and_then(|c| c.member(name))
+        .and_then(|m| m.host_port())
+        .ok_or_else(|| format!("member {name} has no usable conn_url in the DCS"))?;
+    Ok(ConnTarget { host, port })
+}
+
+async fn clone_from(ctx: &JobCtx, from: &str) -> Result<String, String> {
+    let pg = &ctx.pg;
+    let source = member_target(ctx.cluster.as_ref(), from)?;
+    pg.write_pgpass().map_err(fail("writing the pgpass file failed"))?;
+    pg.basebackup(&source)
+        .await
+        .map_err(fail("Error creating replica using method basebackup"))?;
+    info!("replica has been created using basebackup");
+    info!("bootstrapped from leader '{from}'");
+    let leader = ctx
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader_name())
+        .unwrap_or(from)
+        .to_string();
+    start_replica(ctx, &leader).await?;
+    Ok(format!("bootstrapped from '{from}'"))
+}
+
+async fn start(ctx: &JobCtx, role: &Role) -> Result<String, String> {
+    let pg = &ctx.pg;
+    let server = server_config(&ctx.cfg, &ctx.policy, role, ctx.cluster.as_ref());
+    pg.write_pgpass().map_err(fail("writing the pgpass file failed"))?;
+    pg.write_config(&server)
+        .await
+        .map_err(fail("writing the configuration failed"))?;
+    pg.start(&server).await.map_err(fail("postgres start failed"))?;
+    info!("postmaster pid={}", pg.postmaster_pid().unwrap_or(0));
+    pg.wait_ready(pg.params().pg_ctl_timeout)
+        .await
+        .map_err(fail("postgres is not accepting connections yet"))?;
+    Ok("postgres started".into())
+}
+
+async fn start_replica(ctx: &JobCtx, leader: &str) -> Result<(), String> {
+    start(
+        ctx,
+        &Role::Replica {
+            leader: Some(leader.to_string()),
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn rejoin(ctx: &JobCtx, leader: &str) -> Result<String, String> {
+    let pg = &ctx.pg;
+    let source = member_target(ctx.cluster.as_ref(), leader)?;
+    let mut control = pg.controldata().await.map_err(fail("pg_controldata failed"))?;
+    if !control.is_clean_shutdown() {
+        info!("doing crash recovery in a single user mode");
+        pg.crash_recovery()
+            .await
+            .map_err(fail("crash recovery failed"))?;
+        control = pg.controldata().await.map_err(fail("pg_controldata failed"))?;
+    }
+    let (local_tl, local_lsn) = control.end_of_wal_hint();
+    info!("Local timeline={local_tl} lsn={local_lsn}");
+    let leader_tl = ctx
+        .cluster
+        .as_ref()
+        .and_then(|c| c.member(leader))
+        .and_then(|m| m.data.timeline)
+        .unwrap_or(1);
+    info!("primary_timeline={leader_tl}");
+    pg.write_pgpass().map_err(fail("writing the pgpass file failed"))?;
+    let history = if leader_tl > 1 {
+        pg.timeline_history(&source, leader_tl)
+            .await
+            .map_err(fail("reading the leader's timeline history failed"))?
+    } else {
+        Vec::new()
+    };
+    let switches: Vec<(u32, u64)> = history.iter().map(|s| (s.timeline, s.lsn.0)).collect();
+    if let Divergence::Diverged(why) = assess_divergence(local_tl, local_lsn.0, leader_tl, &switches)
+    {
+        info!("{why}");
+        let cfg = &ctx.cfg.postgresql;
+        if ctx.policy.use_pg_rewind {
+            info!("running pg_rewind from {leader}");
+            match pg.rewind(&source).await {
+                Ok(()) => info!("pg_rewind exit code=0"),
+                Err(e) => {
+                    error!("pg_rewind from {leader} failed: {e}");
+                    if cfg.remove_data_directory_on_rewind_failure {
+                        warn!("removing data directory after the failed rewind; the replica will be cloned again");
+                        pg.remove_data_dir()
+                            .await
+                            .map_err(fail("removing the data directory failed"))?;
+                        return Ok("data directory removed after a failed rewind".into());
+                    }
+                    return Err(format!("pg_rewind failed: {e}; set remove_data_directory_on_rewind_failure to re-clone automatically"));
+                }
+            }
+        } else if cfg.remove_data_directory_on_diverged_timelines {
+            warn!("removing data directory: it diverged from the leader and use_pg_rewind is off");
+            pg.remove_data_dir()
+                .await
+                .map_err(fail("removing the data directory failed"))?;
+            return Ok("data directory removed; the replica will be cloned again".into());
+        } else {
+            return Err(format!(
+                "{why}; cannot follow {leader}: enable use_pg_rewind or remove_data_directory_on_diverged_timelines, or run reinit"
+            ));
+        }
+    }
+    info!("starting as a secondary");
+    start_replica(ctx, leader).await?;
+    Ok(format!("rejoined as a replica of {leader}"))
+}
+
+async fn promote(ctx: &JobCtx) -> Result<String, String> {
+    let pg = &ctx.pg;
+    pg.promote(pg.params().pg_ctl_timeout)
+        .await
+        .map_err(fail("promote failed"))?;
+    // A checkpoint puts the new timeline into pg_control, which pg_rewind on the old primary
+    // reads from this node.
+    if let Err(e) = pg.checkpoint().await {
+        warn!("CHECKPOINT after promote failed: {e}");
+    }
+    let lsn = pg
+        .probe()
+        .await
+        .ok()
+        .and_then(|p| p.wal_lsn)
+        .unwrap_or(Lsn(0));
+    Ok(format!("promoted; WAL position {lsn}"))
+}

@@ -1,0 +1,205 @@
+//! `pgha`: the agent that runs beside one PostgreSQL server and keeps the cluster available.
+
+mod execute;
+mod ha_loop;
+mod jobs;
+mod logging;
+mod peers;
+mod publish;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use pgha_api::{ApiState, NodeStatus};
+use pgha_config::{ConfigError, Loaded};
+use pgha_dcs::EtcdDcs;
+use pgha_postgres::LocalPostgres;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::ha_loop::{Agent, Exit};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgha",
+    version,
+    about = "High availability for PostgreSQL: runs beside one PostgreSQL server, holds or follows the leader lock in etcd (Patroni-compatible)"
+)]
+struct Cli {
+    /// Configuration file or directory (Patroni's YAML schema). Without it the configuration
+    /// comes from PATRONI_CONFIGURATION / PATRONI_* variables.
+    config: Option<PathBuf>,
+    /// Check the configuration, report every problem with its key path, and exit.
+    #[arg(long, value_name = "FILE")]
+    validate_config: Option<PathBuf>,
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Loaded, ConfigError> {
+    match path {
+        Some(p) => pgha_config::load(p),
+        None => pgha_config::load_from_env_and_path(None, &|k| std::env::var(k).ok()),
+    }
+}
+
+fn report_config_error(e: &ConfigError) {
+    match e {
+        ConfigError::Invalid(problems) => {
+            eprintln!("invalid configuration:");
+            for p in problems {
+                eprintln!("  {p}");
+            }
+        }
+        other => eprintln!("cannot load the configuration: {other}"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(path) = &cli.validate_config {
+        return match load_config(Some(path)) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("{}: configuration is valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                report_config_error(&e);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "pgha must not run as root: PostgreSQL refuses to run as root. Start it as the user that owns the data directory, e.g. `runuser -u postgres -- pgha /etc/pgha/pgha.yml`"
+        );
+        return ExitCode::FAILURE;
+    }
+    let loaded = match load_config(cli.config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            report_config_error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    logging::init(&loaded.config.log.level, loaded.config.log.r#type == "json");
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(loaded)) {
+        Ok(Exit::Shutdown) => ExitCode::SUCCESS,
+        Ok(Exit::Critical(_)) => ExitCode::FAILURE,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(loaded: Loaded) -> Result<Exit> {
+    let cfg = Arc::new(loaded.config);
+    info!(
+        "pgha {} starting: member {} of cluster {} (Patroni {} interface)",
+        pgha_types::PGHA_VERSION,
+        cfg.name,
+        cfg.scope,
+        pgha_types::PATRONI_COMPAT_VERSION
+    );
+    let (status_tx, status_rx) = watch::channel(Arc::new(NodeStatus {
+        scope: cfg.scope.clone(),
+        name: cfg.name.clone(),
+        ..NodeStatus::default()
+    }));
+    let listener = tokio::net::TcpListener::bind(&cfg.restapi.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on restapi.listen {}; is another agent running there?",
+                cfg.restapi.listen
+            )
+        })?;
+    let auth = cfg
+        .restapi
+        .authentication
+        .as_ref()
+        .map(|a| (a.username.clone(), a.password.clone()));
+    let app = pgha_api::router(ApiState {
+        status: status_rx,
+        auth,
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!("REST API server stopped: {e}");
+        }
+    });
+    info!("REST API listening on {}", cfg.restapi.listen);
+
+    let (policy, _) = settings::effective_policy(&cfg, &settings::dynamic_config(&cfg, None));
+    let etcd = settings::etcd_settings(&cfg, Duration::from_secs(policy.retry_timeout));
+    let dcs = loop_connect(etcd).await?;
+    let pg = Arc::new(LocalPostgres::new(settings::pg_params(&cfg)));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("received a termination signal; shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    let agent = Agent::new(cfg, Arc::new(dcs), pg, status_tx);
+    Ok(agent.run(shutdown_rx).await)
+}
+
+/// etcd may not be up yet when the agent starts (e.g. all machines booting together): keep
+/// trying, but let a signal stop us.
+async fn loop_connect(settings: pgha_dcs::EtcdSettings) -> Result<EtcdDcs> {
+    let mut logged = false;
+    loop {
+        match EtcdDcs::connect(settings.clone()).await {
+            Ok(d) => {
+                info!("connected to etcd at {}", settings.endpoints.join(","));
+                return Ok(d);
+            }
+            Err(e @ pgha_dcs::DcsError::Settings(_)) => bail!("{e}"),
+            Err(e) => {
+                if !logged {
+                    warn!("cannot reach etcd yet ({e}); retrying");
+                    logged = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = wait_for_signal() => bail!("stopped before etcd became reachable"),
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,74 @@
+//! Asking the other members where they are, for the leader race (`GET /patroni`).
+
+use std::time::Duration;
+
+use pgha_core::{PeerReply, PeerStatus};
+use pgha_types::{tag_is_true, Cluster};
+use serde_json::Value;
+use tracing::info;
+
+/// Queries every other member with an `api_url` concurrently; a peer that does not answer
+/// within `timeout` is reported without a reply.
+pub async fn probe_peers(
+    http: &reqwest::Client,
+    cluster: &Cluster,
+    me: &str,
+    timeout: Duration,
+) -> Vec<PeerStatus> {
+    let asks = cluster
+        .members
+        .iter()
+        .filter(|m| m.name != me)
+        .filter_map(|m| Some((m.name.clone(), m.data.api_url.clone()?)))
+        .map(|(name, url)| async move {
+            let reply = match http.get(&url).timeout(timeout).send().await {
+                Ok(resp) => match resp.json::<Value>().await {
+                    Ok(body) => {
+                        info!("Got response from {name} {url}: {body}");
+                        Some(parse_reply(&body))
+                    }
+                    Err(e) => {
+                        info!("Request to {name} {url} returned an unreadable body: {e}");
+                        None
+                    }
+                },
+                Err(e) => {
+                    info!("Request failed to {name}: GET {url} ({e})");
+                    None
+                }
+            };
+            PeerStatus { name, reply }
+        });
+    futures::future::join_all(asks).await
+}
+
+/// Reads a `/patroni` body (ours or a real Patroni's).
+pub fn parse_reply(body: &Value) -> PeerReply {
+    let xlog = &body["xlog"];
+    let pos = |k: &str| xlog.get(k).and_then(Value::as_u64).unwrap_or(0);
+    PeerReply {
+        running: body["state"].as_str() == Some("running"),
+        is_primary: matches!(body["role"].as_str(), Some("primary") | Some("master")),
+        wal_position: pos("location")
+            .max(pos("received_location"))
+            .max(pos("replayed_location")),
+        nofailover: tag_is_true(body["tags"].get("nofailover")),
+        timeline: body["timeline"].as_u64().unwrap_or(0) as u32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_replica_and_primary_bodies() {
+        let r: Value = serde_json::from_str(r#"{"state":"running","role":"replica","xlog":{"received_location":200,"replayed_location":100,"paused":false},"timeline":3,"tags":{"nofailover":true}}"#).unwrap();
+        let p = parse_reply(&r);
+        assert!(p.running && !p.is_primary && p.nofailover);
+        assert_eq!((p.wal_position, p.timeline), (200, 3));
+        let m: Value = serde_json::from_str(r#"{"state":"running","role":"primary","xlog":{"location":500}}"#).unwrap();
+        assert!(parse_reply(&m).is_primary);
+        assert!(!parse_reply(&Value::Null).running);
+    }
+}

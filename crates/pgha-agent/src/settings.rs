@@ -1,0 +1,143 @@
+//! Wiring from the local configuration to the adapters' parameters, and the rendering of the
+//! postgres server configuration for a role. Pure functions.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pgha_config::Config;
+use pgha_core::{slot_name, Role};
+use pgha_dcs::EtcdSettings;
+use pgha_postgres::{build_parameters, PgParams, PgUser, ServerConfig, StandbyConfig};
+use pgha_types::{Cluster, ClusterPolicy, DynamicConfig};
+
+pub fn etcd_settings(cfg: &Config, request_timeout: Duration) -> EtcdSettings {
+    let etcd = cfg.etcd3.clone().unwrap_or_default();
+    EtcdSettings {
+        endpoints: cfg.etcd_endpoints(),
+        username: etcd.username,
+        password: etcd.password,
+        ca_file: etcd.cacert.map(PathBuf::from),
+        cert_file: etcd.cert.map(PathBuf::from),
+        key_file: etcd.key.map(PathBuf::from),
+        prefix: cfg.cluster_prefix(),
+        request_timeout,
+    }
+}
+
+fn user(u: Option<&pgha_config::PgUser>, default_name: &str) -> PgUser {
+    match u {
+        Some(u) => PgUser {
+            username: u.username.clone(),
+            password: u.password.clone(),
+        },
+        None => PgUser {
+            username: default_name.to_string(),
+            password: None,
+        },
+    }
+}
+
+pub fn pg_params(cfg: &Config) -> PgParams {
+    let pg = &cfg.postgresql;
+    let auth = &pg.authentication;
+    let listen = pg.listen_addresses();
+    let first = listen.split(',').next().unwrap_or("").trim().to_string();
+    let local_host = if first.is_empty() || first == "*" || first == "0.0.0.0" || first == "::" {
+        "127.0.0.1".to_string()
+    } else {
+        first
+    };
+    let data_dir = pg.data_dir.clone();
+    // postgres's own log goes next to the data directory, never inside it: pg_basebackup and
+    // pg_rewind would copy it around.
+    let log_file = {
+        let name = data_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "data".into());
+        data_dir
+            .parent()
+            .map(|p| p.join(format!("{name}.postgresql.log")))
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/{}-postgresql.log", cfg.name)))
+    };
+    PgParams {
+        name: cfg.name.clone(),
+        scope: cfg.scope.clone(),
+        data_dir,
+        config_dir: pg.config_dir_or_data(),
+        bin_dir: pg.bin_dir.clone().unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin")),
+        listen_addresses: listen,
+        port: pg.port(),
+        local_host,
+        superuser: user(auth.superuser.as_ref(), "postgres"),
+        replication: user(auth.replication.as_ref(), "replicator"),
+        rewind: auth.rewind.as_ref().map(|u| user(Some(u), "rewind_user")),
+        pgpass: cfg.pgpass_path(),
+        pg_ctl_timeout: Duration::from_secs(pg.pg_ctl_timeout.max(1)),
+        log_file,
+        initdb_options: cfg.bootstrap.initdb.iter().map(|o| o.to_arg()).collect(),
+        basebackup_options: pg.basebackup.iter().map(|o| o.to_arg()).collect(),
+    }
+}
+
+/// The dynamic configuration in force: the DCS `config` key, or `bootstrap.dcs` until the
+/// cluster has one.
+pub fn dynamic_config(cfg: &Config, cluster: Option<&Cluster>) -> DynamicConfig {
+    cluster
+        .and_then(|c| c.config.clone())
+        .unwrap_or_else(|| DynamicConfig(cfg.bootstrap.dcs.clone()))
+}
+
+/// Local `use_pg_rewind` / `use_slots` win over the dynamic ones.
+pub fn effective_policy(cfg: &Config, dynamic: &DynamicConfig) -> (ClusterPolicy, Vec<String>) {
+    let (mut p, warnings) = dynamic.policy();
+    if let Some(v) = cfg.postgresql.use_pg_rewind {
+        p.use_pg_rewind = v;
+    }
+    if let Some(v) = cfg.postgresql.use_slots {
+        p.use_slots = v;
+    }
+    (p, warnings)
+}
+
+/// postgresql.conf, command line, pg_hba and standby settings for running as `role`.
+pub fn server_config(
+    cfg: &Config,
+    policy: &ClusterPolicy,
+    role: &Role,
+    cluster: Option<&Cluster>,
+) -> ServerConfig {
+    let pg = &cfg.postgresql;
+    let (parameters, command_line) = build_parameters(
+        &policy.parameters,
+        &pg.parameters,
+        &pg.listen_addresses(),
+        pg.port(),
+        &cfg.scope,
+    );
+    let hba = match &policy.pg_hba {
+        Some(h) if pg.pg_hba.is_empty() => h.clone(),
+        _ => pg.pg_hba.clone(),
+    };
+    let standby = match role {
+        Role::Primary => None,
+        Role::Replica { leader } => {
+            let upstream = leader
+                .as_deref()
+                .and_then(|l| cluster.and_then(|c| c.member(l)))
+                .and_then(|m| m.host_port());
+            let (primary_host, primary_port) = upstream.unwrap_or_default();
+            Some(StandbyConfig {
+                primary_host,
+                primary_port,
+                primary_slot_name: policy.use_slots.then(|| slot_name(&cfg.name)),
+            })
+        }
+    };
+    ServerConfig {
+        parameters,
+        command_line,
+        hba,
+        standby,
+    }
+}

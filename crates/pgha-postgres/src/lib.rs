@@ -1,0 +1,246 @@
+//! Local PostgreSQL control for the pgha agent: the postgres adapter of the HA loop.
+//!
+//! This crate performs IO and reports facts; it makes no HA decisions (when to promote, whether
+//! to rewind). Everything is `async`, every external command and every wait is bounded, and
+//! every failure is a [`PgError`] whose message says what failed.
+//!
+//! Typical sequences the caller drives:
+//! * new cluster: [`LocalPostgres::initdb`] → [`LocalPostgres::write_config`] (primary) →
+//!   [`LocalPostgres::start`] → [`LocalPostgres::wait_ready`] → [`LocalPostgres::bootstrap_roles`]
+//!   → [`LocalPostgres::run_post_bootstrap`];
+//! * new replica: [`LocalPostgres::basebackup`] → `write_config` (standby) → `start`;
+//! * rejoin after a crash: [`LocalPostgres::crash_recovery`] → [`LocalPostgres::rewind`] →
+//!   `write_config` (standby, always: pg_rewind copies the source's config files) → `start`.
+//!
+//! When the agent runs as root, [`LocalPostgres::with_os_user`] makes every external command run
+//! as the owner of the data directory (PostgreSQL refuses to run as root) and hands the files
+//! this crate writes to that user.
+
+mod bootstrap;
+mod cmd;
+mod conf;
+mod controldata;
+mod error;
+mod params;
+mod probe;
+mod process;
+mod replica;
+mod sql;
+
+use std::path::{Path, PathBuf};
+
+pub use cmd::OsUser;
+pub use conf::{
+    parse_conf_parameters, primary_conninfo, render_hba, render_pgpass, render_postgresql_conf,
+    ConfigWriteOutcome, ServerConfig, StandbyConfig, CONF_HEADER,
+};
+pub use controldata::ControlData;
+pub use error::PgError;
+pub use params::{
+    build_parameters, render_value, slot_name_from_member, PgParams, PgUser, Timeouts, FORCED_GUCS,
+};
+pub use probe::{Probe, ReplicationRow, SlotChanges};
+pub use process::StopMode;
+pub use replica::{parse_timeline_history, ConnTarget, TimelineSwitch};
+pub use sql::{quote_ident, quote_literal};
+
+/// What is in the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDirState {
+    /// The path does not exist.
+    Missing,
+    /// An empty directory.
+    Empty,
+    /// A directory holding `PG_VERSION`.
+    Initialized,
+    /// Anything else: not a directory, unreadable, or non-empty without `PG_VERSION`.
+    Invalid(String),
+}
+
+/// The local PostgreSQL: its parameters plus a cached SQL connection.
+pub struct LocalPostgres {
+    params: PgParams,
+    timeouts: Timeouts,
+    os_user: Option<OsUser>,
+    conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+}
+
+impl std::fmt::Debug for LocalPostgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalPostgres")
+            .field("data_dir", &self.params.data_dir)
+            .field("port", &self.params.port)
+            .field("os_user", &self.os_user.as_ref().map(|u| &u.name))
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalPostgres {
+    pub fn new(params: PgParams) -> Self {
+        LocalPostgres {
+            params,
+            timeouts: Timeouts::default(),
+            os_user: None,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Run every external command as `user` (looked up in the passwd database) and give the
+    /// files this crate creates to that user. For an agent started as root.
+    pub fn with_os_user(mut self, user: &str) -> Result<Self, PgError> {
+        self.os_user = Some(OsUser::lookup(user)?);
+        Ok(self)
+    }
+
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    pub fn params(&self) -> &PgParams {
+        &self.params
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    pub fn os_user(&self) -> Option<&OsUser> {
+        self.os_user.as_ref()
+    }
+
+    /// Classify the data directory without touching it.
+    pub fn data_dir_state(&self) -> DataDirState {
+        let dir = &self.params.data_dir;
+        match std::fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return DataDirState::Missing,
+            Err(e) => {
+                return DataDirState::Invalid(format!("cannot inspect {}: {e}", dir.display()))
+            }
+            Ok(_) => {}
+        }
+        // Follow a symlinked data directory.
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return DataDirState::Invalid(format!("{} is not a directory", dir.display())),
+            Err(e) => {
+                return DataDirState::Invalid(format!("cannot inspect {}: {e}", dir.display()))
+            }
+        }
+        if dir.join("PG_VERSION").is_file() {
+            return DataDirState::Initialized;
+        }
+        match std::fs::read_dir(dir) {
+            Ok(mut entries) => {
+                if entries.next().is_none() {
+                    DataDirState::Empty
+                } else {
+                    DataDirState::Invalid(format!(
+                        "{} is not empty but has no PG_VERSION (not a PostgreSQL data directory)",
+                        dir.display()
+                    ))
+                }
+            }
+            Err(e) => DataDirState::Invalid(format!("cannot list {}: {e}", dir.display())),
+        }
+    }
+
+    pub(crate) fn bin(&self, name: &str) -> PathBuf {
+        self.params.bin_dir.join(name)
+    }
+
+    /// True when postgresql.conf lives somewhere else than the data directory.
+    pub(crate) fn separate_config_dir(&self) -> bool {
+        self.params.config_dir != self.params.data_dir
+    }
+
+    pub(crate) fn conf_path(&self) -> PathBuf {
+        self.params.config_dir.join("postgresql.conf")
+    }
+
+    /// Give a file or directory we created to the OS user commands run as (no-op otherwise).
+    pub(crate) fn fix_owner(&self, path: &Path) -> Result<(), PgError> {
+        if let Some(u) = &self.os_user {
+            nix::unistd::chown(
+                path,
+                Some(nix::unistd::Uid::from_raw(u.uid)),
+                Some(nix::unistd::Gid::from_raw(u.gid)),
+            )
+            .map_err(|e| PgError::io(path, std::io::Error::from(e)))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn run(
+        &self,
+        cmd: &cmd::Cmd,
+        limit: std::time::Duration,
+    ) -> Result<cmd::Output, PgError> {
+        cmd::run(cmd, self.os_user.as_ref(), limit).await
+    }
+
+    pub(crate) async fn run_ok(
+        &self,
+        cmd: &cmd::Cmd,
+        limit: std::time::Duration,
+    ) -> Result<cmd::Output, PgError> {
+        cmd::run_ok(cmd, self.os_user.as_ref(), limit).await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use std::time::Duration;
+
+    pub(crate) fn params_in(dir: &Path) -> PgParams {
+        PgParams {
+            name: "node1".into(),
+            scope: "demo".into(),
+            data_dir: dir.join("data"),
+            config_dir: dir.join("data"),
+            bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
+            listen_addresses: "127.0.0.1".into(),
+            port: 5432,
+            local_host: "127.0.0.1".into(),
+            superuser: PgUser {
+                username: "postgres".into(),
+                password: Some("su:pa\\ss".into()),
+            },
+            replication: PgUser {
+                username: "replicator".into(),
+                password: Some("rep-pass".into()),
+            },
+            rewind: Some(PgUser {
+                username: "rewind_user".into(),
+                password: None,
+            }),
+            pgpass: dir.join("pgpass"),
+            pg_ctl_timeout: Duration::from_secs(60),
+            log_file: dir.join("postgres.log"),
+            initdb_options: vec![],
+            basebackup_options: vec![],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_states() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pg = LocalPostgres::new(test_support::params_in(tmp.path()));
+        assert_eq!(pg.data_dir_state(), DataDirState::Missing);
+        std::fs::create_dir(tmp.path().join("data")).unwrap();
+        assert_eq!(pg.data_dir_state(), DataDirState::Empty);
+        std::fs::write(tmp.path().join("data/junk"), "x").unwrap();
+        assert!(matches!(pg.data_dir_state(), DataDirState::Invalid(_)));
+        std::fs::write(tmp.path().join("data/PG_VERSION"), "15\n").unwrap();
+        assert_eq!(pg.data_dir_state(), DataDirState::Initialized);
+        std::fs::remove_dir_all(tmp.path().join("data")).unwrap();
+        std::fs::write(tmp.path().join("data"), "a file").unwrap();
+        assert!(matches!(pg.data_dir_state(), DataDirState::Invalid(_)));
+    }
+}

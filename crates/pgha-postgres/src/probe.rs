@@ -1,0 +1,476 @@
+//! SQL facts about the running server (one round trip) and replication slot upkeep.
+
+use pgha_types::Lsn;
+use serde_json::Value;
+use tokio_postgres::SimpleQueryRow;
+
+use crate::error::PgError;
+use crate::sql::{quote_literal, rows};
+use crate::LocalPostgres;
+
+/// One row of `pg_stat_replication`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationRow {
+    pub usename: String,
+    pub application_name: String,
+    /// `host(client_addr)`; None for unix-socket connections.
+    pub client_addr: Option<String>,
+    pub state: String,
+    pub sync_state: String,
+    pub sync_priority: i64,
+}
+
+/// What the running server says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub in_recovery: bool,
+    /// `server_version_num`, e.g. 150018.
+    pub server_version: u32,
+    /// The timeline the server is on.
+    /// * Primary: taken from the name of the WAL file of `pg_current_wal_lsn()`, which follows
+    ///   the insert timeline immediately after a promotion (`pg_control_checkpoint()` lags until
+    ///   the next checkpoint).
+    /// * Standby: the larger of the WAL receiver's `received_tli` (when streaming) and the
+    ///   control file's view (latest checkpoint / minimum recovery point timeline).
+    pub timeline: u32,
+    /// Primary: `pg_current_wal_lsn()`.
+    pub wal_lsn: Option<Lsn>,
+    /// Standby: `pg_last_wal_receive_lsn()`.
+    pub receive_lsn: Option<Lsn>,
+    /// Standby: `pg_last_wal_replay_lsn()`.
+    pub replay_lsn: Option<Lsn>,
+    /// `pg_last_xact_replay_timestamp()` as "2026-11-22 01:58:08.202807+00:00".
+    pub replay_timestamp: Option<String>,
+    pub replay_paused: bool,
+    /// `pg_stat_wal_receiver.status = 'streaming'`.
+    pub receiver_streaming: bool,
+    /// `pg_stat_wal_receiver.sender_host`.
+    pub receiver_conninfo_host: Option<String>,
+    /// `pg_postmaster_start_time()` as "2026-11-22 01:58:08.202807+00:00".
+    pub postmaster_start_time: String,
+    pub replication: Vec<ReplicationRow>,
+    /// GUCs waiting for a restart: (name, current value, value in the config files if known).
+    pub pending_restart: Vec<(String, String, String)>,
+    /// Physical replication slots: (name, active, restart_lsn).
+    pub slots: Vec<(String, bool, Option<Lsn>)>,
+}
+
+/// What `sync_slots` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotChanges {
+    pub created: Vec<String>,
+    pub dropped: Vec<String>,
+}
+
+const TS_FORMAT: &str = "'YYYY-MM-DD HH24:MI:SS.US'";
+
+fn probe_sql() -> String {
+    format!(
+        "SELECT pg_catalog.pg_is_in_recovery(), \
+         pg_catalog.current_setting('server_version_num'), \
+         CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL \
+              ELSE pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()) END, \
+         CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE pg_catalog.pg_current_wal_lsn() END, \
+         pg_catalog.pg_last_wal_receive_lsn(), \
+         pg_catalog.pg_last_wal_replay_lsn(), \
+         pg_catalog.to_char(pg_catalog.pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', {TS_FORMAT}), \
+         CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END, \
+         w.status, NULLIF(w.received_tli, 0), w.sender_host, \
+         GREATEST(c.timeline_id, r.min_recovery_end_timeline), \
+         pg_catalog.to_char(pg_catalog.pg_postmaster_start_time() AT TIME ZONE 'UTC', {TS_FORMAT}), \
+         (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(usename, application_name, \
+                 pg_catalog.host(client_addr), state, sync_state, sync_priority) ORDER BY pid) \
+            FROM pg_catalog.pg_stat_replication), \
+         (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(s.name, pg_catalog.current_setting(s.name), \
+                 (SELECT f.setting FROM pg_catalog.pg_file_settings f WHERE f.name = s.name \
+                   ORDER BY f.seqno DESC LIMIT 1)) ORDER BY s.name) \
+            FROM pg_catalog.pg_settings s WHERE s.pending_restart), \
+         (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(slot_name, active, restart_lsn) ORDER BY slot_name) \
+            FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical') \
+         FROM pg_catalog.pg_control_checkpoint() c \
+         CROSS JOIN pg_catalog.pg_control_recovery() r \
+         LEFT JOIN pg_catalog.pg_stat_wal_receiver w ON true"
+    )
+}
+
+fn bad(what: &str) -> PgError {
+    PgError::Protocol(format!("probe: cannot interpret {what}"))
+}
+
+fn parse_bool(s: Option<&str>) -> bool {
+    matches!(s, Some("t") | Some("true") | Some("on"))
+}
+
+fn parse_lsn(s: Option<&str>, what: &str) -> Result<Option<Lsn>, PgError> {
+    s.map(|v| v.parse::<Lsn>().map_err(|_| bad(what)))
+        .transpose()
+}
+
+fn utc_timestamp(s: Option<&str>) -> Option<String> {
+    s.map(|v| format!("{v}+00:00"))
+}
+
+/// Timeline of a WAL file name: its first 8 hex digits.
+pub(crate) fn timeline_from_walfile(name: &str) -> Option<u32> {
+    name.get(..8).and_then(|h| u32::from_str_radix(h, 16).ok())
+}
+
+fn json_array(s: Option<&str>, what: &str) -> Result<Vec<Value>, PgError> {
+    match s {
+        None => Ok(Vec::new()),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(items)) => Ok(items),
+            _ => Err(bad(what)),
+        },
+    }
+}
+
+fn json_str(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn parse_probe_row(row: &SimpleQueryRow) -> Result<Probe, PgError> {
+    let cols: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
+    parse_probe_columns(&cols)
+}
+
+/// Interpret the columns of the probe query (text format, NULL = None).
+pub(crate) fn parse_probe_columns(cols: &[Option<&str>]) -> Result<Probe, PgError> {
+    if cols.len() < 16 {
+        return Err(bad("the row shape"));
+    }
+    let col = |i: usize| cols[i];
+    let in_recovery = parse_bool(col(0));
+    let server_version = col(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("server_version_num"))?;
+    let control_tli: u32 = col(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let received_tli: Option<u32> = col(9).and_then(|v| v.parse().ok());
+    let timeline = if in_recovery {
+        received_tli.unwrap_or(0).max(control_tli)
+    } else {
+        col(2)
+            .and_then(timeline_from_walfile)
+            .ok_or_else(|| bad("the current WAL file name"))?
+    };
+    let replication = json_array(col(13), "pg_stat_replication")?
+        .iter()
+        .map(|r| {
+            let f = |i: usize| r.get(i).and_then(json_str);
+            ReplicationRow {
+                usename: f(0).unwrap_or_default(),
+                application_name: f(1).unwrap_or_default(),
+                client_addr: f(2),
+                state: f(3).unwrap_or_default(),
+                sync_state: f(4).unwrap_or_default(),
+                sync_priority: r.get(5).and_then(Value::as_i64).unwrap_or(0),
+            }
+        })
+        .collect();
+    let pending_restart = json_array(col(14), "pending_restart settings")?
+        .iter()
+        .map(|r| {
+            let f = |i: usize| r.get(i).and_then(json_str).unwrap_or_default();
+            (f(0), f(1), f(2))
+        })
+        .collect();
+    let slots = json_array(col(15), "replication slots")?
+        .iter()
+        .map(|r| {
+            let name = r.get(0).and_then(json_str).unwrap_or_default();
+            let active = r.get(1).and_then(Value::as_bool).unwrap_or(false);
+            let lsn = r
+                .get(2)
+                .and_then(json_str)
+                .and_then(|s| s.parse::<Lsn>().ok());
+            (name, active, lsn)
+        })
+        .collect();
+    Ok(Probe {
+        in_recovery,
+        server_version,
+        timeline,
+        wal_lsn: if in_recovery {
+            None
+        } else {
+            parse_lsn(col(3), "pg_current_wal_lsn")?
+        },
+        receive_lsn: if in_recovery {
+            parse_lsn(col(4), "pg_last_wal_receive_lsn")?
+        } else {
+            None
+        },
+        replay_lsn: if in_recovery {
+            parse_lsn(col(5), "pg_last_wal_replay_lsn")?
+        } else {
+            None
+        },
+        replay_timestamp: if in_recovery {
+            utc_timestamp(col(6))
+        } else {
+            None
+        },
+        replay_paused: in_recovery && parse_bool(col(7)),
+        receiver_streaming: col(8) == Some("streaming"),
+        receiver_conninfo_host: col(10).map(str::to_string),
+        postmaster_start_time: utc_timestamp(col(12))
+            .ok_or_else(|| bad("pg_postmaster_start_time"))?,
+        replication,
+        pending_restart,
+        slots,
+    })
+}
+
+fn valid_slot_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl LocalPostgres {
+    /// Everything the HA loop needs from SQL, in one round trip on the cached connection. The
+    /// whole call (including a reconnect) is bounded by `Timeouts::probe` (2 s by default), so
+    /// a stuck postgres never hangs the caller.
+    pub async fn probe(&self) -> Result<Probe, PgError> {
+        let messages = self.simple_query(&probe_sql(), self.timeouts.probe).await?;
+        let rows = rows(messages);
+        let row = rows.first().ok_or_else(|| bad("an empty answer"))?;
+        parse_probe_row(row)
+    }
+
+    /// `pg_is_in_recovery()`, bounded like `probe`.
+    pub async fn is_in_recovery(&self) -> Result<bool, PgError> {
+        let rows = rows(
+            self.simple_query("SELECT pg_catalog.pg_is_in_recovery()", self.timeouts.probe)
+                .await?,
+        );
+        let row = rows.first().ok_or_else(|| bad("pg_is_in_recovery"))?;
+        Ok(parse_bool(row.get(0)))
+    }
+
+    /// Make the physical slots match `wanted`: create missing ones (reserving WAL at once) and
+    /// drop inactive, non-temporary physical slots not in `wanted`. Logical and active slots are
+    /// never touched. A failed drop is logged and skipped; a failed create is an error.
+    pub async fn sync_slots(&self, wanted: &[String]) -> Result<SlotChanges, PgError> {
+        if let Some(bad_name) = wanted.iter().find(|n| !valid_slot_name(n)) {
+            return Err(PgError::InvalidInput(format!(
+                "invalid replication slot name {bad_name:?}: use at most 63 characters from [a-z0-9_]"
+            )));
+        }
+        let limit = self.timeouts.short_command;
+        let existing = rows(
+            self.simple_query(
+                "SELECT slot_name, slot_type, active, temporary FROM pg_catalog.pg_replication_slots",
+                limit,
+            )
+            .await?,
+        );
+        let existing: Vec<(String, String, bool, bool)> = existing
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0).unwrap_or_default().to_string(),
+                    r.get(1).unwrap_or_default().to_string(),
+                    parse_bool(r.get(2)),
+                    parse_bool(r.get(3)),
+                )
+            })
+            .collect();
+        let mut changes = SlotChanges::default();
+        for name in wanted {
+            if changes.created.contains(name) {
+                continue;
+            }
+            match existing.iter().find(|e| &e.0 == name) {
+                Some((_, kind, _, _)) if kind != "physical" => {
+                    tracing::warn!(slot = %name, kind = %kind, "a non-physical slot has the name of a wanted physical slot; leaving it");
+                }
+                Some(_) => {}
+                None => {
+                    let sql = format!(
+                        "SELECT pg_catalog.pg_create_physical_replication_slot({}, true)",
+                        quote_literal(name)
+                    );
+                    self.simple_query(&sql, limit).await?;
+                    tracing::info!(slot = %name, "created physical replication slot");
+                    changes.created.push(name.clone());
+                }
+            }
+        }
+        for (name, kind, active, temporary) in &existing {
+            if kind != "physical" || *active || *temporary || wanted.contains(name) {
+                continue;
+            }
+            let sql = format!(
+                "SELECT pg_catalog.pg_drop_replication_slot({})",
+                quote_literal(name)
+            );
+            match self.simple_query(&sql, limit).await {
+                Ok(_) => {
+                    tracing::info!(slot = %name, "dropped physical replication slot");
+                    changes.dropped.push(name.clone());
+                }
+                Err(e) if e.is_connection_problem() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(slot = %name, error = %e, "could not drop replication slot")
+                }
+            }
+        }
+        Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walfile_timeline() {
+        assert_eq!(timeline_from_walfile("000000020000000000000004"), Some(2));
+        assert_eq!(timeline_from_walfile("0000000A0000000000000004"), Some(10));
+        assert_eq!(timeline_from_walfile("zz"), None);
+        assert_eq!(timeline_from_walfile("é0000000000"), None);
+    }
+
+    #[test]
+    fn slot_name_validation() {
+        assert!(valid_slot_name("node_1"));
+        assert!(!valid_slot_name(""));
+        assert!(!valid_slot_name("Node"));
+        assert!(!valid_slot_name("a-b"));
+        assert!(!valid_slot_name(&"a".repeat(64)));
+    }
+
+    fn columns<'a>(v: &[Option<&'a str>]) -> Vec<Option<&'a str>> {
+        v.to_vec()
+    }
+
+    #[test]
+    fn parses_a_primary_row() {
+        let cols = columns(&[
+            Some("f"),
+            Some("150018"),
+            Some("000000030000000000000004"),
+            Some("0/4000150"),
+            None,
+            Some("0/3000000"),
+            None,
+            Some("f"),
+            None,
+            None,
+            None,
+            Some("2"),
+            Some("2026-11-22 01:58:08.202807"),
+            Some(
+                r#"[["replicator","node2","127.0.0.1","streaming","async",0],["replicator","node3",null,"catchup","sync",1]]"#,
+            ),
+            Some(r#"[["shared_buffers","64MB","128MB"],["max_wal_size","1GB",null]]"#),
+            Some(r#"[["node2",true,"0/4000150"],["node3",false,null]]"#),
+        ]);
+        let p = parse_probe_columns(&cols).unwrap();
+        assert!(!p.in_recovery);
+        assert_eq!(p.server_version, 150018);
+        assert_eq!(
+            p.timeline, 3,
+            "from the WAL file name, not the stale checkpoint"
+        );
+        assert_eq!(p.wal_lsn, Some("0/4000150".parse().unwrap()));
+        assert_eq!(
+            p.replay_lsn, None,
+            "static after promotion; not reported on a primary"
+        );
+        assert_eq!(p.postmaster_start_time, "2026-11-22 01:58:08.202807+00:00");
+        assert_eq!(p.replication.len(), 2);
+        assert_eq!(p.replication[0].client_addr.as_deref(), Some("127.0.0.1"));
+        assert_eq!(p.replication[1].client_addr, None);
+        assert_eq!(p.replication[1].sync_priority, 1);
+        assert_eq!(
+            p.pending_restart[0],
+            ("shared_buffers".into(), "64MB".into(), "128MB".into())
+        );
+        assert_eq!(p.pending_restart[1].2, "");
+        assert_eq!(
+            p.slots,
+            vec![
+                ("node2".into(), true, Some("0/4000150".parse().unwrap())),
+                ("node3".into(), false, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_a_replica_row() {
+        let cols = columns(&[
+            Some("t"),
+            Some("150018"),
+            None,
+            None,
+            Some("0/5000060"),
+            Some("0/5000000"),
+            Some("2026-11-22 01:58:10.439380"),
+            Some("t"),
+            Some("streaming"),
+            Some("4"),
+            Some("10.0.0.1"),
+            Some("3"),
+            Some("2026-11-22 01:58:10.439380"),
+            None,
+            None,
+            None,
+        ]);
+        let p = parse_probe_columns(&cols).unwrap();
+        assert!(p.in_recovery && p.replay_paused && p.receiver_streaming);
+        assert_eq!(p.timeline, 4);
+        assert_eq!(p.wal_lsn, None);
+        assert_eq!(p.receive_lsn, Some("0/5000060".parse().unwrap()));
+        assert_eq!(p.replay_lsn, Some("0/5000000".parse().unwrap()));
+        assert_eq!(
+            p.replay_timestamp.as_deref(),
+            Some("2026-11-22 01:58:10.439380+00:00")
+        );
+        assert_eq!(p.receiver_conninfo_host.as_deref(), Some("10.0.0.1"));
+        assert!(p.replication.is_empty() && p.slots.is_empty());
+
+        // Receiver not running: the control file's timeline.
+        let mut cols = cols;
+        cols[8] = None;
+        cols[9] = None;
+        let p = parse_probe_columns(&cols).unwrap();
+        assert_eq!(p.timeline, 3);
+        assert!(!p.receiver_streaming);
+    }
+
+    #[test]
+    fn bad_rows_are_errors() {
+        assert!(parse_probe_columns(&[Some("t")]).is_err());
+        let mut cols = vec![None; 16];
+        assert!(parse_probe_columns(&cols).is_err());
+        cols[1] = Some("150018");
+        cols[12] = Some("2026-11-22 01:58:10.439380");
+        assert!(
+            parse_probe_columns(&cols).is_err(),
+            "primary without a WAL file name"
+        );
+        cols[2] = Some("000000010000000000000001");
+        cols[3] = Some("garbage");
+        assert!(parse_probe_columns(&cols).is_err());
+        cols[3] = Some("0/1");
+        cols[13] = Some("{not json");
+        assert!(parse_probe_columns(&cols).is_err());
+        cols[13] = None;
+        assert!(parse_probe_columns(&cols).is_ok());
+    }
+
+    #[test]
+    fn probe_sql_is_one_statement() {
+        let sql = probe_sql();
+        assert!(!sql.contains(';'));
+        assert!(sql.starts_with("SELECT "));
+    }
+}

@@ -1,0 +1,490 @@
+//! Making and repairing a replica's data directory: pg_basebackup, crash recovery in
+//! single-user mode, pg_rewind, the source's timeline history, wiping the data directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgha_types::Lsn;
+
+use crate::cmd::Cmd;
+use crate::conf::{conninfo_value, BASE_CONF};
+use crate::error::PgError;
+use crate::sql::{connect, quote_literal, rows};
+use crate::{DataDirState, LocalPostgres};
+
+/// Bound for connecting to and querying another member.
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Another member's postgres.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConnTarget {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for ConnTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// One line of a timeline history file: `timeline` ended (and its child began) at `lsn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineSwitch {
+    pub timeline: u32,
+    pub lsn: Lsn,
+    pub reason: String,
+}
+
+/// Parse a timeline history file ("1\t0/4000150\tno recovery target specified" per line;
+/// blank lines and '#' comments skipped).
+pub fn parse_timeline_history(text: &str) -> Result<Vec<TimelineSwitch>, PgError> {
+    let mut out = Vec::new();
+    for (no, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || PgError::History(format!("line {}: {line:?}", no + 1));
+        let (tli, rest) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
+        let rest = rest.trim_start();
+        let (lsn, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        out.push(TimelineSwitch {
+            timeline: tli.parse().map_err(|_| bad())?,
+            lsn: lsn.parse().map_err(|_| bad())?,
+            reason: reason.trim().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Config files pg_rewind would overwrite with the source's copies.
+const REWIND_PROTECTED: &[&str] = &["postgresql.conf", BASE_CONF, "pg_hba.conf", "pg_ident.conf"];
+
+/// Remove everything inside `dir` (symlinks themselves, not their targets), keeping `dir`.
+fn clear_dir(dir: &Path) -> Result<(), PgError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(PgError::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| PgError::io(dir, e))?;
+        let path = entry.path();
+        let is_dir = entry
+            .file_type()
+            .map(|t| t.is_dir())
+            .map_err(|e| PgError::io(&path, e))?;
+        let res = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        res.map_err(|e| PgError::io(&path, e))?;
+    }
+    Ok(())
+}
+
+impl LocalPostgres {
+    fn refuse_if_running(&self) -> Result<(), PgError> {
+        match self.postmaster_pid() {
+            Some(pid) => Err(PgError::AlreadyRunning { pid }),
+            None => Ok(()),
+        }
+    }
+
+    /// Make sure the data directory exists, is empty and has mode 0700.
+    fn prepare_empty_data_dir(&self) -> Result<(), PgError> {
+        let dir = &self.params.data_dir;
+        match self.data_dir_state() {
+            DataDirState::Missing => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| PgError::io(dir, e))?;
+            }
+            DataDirState::Empty => {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| PgError::io(dir, e))?;
+            }
+            other => {
+                return Err(PgError::DataDir {
+                    path: dir.clone(),
+                    reason: format!(
+                        "must be missing or empty, found {other:?}; remove_data_dir first"
+                    ),
+                })
+            }
+        }
+        self.fix_owner(dir)
+    }
+
+    /// Remove the contents of the data directory (the directory itself stays). Refuses an
+    /// empty path, "/", and a data directory with a live postmaster.
+    pub async fn remove_data_dir(&self) -> Result<(), PgError> {
+        let dir = self.params.data_dir.clone();
+        let resolved = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        if dir.as_os_str().is_empty() || resolved == Path::new("/") || dir == Path::new("/") {
+            return Err(PgError::InvalidInput(format!(
+                "refusing to remove the contents of data_dir {:?}",
+                dir.display()
+            )));
+        }
+        self.refuse_if_running()?;
+        tracing::warn!(data_dir = %dir.display(), "removing the data directory contents");
+        self.forget_connection();
+        tokio::task::spawn_blocking(move || clear_dir(&dir))
+            .await
+            .map_err(|e| PgError::io(&self.params.data_dir, std::io::Error::other(e)))?
+    }
+
+    /// Clone the data directory from `source` with pg_basebackup as the replication user
+    /// (password from the pgpass file). The data directory must be missing or empty; on failure
+    /// everything written is removed so the next attempt starts clean. Afterwards write the
+    /// configuration (standby) before starting.
+    pub async fn basebackup(&self, source: &ConnTarget) -> Result<(), PgError> {
+        let p = &self.params;
+        self.prepare_empty_data_dir()?;
+        self.write_pgpass()?;
+        let default_opts = [
+            "--checkpoint=fast".to_string(),
+            "--wal-method=stream".to_string(),
+        ];
+        let opts = if p.basebackup_options.is_empty() {
+            &default_opts[..]
+        } else {
+            &p.basebackup_options[..]
+        };
+        let cmd = Cmd::new(self.bin("pg_basebackup"))
+            .arg("-D")
+            .arg(&p.data_dir)
+            .arg("-h")
+            .arg(&source.host)
+            .arg("-p")
+            .arg(source.port.to_string())
+            .arg("-U")
+            .arg(&p.replication.username)
+            .arg("--no-password")
+            .args(opts)
+            .env("PGPASSFILE", &p.pgpass)
+            .env("PGCONNECT_TIMEOUT", REMOTE_TIMEOUT.as_secs().to_string())
+            .env("PGAPPNAME", "pgha_basebackup");
+        tracing::info!(source = %source, "taking a base backup");
+        match self.run_ok(&cmd, self.timeouts.basebackup).await {
+            Ok(_) => {
+                tracing::info!(source = %source, "base backup complete");
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(clean) = clear_dir(&p.data_dir) {
+                    tracing::error!(error = %clean, "could not clean up after a failed base backup");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Finish crash recovery of a data directory left "in production" (or in recovery) by a
+    /// crash: `postgres --single` with stdin closed replays WAL and shuts down cleanly.
+    ///
+    /// The command-line GUCs are those the crashed postmaster ran with (from postmaster.opts,
+    /// which survives a crash), so e.g. `wal_log_hints` lands in pg_control, which pg_rewind
+    /// checks; use [`LocalPostgres::crash_recovery_with`] to pass them explicitly. Also passed:
+    /// `archive_mode=on archive_command=false`, so no WAL that still needs archiving is
+    /// recycled. Signal files are removed (single-user mode cannot run as a standby): write the
+    /// configuration again afterwards.
+    pub async fn crash_recovery(&self) -> Result<(), PgError> {
+        let command_line = self.last_start_command_line().unwrap_or_default();
+        self.crash_recovery_with(&command_line).await
+    }
+
+    /// [`LocalPostgres::crash_recovery`] with explicit command-line GUCs (e.g.
+    /// `ServerConfig::command_line`).
+    pub async fn crash_recovery_with(
+        &self,
+        command_line: &BTreeMap<String, String>,
+    ) -> Result<(), PgError> {
+        let p = &self.params;
+        self.refuse_if_running()?;
+        let state = self.data_dir_state();
+        if state != DataDirState::Initialized {
+            return Err(PgError::DataDir {
+                path: p.data_dir.clone(),
+                reason: format!("cannot run crash recovery: {state:?}"),
+            });
+        }
+        self.remove_signals()?;
+        let mut cmd = Cmd::new(self.bin("postgres"))
+            .arg("--single")
+            .arg("-D")
+            .arg(&p.data_dir);
+        if self.separate_config_dir() {
+            cmd = cmd
+                .arg("-c")
+                .arg(format!("config_file={}", self.conf_path().display()));
+        }
+        for (k, v) in command_line {
+            if k == "archive_mode" || k == "archive_command" {
+                continue;
+            }
+            cmd = cmd.arg("-c").arg(format!("{k}={v}"));
+        }
+        cmd = cmd.args([
+            "-c",
+            "archive_mode=on",
+            "-c",
+            "archive_command=false",
+            "postgres",
+        ]);
+        tracing::info!("doing crash recovery in single-user mode");
+        self.run_ok(&cmd, self.timeouts.crash_recovery).await?;
+        let cd = self.controldata().await?;
+        if !cd.is_clean_shutdown() {
+            return Err(PgError::ControlData(format!(
+                "crash recovery finished but the cluster state is {:?}, not shut down",
+                cd.cluster_state
+            )));
+        }
+        Ok(())
+    }
+
+    /// Rewind the stopped data directory onto `source`'s timeline with pg_rewind, connecting as
+    /// the rewind user (or the superuser when none is configured) with the password from the
+    /// pgpass file. postgres must have been shut down cleanly first (see `crash_recovery`).
+    ///
+    /// pg_rewind copies the source's configuration files; postgresql.conf,
+    /// postgresql.base.conf, pg_hba.conf and pg_ident.conf in the data directory are put back
+    /// as they were. The caller must still call `write_config` (standby) before starting: the
+    /// backup_label pg_rewind leaves makes the server replay from the divergence point.
+    pub async fn rewind(&self, source: &ConnTarget) -> Result<(), PgError> {
+        let p = &self.params;
+        self.refuse_if_running()?;
+        self.write_pgpass()?;
+        let user = p.rewind.as_ref().unwrap_or(&p.superuser);
+        let saved = self.save_config_files()?;
+        let conninfo = format!(
+            "host={} port={} user={} dbname=postgres connect_timeout={}",
+            conninfo_value(&source.host),
+            source.port,
+            conninfo_value(&user.username),
+            REMOTE_TIMEOUT.as_secs()
+        );
+        let cmd = Cmd::new(self.bin("pg_rewind"))
+            .arg(format!("--target-pgdata={}", p.data_dir.display()))
+            .arg(format!("--source-server={conninfo}"))
+            .env("PGPASSFILE", &p.pgpass)
+            .env("LC_MESSAGES", "C");
+        tracing::info!(source = %source, "running pg_rewind");
+        let result = self.run_ok(&cmd, self.timeouts.rewind).await;
+        let restored = self.restore_config_files(&saved);
+        let out = result?;
+        restored?;
+        tracing::info!(source = %source, output = %out.tail(), "pg_rewind finished");
+        Ok(())
+    }
+
+    fn save_config_files(&self) -> Result<Vec<(PathBuf, Vec<u8>)>, PgError> {
+        if self.separate_config_dir() {
+            return Ok(Vec::new());
+        }
+        let mut saved = Vec::new();
+        for name in REWIND_PROTECTED {
+            let path = self.params.data_dir.join(name);
+            match std::fs::read(&path) {
+                Ok(bytes) => saved.push((path, bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(PgError::io(&path, e)),
+            }
+        }
+        Ok(saved)
+    }
+
+    fn restore_config_files(&self, saved: &[(PathBuf, Vec<u8>)]) -> Result<(), PgError> {
+        for (path, bytes) in saved {
+            if std::fs::read(path).ok().as_deref() != Some(bytes.as_slice()) {
+                self.write_atomic(path, bytes, 0o600)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `CHECKPOINT` on a dedicated connection (so probes are not held up), bounded by
+    /// `pg_ctl_timeout`. Useful right after a promotion: pg_rewind on other members reads the
+    /// new timeline from this node's pg_control.
+    pub async fn checkpoint(&self) -> Result<(), PgError> {
+        let p = &self.params;
+        let limit = p.pg_ctl_timeout.max(self.timeouts.short_command);
+        let client = connect(
+            &p.local_host,
+            p.port,
+            &p.superuser,
+            self.timeouts.probe.max(REMOTE_TIMEOUT),
+        )
+        .await?;
+        tokio::time::timeout(limit, client.simple_query("CHECKPOINT"))
+            .await
+            .map_err(|_| PgError::Timeout {
+                what: "CHECKPOINT".into(),
+                secs: limit.as_secs(),
+            })??;
+        Ok(())
+    }
+
+    /// The history of `timeline` as the primary at `source` has it (`pg_wal/<TLI>.history`,
+    /// read over SQL as the superuser). Timeline 1 (or 0) has no history: empty.
+    pub async fn timeline_history(
+        &self,
+        source: &ConnTarget,
+        timeline: u32,
+    ) -> Result<Vec<TimelineSwitch>, PgError> {
+        if timeline <= 1 {
+            return Ok(Vec::new());
+        }
+        let client = connect(
+            &source.host,
+            source.port,
+            &self.params.superuser,
+            REMOTE_TIMEOUT,
+        )
+        .await?;
+        let sql = format!(
+            "SELECT pg_catalog.pg_read_file({})",
+            quote_literal(&format!("pg_wal/{timeline:08X}.history"))
+        );
+        let messages = tokio::time::timeout(REMOTE_TIMEOUT, client.simple_query(&sql))
+            .await
+            .map_err(|_| PgError::Timeout {
+                what: format!("the timeline history from {source}"),
+                secs: REMOTE_TIMEOUT.as_secs(),
+            })??;
+        let text = rows(messages)
+            .first()
+            .and_then(|r| r.get(0).map(str::to_string))
+            .ok_or_else(|| {
+                PgError::Protocol(format!(
+                    "no history file content for timeline {timeline} from {source}"
+                ))
+            })?;
+        parse_timeline_history(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::params_in;
+
+    #[test]
+    fn history_parsing() {
+        let text = "1\t0/4000150\tno recovery target specified\n\n# comment\n2\t0/5000148\tbefore 2026-11-22 01:58:00+00\n3 0/6000000\n";
+        let h = parse_timeline_history(text).unwrap();
+        assert_eq!(
+            h,
+            vec![
+                TimelineSwitch {
+                    timeline: 1,
+                    lsn: "0/4000150".parse().unwrap(),
+                    reason: "no recovery target specified".into()
+                },
+                TimelineSwitch {
+                    timeline: 2,
+                    lsn: "0/5000148".parse().unwrap(),
+                    reason: "before 2026-11-22 01:58:00+00".into()
+                },
+                TimelineSwitch {
+                    timeline: 3,
+                    lsn: "0/6000000".parse().unwrap(),
+                    reason: String::new()
+                },
+            ]
+        );
+        assert!(parse_timeline_history("").unwrap().is_empty());
+        assert!(matches!(
+            parse_timeline_history("x\t0/1\tr"),
+            Err(PgError::History(_))
+        ));
+        assert!(matches!(
+            parse_timeline_history("1\tnope\tr"),
+            Err(PgError::History(_))
+        ));
+        assert!(matches!(
+            parse_timeline_history("1"),
+            Err(PgError::History(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn timeline_one_has_no_history() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pg = LocalPostgres::new(params_in(tmp.path()));
+        let target = ConnTarget {
+            host: "127.0.0.1".into(),
+            port: 1,
+        };
+        assert!(pg.timeline_history(&target, 1).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn remove_data_dir_keeps_the_directory_and_refuses_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = params_in(tmp.path());
+        std::fs::create_dir_all(p.data_dir.join("base/1")).unwrap();
+        std::fs::write(p.data_dir.join("PG_VERSION"), "15").unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, p.data_dir.join("pg_wal")).unwrap();
+        let pg = LocalPostgres::new(p.clone());
+        pg.remove_data_dir().await.unwrap();
+        assert!(p.data_dir.is_dir());
+        assert_eq!(std::fs::read_dir(&p.data_dir).unwrap().count(), 0);
+        assert!(
+            outside.join("keep").exists(),
+            "symlink targets are not followed"
+        );
+
+        for bad in ["/", ""] {
+            let mut q = p.clone();
+            q.data_dir = PathBuf::from(bad);
+            let err = LocalPostgres::new(q).remove_data_dir().await.unwrap_err();
+            assert!(matches!(err, PgError::InvalidInput(_)), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_basebackup_leaves_an_empty_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut p = params_in(tmp.path());
+        // A fake pg_basebackup that writes something and fails.
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let fake = bin.join("pg_basebackup");
+        std::fs::write(&fake, "#!/bin/sh\nmkdir -p \"$2/base\"; echo partial > \"$2/base/x\"; echo 'connection refused' >&2; exit 1\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.bin_dir = bin;
+        let pg = LocalPostgres::new(p.clone());
+        let target = ConnTarget {
+            host: "127.0.0.1".into(),
+            port: 1,
+        };
+        let err = pg.basebackup(&target).await.unwrap_err();
+        assert!(err.to_string().contains("connection refused"), "{err}");
+        assert!(p.data_dir.is_dir());
+        assert_eq!(std::fs::read_dir(&p.data_dir).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::metadata(&p.data_dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // A non-empty directory is refused without touching it.
+        std::fs::write(p.data_dir.join("PG_VERSION"), "15").unwrap();
+        assert!(matches!(
+            pg.basebackup(&target).await,
+            Err(PgError::DataDir { .. })
+        ));
+        assert!(p.data_dir.join("PG_VERSION").exists());
+    }
+}
