@@ -119,10 +119,10 @@ async fn start(ctx: &JobCtx, role: &Role) -> Result<String, String> {
         .await
         .map_err(fail("writing the configuration failed"))?;
     pg.start(&server).await.map_err(fail("postgres start failed"))?;
-    info!("postmaster pid={}", pg.postmaster_pid().unwrap_or(0));
     pg.wait_ready(pg.params().pg_ctl_timeout)
         .await
         .map_err(fail("postgres is not accepting connections yet"))?;
+    info!("postmaster pid={}", pg.postmaster_pid().unwrap_or(0));
     Ok("postgres started".into())
 }
 

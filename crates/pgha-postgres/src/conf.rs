@@ -48,6 +48,7 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StandbyConfig {
+    /// Empty: a read-only standby with no upstream (no primary_conninfo).
     pub primary_host: String,
     pub primary_port: u16,
     pub primary_slot_name: Option<String>,
