@@ -1,0 +1,134 @@
+//! Request dispatch, Patroni style: the method and the first path segment pick a named handler
+//! (`GET /patroni/anything` is `/patroni`); other `GET` paths, and all `HEAD` / `OPTIONS`
+//! requests, are health checks; unsafe methods go to [`crate::ops`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use serde_json::Value;
+
+use crate::cluster_json::empty_cluster_json;
+use crate::health::{health_code, liveness_code, readiness_code};
+use crate::query::Query;
+use crate::wire::{error_page, json_response, status_only, text_response};
+use crate::{cluster_json, metrics_text, ops, patroni_json, ApiState, NodeStatus};
+
+#[derive(Clone)]
+struct Shared {
+    api: ApiState,
+    /// Stands in for the HA loop's heartbeat until the first cycle completes.
+    started: Instant,
+}
+
+/// The REST API. Serve it with `axum::serve(listener, router(state))`.
+pub fn router(state: ApiState) -> Router {
+    let shared = Arc::new(Shared {
+        api: state,
+        started: Instant::now(),
+    });
+    Router::new().fallback(dispatch).with_state(shared)
+}
+
+async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let query = Query::parse(parts.uri.query());
+    let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let method = parts.method;
+
+    if matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        return ops::handle(&shared.api, &method, segment, &parts.headers, body).await;
+    }
+
+    // Cheap: clones the Arc of the last published status; never waits for the HA loop.
+    let status: Arc<NodeStatus> = shared.api.status.borrow().clone();
+    let now = Instant::now();
+    match method {
+        Method::GET => get(&status, &path, segment, &query, shared.started, now),
+        Method::HEAD | Method::OPTIONS => {
+            let code = health_code(&status, &path, &query, shared.started, now);
+            status_only(code_of(code))
+        }
+        _ => {
+            let msg = format!("Unsupported method ('{}')", method.as_str());
+            error_page(StatusCode::NOT_IMPLEMENTED, Some(&msg))
+        }
+    }
+}
+
+fn get(
+    s: &NodeStatus,
+    path: &str,
+    segment: &str,
+    q: &Query,
+    started: Instant,
+    now: Instant,
+) -> Response {
+    match segment {
+        "patroni" => json_response(StatusCode::OK, &patroni_json(s)),
+        "cluster" => {
+            let body = match &s.cluster {
+                Some(c) => cluster_json(c, &s.scope),
+                None => empty_cluster_json(&s.scope),
+            };
+            json_response(StatusCode::OK, &body)
+        }
+        "history" => {
+            let lines = s
+                .cluster
+                .as_ref()
+                .map(|c| c.history.iter().map(|h| h.to_json()).collect())
+                .unwrap_or_default();
+            json_response(StatusCode::OK, &Value::Array(lines))
+        }
+        "config" => match s.cluster.as_ref().and_then(|c| c.config.as_ref()) {
+            Some(cfg) => json_response(StatusCode::OK, &Value::Object(cfg.0.clone())),
+            None => error_page(StatusCode::BAD_GATEWAY, None),
+        },
+        "failsafe" => failsafe(s),
+        "metrics" => {
+            let mut r = text_response(StatusCode::OK, metrics_text(s));
+            r.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("text/plain"),
+            );
+            r
+        }
+        "liveness" => status_only(code_of(liveness_code(s, started, now))),
+        "readiness" => status_only(code_of(readiness_code(s, q, started, now))),
+        _ => {
+            let code = health_code(s, path, q, started, now);
+            json_response(code_of(code), &patroni_json(s))
+        }
+    }
+}
+
+/// `GET /failsafe`: the members' api_urls from the `failsafe` key while `failsafe_mode` is on,
+/// else 502.
+fn failsafe(s: &NodeStatus) -> Response {
+    let Some(c) = s.cluster.as_ref() else {
+        return error_page(StatusCode::BAD_GATEWAY, None);
+    };
+    let enabled = c.policy().0.failsafe_mode;
+    match (&c.failsafe, enabled) {
+        (Some(members), true) => {
+            let map = members
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                .collect();
+            json_response(StatusCode::OK, &Value::Object(map))
+        }
+        _ => error_page(StatusCode::BAD_GATEWAY, None),
+    }
+}
+
+fn code_of(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+}
