@@ -52,8 +52,8 @@ pub struct Agent {
 pub enum Exit {
     /// SIGTERM/SIGINT: postgres was stopped and the lock released.
     Shutdown,
-    /// A condition that must not be acted on automatically (CRITICAL already logged).
-    Critical(String),
+    /// A condition that must not be acted on automatically; the CRITICAL line is logged.
+    Critical,
 }
 
 pub fn now_ms() -> u64 {
@@ -106,8 +106,8 @@ impl Agent {
                 return Exit::Shutdown;
             }
             let started = std::time::Instant::now();
-            if let Some(msg) = self.cycle().await {
-                return Exit::Critical(msg);
+            if self.cycle().await.is_some() {
+                return Exit::Critical;
             }
             let wait = Duration::from_secs(self.policy.loop_wait).saturating_sub(started.elapsed());
             tokio::select! {
@@ -139,7 +139,7 @@ impl Agent {
             self.refresh_policy(c);
         }
         let lock = self.renew_session(cluster.as_ref()).await;
-        let (local, facts) = self.observe_local().await;
+        let local = self.observe_local().await;
         let mut obs = Observation {
             now: now_ms(),
             me: self.cfg.name.clone(),
@@ -161,10 +161,18 @@ impl Agent {
                 decision = decide(&self.state, &obs);
             }
         }
-        info!("{}", decision.message);
+        // A race's message ("promoted self to leader by acquiring session lock") is only true
+        // once the lock is ours, so it is logged after the attempt.
+        let races = decision.actions.contains(&Action::AcquireLock);
+        if !races {
+            info!("{}", decision.message);
+        }
         let critical = self.execute(&decision, &obs, cluster.as_ref()).await;
         if critical.is_some() {
             return critical;
+        }
+        if races && self.state.has_lock {
+            info!("{}", decision.message);
         }
         self.publish(cluster.as_ref(), &obs).await;
         None
@@ -228,8 +236,8 @@ impl Agent {
         }
     }
 
-    async fn observe_local(&mut self) -> (LocalPg, LocalFacts) {
-        let mut facts = LocalFacts::default();
+    async fn observe_local(&mut self) -> LocalPg {
+        let mut probe = None;
         let local = match self.pg.data_dir_state() {
             DataDirState::Missing | DataDirState::Empty => {
                 self.system_id = None;
@@ -262,18 +270,15 @@ impl Agent {
                                 streaming: p.receiver_streaming,
                             };
                             self.last_role = Some(if p.in_recovery { "replica" } else { "primary" });
-                            facts.probe = Some(p);
-                            facts.state = "running".into();
+                            probe = Some(p);
                             PgProcess::Running(running)
                         }
                         Err(e) => {
                             debug!("postgres is not answering yet: {e}");
-                            facts.state = "starting".into();
                             PgProcess::NotReady
                         }
                     }
                 } else {
-                    facts.state = "stopped".into();
                     PgProcess::Stopped
                 };
                 let control = if process == PgProcess::Stopped {
@@ -281,9 +286,6 @@ impl Agent {
                         Ok(c) => {
                             let standby = self.pg.params().data_dir.join("standby.signal").exists();
                             let clean = c.is_clean_shutdown();
-                            if !clean && !standby {
-                                facts.state = "crashed".into();
-                            }
                             let (tl, lsn) = c.end_of_wal_hint();
                             Some(ControlSummary {
                                 was_primary: !standby
@@ -316,16 +318,8 @@ impl Agent {
                 }
             }
         };
-        if let Some(job) = &self.job {
-            facts.state = match job.job.kind {
-                JobKind::Bootstrap => "initializing new cluster".into(),
-                JobKind::Clone { .. } => "creating replica".into(),
-                _ => facts.state,
-            };
-        }
-        facts.system_id = self.system_id.clone();
-        self.last_probe = facts.probe.clone();
-        (local, facts)
+        self.last_probe = probe;
+        local
     }
 
     async fn reap_job(&mut self) {
@@ -403,6 +397,7 @@ impl Agent {
         None
     }
 
+    /// The decision assumed the race would be won; forget what it planned for postgres.
     pub(crate) fn lost_race(&mut self) {
         self.state.has_lock = false;
         self.state.configured_as = None;

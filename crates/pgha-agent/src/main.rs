@@ -105,7 +105,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(loaded)) {
         Ok(Exit::Shutdown) => ExitCode::SUCCESS,
-        Ok(Exit::Critical(_)) => ExitCode::FAILURE,
+        Ok(Exit::Critical) => ExitCode::FAILURE,
         Err(e) => {
             error!("{e:#}");
             ExitCode::FAILURE
@@ -140,10 +140,7 @@ async fn run(loaded: Loaded) -> Result<Exit> {
         .authentication
         .as_ref()
         .map(|a| (a.username.clone(), a.password.clone()));
-    let app = pgha_api::router(ApiState {
-        status: status_rx,
-        auth,
-    });
+    let app = pgha_api::router(ApiState::new(status_rx, auth));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             error!("REST API server stopped: {e}");

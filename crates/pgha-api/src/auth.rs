@@ -7,20 +7,18 @@ use base64::Engine as _;
 
 use crate::wire::text_response;
 
-/// Checks the `Authorization` header against `auth`. `Ok(())` when no credentials are
-/// configured or they match; otherwise the 401 answer Patroni gives
+/// Checks the `Authorization` header against `auth`: `None` when no credentials are configured
+/// or they match; otherwise the 401 answer Patroni gives
 /// (`WWW-Authenticate: Basic realm="Patroni"`, body `no auth header received` or
 /// `not authenticated`).
-pub(crate) fn check(auth: Option<&(String, String)>, headers: &HeaderMap) -> Result<(), Response> {
-    let Some((user, password)) = auth else {
-        return Ok(());
-    };
+pub(crate) fn check(auth: Option<&(String, String)>, headers: &HeaderMap) -> Option<Response> {
+    let (user, password) = auth?;
     let reason = match headers.get(header::AUTHORIZATION) {
         None => "no auth header received",
         Some(v) => {
             let expected = STANDARD.encode(format!("{user}:{password}"));
             if credentials_match(v.as_bytes(), expected.as_bytes()) {
-                return Ok(());
+                return None;
             }
             "not authenticated"
         }
@@ -30,7 +28,7 @@ pub(crate) fn check(auth: Option<&(String, String)>, headers: &HeaderMap) -> Res
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"Patroni\""),
     );
-    Err(r)
+    Some(r)
 }
 
 /// `Basic <token>` (scheme case-insensitive) with `token` equal to `expected`, compared in
@@ -69,13 +67,13 @@ mod tests {
     fn basic_auth() {
         let creds = ("admin".to_string(), "s3cr3t".to_string());
         let good = format!("Basic {}", STANDARD.encode("admin:s3cr3t"));
-        assert!(check(None, &headers(None)).is_ok());
-        assert!(check(Some(&creds), &headers(Some(&good))).is_ok());
+        assert!(check(None, &headers(None)).is_none());
+        assert!(check(Some(&creds), &headers(Some(&good))).is_none());
         assert!(check(
             Some(&creds),
             &headers(Some(&good.replace("Basic", "basic")))
         )
-        .is_ok());
+        .is_none());
         for bad in [
             None,
             Some("Basic"),
@@ -83,7 +81,7 @@ mod tests {
             Some("Basic YWRtaW46d3Jvbmc="),
             Some("Basic !!!"),
         ] {
-            let r = check(Some(&creds), &headers(bad)).unwrap_err();
+            let r = check(Some(&creds), &headers(bad)).unwrap();
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
             assert_eq!(
                 r.headers()[header::WWW_AUTHENTICATE],

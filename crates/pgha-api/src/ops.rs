@@ -93,7 +93,7 @@ pub(crate) async fn handle(
         let msg = format!("Unsupported method ('{}')", method.as_str());
         return error_page(StatusCode::NOT_IMPLEMENTED, Some(&msg));
     };
-    if let Err(denied) = auth::check(state.auth.as_ref(), headers) {
+    if let Some(denied) = auth::check(state.auth.as_ref(), headers) {
         return denied;
     }
     let request = match read_json(op.body_kind(), headers, body).await {

@@ -98,6 +98,10 @@ fn with_cluster(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String {
             d.next.needs_rejoin = false;
         }
     }
+    // While a long action runs the data directory may be half-written: judge it afterwards.
+    if let Some(job) = &obs.job {
+        return job_in_progress(obs, cluster, &job.kind);
+    }
     let (system_id, process, control) = match &obs.local {
         LocalPg::Invalid(reason) => {
             d.act(Action::Exit(format!(
@@ -120,9 +124,6 @@ fn with_cluster(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String {
             d.act(Action::Exit(msg.clone()));
             return msg;
         }
-    }
-    if let Some(job) = &obs.job {
-        return job_in_progress(obs, cluster, &job.kind);
     }
     if control.as_ref().is_some_and(|c| c.was_primary) && !d.next.has_lock {
         if let PgProcess::Stopped = process {
@@ -186,9 +187,6 @@ fn after_failed_job(
 
 fn empty_data_dir(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String {
     let me = obs.me.as_str();
-    if let Some(job) = &obs.job {
-        return job_in_progress(obs, cluster, &job.kind);
-    }
     match cluster.leader.as_ref() {
         None if cluster.initialize.is_none() => {
             if obs.nofailover {

@@ -480,3 +480,15 @@ fn slot_names_follow_member_names() {
     assert_eq!(slot_name("Node-1.a"), "node_1_a");
     assert_eq!(slot_name(&"x".repeat(70)).len(), 63);
 }
+
+#[test]
+fn half_written_data_directory_is_not_judged_while_cloning() {
+    let mut o = Obs::new("pg4", cluster(Some("pg1")), LocalPg::Invalid("no PG_VERSION".into()));
+    o.0.job = Some(Job {
+        kind: JobKind::Clone { from: "pg1".into() },
+        started_at: 0,
+    });
+    let d = o.decide();
+    assert!(d.actions.is_empty());
+    assert_eq!(d.message, "bootstrap from leader 'pg1' in progress");
+}

@@ -1,0 +1,327 @@
+//! Node configuration files in Patroni's YAML schema, shaped like the node configuration of the
+//! observed Patroni 4.1.5 cluster (see shared/reference/patroni-4.1.5-observed.md). Pure: no IO.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+pub const SUPERUSER: &str = "postgres";
+pub const SUPERUSER_PASSWORD: &str = "e2e-su-pass";
+pub const REPLICATION_USER: &str = "replicator";
+pub const REPLICATION_PASSWORD: &str = "e2e-repl-pass";
+pub const REWIND_USER: &str = "rewind_user";
+pub const REWIND_PASSWORD: &str = "e2e-rewind-pass";
+pub const NAMESPACE: &str = "/service/";
+pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+
+/// What a scenario may vary about a cluster. The defaults are the brief's timings
+/// (ttl 10 / loop_wait 1 / retry_timeout 3) and three nodes.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub nodes: usize,
+    pub ttl: u64,
+    pub loop_wait: u64,
+    pub retry_timeout: u64,
+    pub maximum_lag_on_failover: u64,
+    pub max_connections: u32,
+    pub max_wal_senders: u32,
+    pub shared_buffers: String,
+    /// PostgreSQL binaries (`bin_dir`).
+    pub bin_dir: String,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 3,
+            ttl: 10,
+            loop_wait: 1,
+            retry_timeout: 3,
+            maximum_lag_on_failover: 1_048_576,
+            max_connections: 100,
+            max_wal_senders: 10,
+            shared_buffers: "32MB".to_string(),
+            bin_dir: DEFAULT_BIN_DIR.to_string(),
+        }
+    }
+}
+
+impl ClusterOptions {
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+}
+
+/// Everything that differs between two nodes' configuration files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    pub scope: String,
+    pub name: String,
+    pub etcd_client_port: u16,
+    pub rest_port: u16,
+    pub pg_port: u16,
+    /// The node's own directory: config, pgpass, unix socket, log.
+    pub dir: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl NodeSpec {
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.yml", self.name))
+    }
+
+    pub fn pgpass_path(&self) -> PathBuf {
+        self.dir.join("pgpass")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("agent.log")
+    }
+}
+
+fn q(s: &str) -> String {
+    // serde_json's string escaping is valid YAML double-quoted scalar syntax.
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// Renders the node's YAML configuration.
+pub fn render_node_config(spec: &NodeSpec, opts: &ClusterOptions) -> String {
+    let mut y = String::new();
+    let w = &mut y;
+    let dir = spec.dir.display().to_string();
+    let _ = writeln!(w, "# node configuration written by the pgha e2e harness");
+    let _ = writeln!(w, "scope: {}", q(&spec.scope));
+    let _ = writeln!(w, "namespace: {}", q(NAMESPACE));
+    let _ = writeln!(w, "name: {}", q(&spec.name));
+    let _ = writeln!(w, "restapi:");
+    let _ = writeln!(
+        w,
+        "  listen: {}",
+        q(&format!("127.0.0.1:{}", spec.rest_port))
+    );
+    let _ = writeln!(
+        w,
+        "  connect_address: {}",
+        q(&format!("127.0.0.1:{}", spec.rest_port))
+    );
+    let _ = writeln!(w, "etcd3:");
+    let _ = writeln!(w, "  hosts:");
+    let _ = writeln!(
+        w,
+        "    - {}",
+        q(&format!("127.0.0.1:{}", spec.etcd_client_port))
+    );
+    let _ = writeln!(w, "bootstrap:");
+    let _ = writeln!(w, "  dcs:");
+    let _ = writeln!(w, "    ttl: {}", opts.ttl);
+    let _ = writeln!(w, "    loop_wait: {}", opts.loop_wait);
+    let _ = writeln!(w, "    retry_timeout: {}", opts.retry_timeout);
+    let _ = writeln!(
+        w,
+        "    maximum_lag_on_failover: {}",
+        opts.maximum_lag_on_failover
+    );
+    let _ = writeln!(w, "    postgresql:");
+    let _ = writeln!(w, "      use_pg_rewind: true");
+    let _ = writeln!(w, "      use_slots: true");
+    let _ = writeln!(w, "      parameters:");
+    let _ = writeln!(w, "        wal_level: \"replica\"");
+    let _ = writeln!(w, "        hot_standby: \"on\"");
+    let _ = writeln!(w, "        max_wal_senders: {}", opts.max_wal_senders);
+    let _ = writeln!(w, "        max_replication_slots: 10");
+    let _ = writeln!(w, "        wal_log_hints: \"on\"");
+    let _ = writeln!(w, "        max_connections: {}", opts.max_connections);
+    let _ = writeln!(w, "        shared_buffers: {}", q(&opts.shared_buffers));
+    let _ = writeln!(w, "  initdb:");
+    let _ = writeln!(w, "    - encoding: \"UTF8\"");
+    let _ = writeln!(w, "    - locale: \"C.UTF-8\"");
+    let _ = writeln!(w, "    - \"data-checksums\"");
+    let _ = writeln!(w, "postgresql:");
+    let _ = writeln!(w, "  listen: {}", q(&format!("127.0.0.1:{}", spec.pg_port)));
+    let _ = writeln!(
+        w,
+        "  connect_address: {}",
+        q(&format!("127.0.0.1:{}", spec.pg_port))
+    );
+    let _ = writeln!(w, "  data_dir: {}", q(&spec.data_dir.display().to_string()));
+    let _ = writeln!(w, "  bin_dir: {}", q(&opts.bin_dir));
+    let _ = writeln!(
+        w,
+        "  pgpass: {}",
+        q(&spec.pgpass_path().display().to_string())
+    );
+    let _ = writeln!(w, "  authentication:");
+    for (role, user, pass) in [
+        ("superuser", SUPERUSER, SUPERUSER_PASSWORD),
+        ("replication", REPLICATION_USER, REPLICATION_PASSWORD),
+        ("rewind", REWIND_USER, REWIND_PASSWORD),
+    ] {
+        let _ = writeln!(w, "    {role}:");
+        let _ = writeln!(w, "      username: {}", q(user));
+        let _ = writeln!(w, "      password: {}", q(pass));
+    }
+    let _ = writeln!(w, "  parameters:");
+    let _ = writeln!(w, "    unix_socket_directories: {}", q(&dir));
+    let _ = writeln!(w, "  pg_hba:");
+    for line in [
+        "local all all trust",
+        "host replication replicator 127.0.0.1/32 md5",
+        "host all all 127.0.0.1/32 md5",
+    ] {
+        let _ = writeln!(w, "    - {}", q(line));
+    }
+    let _ = writeln!(w, "tags:");
+    for tag in ["nofailover", "noloadbalance", "clonefrom", "nosync"] {
+        let _ = writeln!(w, "  {tag}: false");
+    }
+    y
+}
+
+/// `postgres://` URL of a node for the superuser, as the scenarios connect.
+pub fn superuser_conninfo(port: u16) -> String {
+    format!(
+        "host=127.0.0.1 port={port} user={SUPERUSER} password={SUPERUSER_PASSWORD} dbname=postgres connect_timeout=3"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> NodeSpec {
+        NodeSpec {
+            scope: "e2e-abc".into(),
+            name: "node2".into(),
+            etcd_client_port: 23790,
+            rest_port: 18022,
+            pg_port: 15452,
+            dir: PathBuf::from("/tmp/pgha-e2e-x/node2"),
+            data_dir: PathBuf::from("/tmp/pgha-e2e-x/node2/data"),
+        }
+    }
+
+    #[test]
+    fn paths() {
+        let s = spec();
+        assert_eq!(
+            s.config_path(),
+            PathBuf::from("/tmp/pgha-e2e-x/node2/node2.yml")
+        );
+        assert_eq!(
+            s.pgpass_path(),
+            PathBuf::from("/tmp/pgha-e2e-x/node2/pgpass")
+        );
+    }
+
+    #[test]
+    fn rendered_yaml_has_the_observed_shape() {
+        let opts = ClusterOptions::default().max_connections(120);
+        let text = render_node_config(&spec(), &opts);
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("valid YAML");
+        let s = |path: &[&str]| -> serde_yaml_ng::Value {
+            let mut cur = &v;
+            for p in path {
+                cur = cur
+                    .get(*p)
+                    .unwrap_or_else(|| panic!("missing {path:?} in\n{text}"));
+            }
+            cur.clone()
+        };
+        assert_eq!(s(&["scope"]).as_str(), Some("e2e-abc"));
+        assert_eq!(s(&["namespace"]).as_str(), Some("/service/"));
+        assert_eq!(s(&["name"]).as_str(), Some("node2"));
+        assert_eq!(s(&["restapi", "listen"]).as_str(), Some("127.0.0.1:18022"));
+        assert_eq!(
+            s(&["restapi", "connect_address"]).as_str(),
+            Some("127.0.0.1:18022")
+        );
+        assert_eq!(s(&["etcd3", "hosts"])[0].as_str(), Some("127.0.0.1:23790"));
+        assert_eq!(s(&["bootstrap", "dcs", "ttl"]).as_u64(), Some(10));
+        assert_eq!(s(&["bootstrap", "dcs", "loop_wait"]).as_u64(), Some(1));
+        assert_eq!(s(&["bootstrap", "dcs", "retry_timeout"]).as_u64(), Some(3));
+        assert_eq!(
+            s(&["bootstrap", "dcs", "maximum_lag_on_failover"]).as_u64(),
+            Some(1048576)
+        );
+        assert_eq!(
+            s(&["bootstrap", "dcs", "postgresql", "use_pg_rewind"]).as_bool(),
+            Some(true)
+        );
+        assert_eq!(
+            s(&["bootstrap", "dcs", "postgresql", "use_slots"]).as_bool(),
+            Some(true)
+        );
+        let params = s(&["bootstrap", "dcs", "postgresql", "parameters"]);
+        assert_eq!(params["max_connections"].as_u64(), Some(120));
+        assert_eq!(params["max_wal_senders"].as_u64(), Some(10));
+        assert_eq!(params["hot_standby"].as_str(), Some("on"));
+        assert_eq!(params["wal_log_hints"].as_str(), Some("on"));
+        assert_eq!(params["wal_level"].as_str(), Some("replica"));
+        assert_eq!(params["shared_buffers"].as_str(), Some("32MB"));
+        let initdb = s(&["bootstrap", "initdb"]);
+        assert_eq!(initdb[0]["encoding"].as_str(), Some("UTF8"));
+        assert_eq!(initdb[1]["locale"].as_str(), Some("C.UTF-8"));
+        assert_eq!(initdb[2].as_str(), Some("data-checksums"));
+        assert_eq!(
+            s(&["postgresql", "listen"]).as_str(),
+            Some("127.0.0.1:15452")
+        );
+        assert_eq!(
+            s(&["postgresql", "connect_address"]).as_str(),
+            Some("127.0.0.1:15452")
+        );
+        assert_eq!(
+            s(&["postgresql", "data_dir"]).as_str(),
+            Some("/tmp/pgha-e2e-x/node2/data")
+        );
+        assert_eq!(
+            s(&["postgresql", "bin_dir"]).as_str(),
+            Some(DEFAULT_BIN_DIR)
+        );
+        assert_eq!(
+            s(&["postgresql", "pgpass"]).as_str(),
+            Some("/tmp/pgha-e2e-x/node2/pgpass")
+        );
+        let auth = s(&["postgresql", "authentication"]);
+        assert_eq!(auth["superuser"]["username"].as_str(), Some("postgres"));
+        assert_eq!(auth["replication"]["username"].as_str(), Some("replicator"));
+        assert_eq!(auth["rewind"]["username"].as_str(), Some("rewind_user"));
+        assert_eq!(auth["rewind"]["password"].as_str(), Some(REWIND_PASSWORD));
+        assert_eq!(
+            s(&["postgresql", "parameters", "unix_socket_directories"]).as_str(),
+            Some("/tmp/pgha-e2e-x/node2")
+        );
+        let hba = s(&["postgresql", "pg_hba"]);
+        assert_eq!(hba.as_sequence().map(Vec::len), Some(3));
+        assert_eq!(
+            hba[1].as_str(),
+            Some("host replication replicator 127.0.0.1/32 md5")
+        );
+        for tag in ["nofailover", "noloadbalance", "clonefrom", "nosync"] {
+            assert_eq!(s(&["tags", tag]).as_bool(), Some(false), "{tag}");
+        }
+    }
+
+    #[test]
+    fn quoting_survives_odd_characters() {
+        let mut sp = spec();
+        sp.scope = "e2e-\"q\": #x".into();
+        let text = render_node_config(&sp, &ClusterOptions::default());
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(v["scope"].as_str(), Some("e2e-\"q\": #x"));
+    }
+
+    #[test]
+    fn conninfo_mentions_port_and_password() {
+        let c = superuser_conninfo(5999);
+        assert!(
+            c.contains("port=5999") && c.contains(SUPERUSER_PASSWORD),
+            "{c}"
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! End-to-end scenarios: real etcd, real PostgreSQL 15, the real `pgha` and `pghactl`.
+//!
+//! Run (as root, the agents then run as `postgres`; or as any user owning nothing special):
+//!
+//! ```text
+//! cargo build -p pgha-agent -p pgha-ctl          # the binaries under test
+//! cargo test -p pgha-e2e --test e2e              # all scenarios, one cluster at a time
+//! cargo test -p pgha-e2e --test e2e failover     # scenarios whose name contains "failover"
+//! PGHA_E2E_KEEP=1 cargo test ...                 # keep /tmp/pgha-e2e-* for inspection
+//! PGHA_E2E_SKIP=1 cargo test ...                 # skip them (no etcd/postgres here)
+//! ```
+//!
+//! Every scenario takes a file lock (/tmp/pgha-e2e.lock) for its whole run, so clusters never
+//! overlap on the two cores, with `cargo test` threads and `cargo nextest` processes alike.
+//! Measured times are printed as `pgha-e2e: ...` lines (and appended to $PGHA_E2E_REPORT).
+
+mod add_node;
+mod bootstrap;
+mod common;
+mod etcd_outage;
+mod foreign_datadir;
+mod garbage_keys;
+mod harness;
+mod kill_leader;
+mod postmaster_crash;
+mod sigterm_leader;
