@@ -150,6 +150,19 @@ pub async fn run(
                 .context("write the initialize key")?;
             Ok(true)
         }
+        Action::WriteInitialConfig => {
+            let value = serde_json::to_string(&agent.cfg.bootstrap.dcs)
+                .context("serialise bootstrap.dcs")?;
+            if agent
+                .dcs
+                .set_config(&value, Some(0))
+                .await
+                .context("write the config key")?
+            {
+                info!("stored bootstrap.dcs as the cluster's dynamic configuration");
+            }
+            Ok(true)
+        }
         Action::Exit(_) => Ok(false),
     }
 }

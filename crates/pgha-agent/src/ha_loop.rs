@@ -45,6 +45,7 @@ pub struct Agent {
     /// The role postgres last ran as, reported while it is down.
     last_role: Option<&'static str>,
     system_id: Option<String>,
+    dcs_errors: Vec<String>,
     pub(crate) last_probe: Option<pgha_postgres::Probe>,
 }
 
@@ -91,6 +92,7 @@ impl Agent {
             dcs_last_seen: None,
             last_role: None,
             system_id: None,
+            dcs_errors: Vec::new(),
             last_probe: None,
         }
     }
@@ -124,8 +126,12 @@ impl Agent {
         let dcs_view = match self.dcs.load_cluster().await {
             Ok(c) => {
                 self.dcs_last_seen = Some((now_ms() / 1000) as i64);
-                for e in &c.errors {
-                    warn!("ignoring unreadable DCS key: {e}");
+                // Garbage stays until someone fixes it: say so once, not every second.
+                if c.errors != self.dcs_errors {
+                    for e in &c.errors {
+                        warn!("ignoring unreadable DCS key: {e}");
+                    }
+                    self.dcs_errors = c.errors.clone();
                 }
                 DcsView::Reachable(Box::new(c))
             }
@@ -164,7 +170,8 @@ impl Agent {
         // A race's message ("promoted self to leader by acquiring session lock") is only true
         // once the lock is ours, so it is logged after the attempt.
         let races = decision.actions.contains(&Action::AcquireLock);
-        if !races {
+        let exits = matches!(decision.actions.first(), Some(Action::Exit(_)));
+        if !races && !exits {
             info!("{}", decision.message);
         }
         let critical = self.execute(&decision, &obs, cluster.as_ref()).await;

@@ -307,6 +307,9 @@ fn leader_housekeeping(
     if cluster.initialize.as_deref().is_none_or(str::is_empty) {
         d.act(Action::SetInitialize(system_id.to_string()));
     }
+    if cluster.config.is_none() && cluster.config_revision == 0 {
+        d.act(Action::WriteInitialConfig);
+    }
     if obs.policy.use_slots {
         d.act(Action::SyncSlots {
             members: wanted_slots(cluster, &obs.me),

@@ -182,6 +182,9 @@ pub enum Action {
     UpdateHistory,
     /// The leader restores `initialize` (its system identifier) when someone removed it.
     SetInitialize(String),
+    /// The leader stores its local `bootstrap.dcs` as the dynamic configuration when the
+    /// cluster has none (e.g. an existing postgres adopted into a fresh DCS).
+    WriteInitialConfig,
     /// Refuse to continue: the agent exits with this CRITICAL message.
     Exit(String),
 }

@@ -33,6 +33,7 @@ fn kv(key: &str, value: &str) -> KeyValue {
 fn cluster(leader: Option<&str>) -> Cluster {
     let mut keys = vec![
         kv("initialize", SYSID),
+        kv("config", r#"{"ttl":10}"#),
         member("pg1", "primary", 1000, ""),
         member("pg2", "replica", 1000, ""),
         member("pg3", "replica", 1000, ""),
@@ -491,4 +492,12 @@ fn half_written_data_directory_is_not_judged_while_cloning() {
     let d = o.decide();
     assert!(d.actions.is_empty());
     assert_eq!(d.message, "bootstrap from leader 'pg1' in progress");
+}
+
+#[test]
+fn leader_restores_missing_initialize_and_config_keys() {
+    let c = Cluster::from_keys(&[kv("leader", "pg1"), member("pg1", "primary", 1000, "")]);
+    let d = Obs::new("pg1", c, running(false, 1000)).decide();
+    assert!(d.actions.contains(&Action::SetInitialize(SYSID.into())));
+    assert!(d.actions.contains(&Action::WriteInitialConfig));
 }

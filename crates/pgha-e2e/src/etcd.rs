@@ -193,8 +193,8 @@ impl EtcdClient {
         )?;
         let v: serde_json::Value = serde_json::from_slice(&out).context("parse lease JSON")?;
         Ok((
-            v["grantedTTL"].as_i64().unwrap_or(-1),
-            v["TTL"].as_i64().unwrap_or(-1),
+            v["granted-ttl"].as_i64().unwrap_or(-1),
+            v["ttl"].as_i64().unwrap_or(-1),
         ))
     }
 }

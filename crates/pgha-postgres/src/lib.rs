@@ -37,7 +37,7 @@ pub use conf::{
 pub use controldata::ControlData;
 pub use error::PgError;
 pub use params::{
-    build_parameters, render_value, slot_name_from_member, PgParams, PgUser, Timeouts, FORCED_GUCS,
+    build_parameters, render_value, PgParams, PgUser, Timeouts, FORCED_GUCS,
 };
 pub use probe::{Probe, ReplicationRow, SlotChanges};
 pub use process::StopMode;

@@ -85,22 +85,6 @@ const REJECTED_GUCS: &[&str] = &["config_file", "data_directory"];
 /// that PostgreSQL 15 still accepts).
 const VALID_WAL_LEVELS: &[&str] = &["hot_standby", "replica", "logical"];
 
-/// Physical slot name for a member: lowercase, every character outside `[a-z0-9_]` becomes
-/// '_', at most 63 bytes.
-pub fn slot_name_from_member(name: &str) -> String {
-    name.chars()
-        .flat_map(char::to_lowercase)
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(63)
-        .collect()
-}
-
 /// Render a JSON configuration value as a GUC value: booleans become on/off, numbers and
 /// strings are used as they are; `null` means "not set".
 pub fn render_value(v: &Value) -> Option<String> {
@@ -216,16 +200,6 @@ mod tests {
 
     fn map(v: Value) -> Map<String, Value> {
         v.as_object().cloned().expect("test input is an object")
-    }
-
-    #[test]
-    fn slot_names() {
-        assert_eq!(slot_name_from_member("Node-1.a"), "node_1_a");
-        assert_eq!(slot_name_from_member("pg_0"), "pg_0");
-        assert_eq!(slot_name_from_member("Ünïcode"), "_n_code");
-        let long = "A".repeat(100);
-        assert_eq!(slot_name_from_member(&long), "a".repeat(63));
-        assert_eq!(slot_name_from_member(""), "");
     }
 
     #[test]
