@@ -11,6 +11,7 @@
 //! routed by substring (see [`health`]). Unsafe methods go through [`ops`] after the Basic-auth
 //! check of [`auth`].
 
+mod admin;
 mod auth;
 mod cluster_json;
 mod health;
@@ -29,6 +30,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use admin::{Admin, LocalAnswer, LocalRequest};
 pub use cluster_json::cluster_json;
 pub use lag::parse_lag;
 pub use metrics::metrics_text;
@@ -114,11 +116,22 @@ pub struct ReplicationInfo {
 
 /// What the router needs: the published status and the `restapi.authentication` credentials
 /// that guard the unsafe methods (POST, PUT, PATCH, DELETE).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiState {
     pub status: tokio::sync::watch::Receiver<Arc<NodeStatus>>,
     /// `(username, password)`; `None` leaves the unsafe methods open, as Patroni does.
     pub auth: Option<(String, String)>,
+    /// The agent behind the unsafe endpoints; `None` answers them with 503.
+    pub admin: Option<Arc<dyn Admin>>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("auth", &self.auth.as_ref().map(|(u, _)| u))
+            .field("admin", &self.admin.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiState {
@@ -126,6 +139,15 @@ impl ApiState {
         status: tokio::sync::watch::Receiver<Arc<NodeStatus>>,
         auth: Option<(String, String)>,
     ) -> ApiState {
-        ApiState { status, auth }
+        ApiState {
+            status,
+            auth,
+            admin: None,
+        }
+    }
+
+    pub fn with_admin(mut self, admin: Arc<dyn Admin>) -> ApiState {
+        self.admin = Some(admin);
+        self
     }
 }
