@@ -1,6 +1,7 @@
 use pgha_types::Cluster;
 
 use crate::race::{healthiest_verdict, RaceVerdict};
+use crate::{requests, switchover};
 use crate::{
     wanted_slots, Action, DcsView, Decision, HaState, JobKind, JobOutcome, LocalPg, LockRenewal,
     Observation, PgProcess, PgRunning, Role, StopMode,
@@ -11,6 +12,7 @@ pub fn decide(state: &HaState, obs: &Observation) -> Decision {
     let mut d = Draft {
         next: state.clone(),
         actions: Vec::new(),
+        reply: None,
     };
     let message = match &obs.dcs {
         DcsView::Unreachable(err) => dcs_unreachable(&mut d, obs, err),
@@ -20,16 +22,17 @@ pub fn decide(state: &HaState, obs: &Observation) -> Decision {
             with_cluster(&mut d, obs, cluster)
         }
     };
-    d.finish(message)
+    d.finish(message, obs.request.as_ref())
 }
 
-struct Draft {
-    next: HaState,
+pub(crate) struct Draft {
+    pub(crate) next: HaState,
     actions: Vec<Action>,
+    pub(crate) reply: Option<crate::Reply>,
 }
 
 impl Draft {
-    fn act(&mut self, a: Action) {
+    pub(crate) fn act(&mut self, a: Action) {
         match &a {
             Action::StartJob(JobKind::Start { role }) => {
                 self.next.configured_as = Some(role.clone())
@@ -47,9 +50,17 @@ impl Draft {
         self.actions.push(a);
     }
 
-    fn finish(self, message: String) -> Decision {
+    fn finish(mut self, message: String, request: Option<&crate::AdminRequest>) -> Decision {
+        if request.is_some() && self.reply.is_none() {
+            // Whatever kept us from looking at the request (a running job, no DCS, ...).
+            self.reply = Some(crate::Reply::Now(
+                503,
+                format!("cannot do that now: {message}"),
+            ));
+        }
         Decision {
             actions: self.actions,
+            reply: self.reply,
             message,
             next: self.next,
         }
@@ -125,6 +136,11 @@ fn with_cluster(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String {
             return msg;
         }
     }
+    if let Some(req) = &obs.request {
+        if let Some(msg) = requests::handle(d, obs, cluster, process, req) {
+            return msg;
+        }
+    }
     if control.as_ref().is_some_and(|c| c.was_primary) && !d.next.has_lock {
         if let PgProcess::Stopped = process {
             d.next.needs_rejoin = true;
@@ -135,7 +151,7 @@ fn with_cluster(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String {
             if obs.lock == LockRenewal::Renewed {
                 i_am_leader(d, obs, cluster, system_id, process)
             } else {
-                lost_lock(d, process)
+                lost_lock(d, obs, process)
             }
         }
         Some(leader) => follow_leader(d, obs, cluster, leader, process),
@@ -202,9 +218,17 @@ fn empty_data_dir(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String
             "data directory is empty while holding the leader lock; releasing it".into()
         }
         Some(l) => {
-            let source = clone_source(cluster, &l.name);
+            let source = if d.next.clone_from_leader {
+                cluster
+                    .member(&l.name)
+                    .filter(|m| m.is_running())
+                    .map(|m| m.name.clone())
+            } else {
+                clone_source(cluster, &l.name)
+            };
             match source {
                 Some(src) => {
+                    d.next.clone_from_leader = false;
                     let msg = if src == l.name {
                         format!("trying to bootstrap from leader '{src}'")
                     } else {
@@ -246,6 +270,7 @@ fn job_in_progress(obs: &Observation, cluster: &Cluster, kind: &JobKind) -> Stri
             format!("Lock owner: {lock}; I am {}; rejoining as a replica of {leader} in progress", obs.me)
         }
         JobKind::Promote => format!("Lock owner: {lock}; I am {}; promote in progress", obs.me),
+        JobKind::Restart { .. } => format!("Lock owner: {lock}; I am {}; restart in progress", obs.me),
     }
 }
 
@@ -262,7 +287,15 @@ fn i_am_leader(
             d.next.primary_start_began = None;
             d.next.configured_as = Some(Role::Primary);
             d.next.needs_rejoin = false;
+            if let Some(f) = switchover::due(cluster, obs.now) {
+                if let Some(msg) = switchover::leader_side(d, obs, cluster, f) {
+                    return msg;
+                }
+            }
             leader_housekeeping(d, obs, cluster, system_id, r);
+            d.act(Action::ApplyConfig {
+                role: Role::Primary,
+            });
             format!("no action. I am ({me}), the leader with the lock")
         }
         PgProcess::Running(_) => {
@@ -272,7 +305,7 @@ fn i_am_leader(
         PgProcess::NotReady => {
             let began = state_start_began(d, obs.now);
             let limit = obs.policy.primary_start_timeout.saturating_mul(1000);
-            if obs.now.saturating_sub(began) > limit && limit > 0 {
+            if obs.now.saturating_sub(began) > limit && limit > 0 && !obs.policy.pause {
                 d.act(Action::ReleaseLock);
                 d.next.primary_start_began = None;
                 format!(
@@ -282,6 +315,9 @@ fn i_am_leader(
             } else {
                 format!("Lock owner: {me}; I am {me}; waiting for postgres to start as the primary")
             }
+        }
+        PgProcess::Stopped if obs.policy.pause => {
+            format!("Lock owner: {me}; I am {me}; paused: postgres stays stopped")
         }
         PgProcess::Stopped => {
             d.act(Action::StartJob(JobKind::Start {
@@ -321,8 +357,11 @@ fn leader_housekeeping(
     }
 }
 
-fn lost_lock(d: &mut Draft, process: &PgProcess) -> String {
+fn lost_lock(d: &mut Draft, obs: &Observation, process: &PgProcess) -> String {
     d.next.has_lock = false;
+    if obs.policy.pause {
+        return "failed to update leader lock in DCS; paused: not demoting".into();
+    }
     match process {
         PgProcess::Running(r) if !r.in_recovery => {
             d.next.needs_rejoin = true;
@@ -370,6 +409,11 @@ fn follow_leader(
                 leader: Some(leader.to_string()),
             });
             if d.next.configured_as == following {
+                d.act(Action::ApplyConfig {
+                    role: Role::Replica {
+                        leader: Some(leader.to_string()),
+                    },
+                });
                 format!("no action. I am ({me}), a secondary, and following a leader ({leader})")
             } else {
                 d.act(Action::Follow {
@@ -404,6 +448,16 @@ fn follow_leader(
 
 fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgProcess) -> String {
     let me = obs.me.as_str();
+    // A switchover or manual failover is an operator's decision: it proceeds even when paused.
+    if let Some(f) = switchover::due(cluster, obs.now) {
+        let running = match process {
+            PgProcess::Running(r) => Some(r),
+            _ => None,
+        };
+        if let Some(msg) = switchover::leaderless_side(d, obs, cluster, f, running) {
+            return msg;
+        }
+    }
     if obs.policy.pause {
         return format!("Lock owner: None; I am {me}; paused: no automatic failover");
     }

@@ -9,12 +9,14 @@
 mod decide;
 mod model;
 mod race;
+mod requests;
+mod switchover;
 mod rewind;
 mod slots;
 
 pub use decide::decide;
 pub use model::{
-    Action, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome, LocalPg,
+    Action, AdminRequest, Reply, RestartRequest, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome, LocalPg,
     LockRenewal, Observation, PeerReply, PeerStatus, PgProcess, PgRunning, Role, StopMode,
 };
 pub use race::{healthiest_verdict, RaceVerdict};

@@ -50,6 +50,10 @@ pub struct PgRunning {
     pub wal_position: u64,
     /// Replica: the WAL receiver is streaming.
     pub streaming: bool,
+    /// A changed setting waits for a restart.
+    pub pending_restart: bool,
+    /// server_version_num, e.g. 150018.
+    pub server_version: u32,
 }
 
 /// The parts of pg_controldata the decision needs.
@@ -95,6 +99,8 @@ pub enum JobKind {
     /// when allowed) if its history diverged from the leader's, then start as its replica.
     Rejoin { leader: String },
     Promote,
+    /// Stop cleanly and start again in the same role; a leader keeps its lock meanwhile.
+    Restart { role: Role },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +148,34 @@ pub struct Observation {
     pub finished: Option<JobOutcome>,
     /// Answers of the other members; filled only when a previous decision asked for them.
     pub peers: Option<Vec<PeerStatus>>,
+    /// An operator's request for this node (REST API, or a scheduled restart that is due).
+    pub request: Option<AdminRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRequest {
+    Restart(RestartRequest),
+    Reinitialize { from_leader: bool },
+}
+
+/// A restart and the conditions it is subject to (Patroni's `/restart` filters).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestartRequest {
+    /// Only if the node runs in this role (`primary`/`master`/`replica`).
+    pub role: Option<String>,
+    /// Only if a setting waits for a restart.
+    pub pending_only: bool,
+    /// Only if the server's version (server_version_num) is below this one.
+    pub below_version: Option<u32>,
+}
+
+/// How the core answers an operator's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Answer now with this HTTP status and text.
+    Now(u16, String),
+    /// The job started by this decision answers when it finishes.
+    WhenJobEnds,
 }
 
 /// What the core remembers between cycles.
@@ -156,6 +190,8 @@ pub struct HaState {
     /// This node ran as a primary without the lock (demoted, or found so at start): before it
     /// follows a leader, its WAL must be checked against the leader's history.
     pub needs_rejoin: bool,
+    /// The next clone must come from the leader, not a `clonefrom` member (reinit --from-leader).
+    pub clone_from_leader: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +218,10 @@ pub enum Action {
     UpdateHistory,
     /// The leader restores `initialize` (its system identifier) when someone removed it.
     SetInitialize(String),
+    /// Empty the `failover` key (switchover done, impossible, or aimed at someone else).
+    ClearFailover,
+    /// Render postgresql.conf for the current role; if it changed, write it and reload.
+    ApplyConfig { role: Role },
     /// The leader stores its local `bootstrap.dcs` as the dynamic configuration when the
     /// cluster has none (e.g. an existing postgres adopted into a fresh DCS).
     WriteInitialConfig,
@@ -192,6 +232,8 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub actions: Vec<Action>,
+    /// The answer to `Observation::request`, if there was one.
+    pub reply: Option<Reply>,
     /// The INFO line for this cycle, in the words operators grep for.
     pub message: String,
     pub next: HaState,

@@ -53,6 +53,8 @@ fn running(in_recovery: bool, pos: u64) -> LocalPg {
             timeline: 1,
             wal_position: pos,
             streaming: in_recovery,
+            pending_restart: false,
+            server_version: 150018,
         }),
         control: None,
     }
@@ -94,6 +96,7 @@ impl Obs {
             job: None,
             finished: None,
             peers: None,
+            request: None,
         })
     }
     fn lock(mut self, l: LockRenewal) -> Obs {
@@ -146,7 +149,8 @@ fn leader_with_lock_does_housekeeping_and_says_no_action() {
             Action::SyncSlots {
                 members: vec!["pg2".into(), "pg3".into()]
             },
-            Action::WriteStatus
+            Action::WriteStatus,
+            Action::ApplyConfig { role: Role::Primary },
         ]
     );
 }
@@ -154,7 +158,12 @@ fn leader_with_lock_does_housekeeping_and_says_no_action() {
 #[test]
 fn replica_following_leader_takes_no_action() {
     let d = Obs::new("pg2", cluster(Some("pg1")), running(true, 1000)).decide_from(&following("pg1"));
-    assert!(d.actions.is_empty());
+    assert_eq!(
+        d.actions,
+        vec![Action::ApplyConfig {
+            role: Role::Replica { leader: Some("pg1".into()) }
+        }]
+    );
     assert_eq!(
         d.message,
         "no action. I am (pg2), a secondary, and following a leader (pg1)"
@@ -458,6 +467,8 @@ fn new_timeline_is_recorded_in_history() {
             timeline: 2,
             wal_position: 1000,
             streaming: false,
+            pending_restart: false,
+            server_version: 150018,
         }),
         control: None,
     };
@@ -500,4 +511,155 @@ fn leader_restores_missing_initialize_and_config_keys() {
     let d = Obs::new("pg1", c, running(false, 1000)).decide();
     assert!(d.actions.contains(&Action::SetInitialize(SYSID.into())));
     assert!(d.actions.contains(&Action::WriteInitialConfig));
+}
+
+fn with_failover(mut c: Cluster, value: &str) -> Cluster {
+    let f = Cluster::from_keys(&[kv("failover", value)]).failover;
+    c.failover = f;
+    c
+}
+
+#[test]
+fn switchover_leader_stops_cleanly_then_releases_the_lock() {
+    let c = with_failover(cluster(Some("pg1")), r#"{"leader":"pg1","member":"pg2"}"#);
+    let d = Obs::new("pg1", c, running(false, 1000)).decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::Stop { mode: StopMode::Fast }, Action::ReleaseLock]
+    );
+    assert_eq!(d.message, "switchover: demoting myself");
+    assert!(!d.next.has_lock && d.next.needs_rejoin);
+}
+
+#[test]
+fn manual_failover_without_leader_name_is_named_so() {
+    let c = with_failover(cluster(Some("pg1")), r#"{"member":"pg3"}"#);
+    let d = Obs::new("pg1", c, running(false, 1000)).decide();
+    assert_eq!(d.message, "manual failover: demoting myself");
+}
+
+#[test]
+fn switchover_to_an_unhealthy_or_unknown_candidate_is_cancelled() {
+    let mut c = with_failover(cluster(Some("pg1")), r#"{"leader":"pg1","member":"nope"}"#);
+    let d = Obs::new("pg1", c.clone(), running(false, 1000)).decide();
+    assert_eq!(d.actions, vec![Action::ClearFailover]);
+    c.failover = Cluster::from_keys(&[kv("failover", r#"{"leader":"pg9","member":"pg2"}"#)]).failover;
+    let d = Obs::new("pg1", c, running(false, 1000)).decide();
+    assert_eq!(d.actions, vec![Action::ClearFailover]);
+    assert!(d.message.contains("leader name does not match"));
+}
+
+#[test]
+fn scheduled_switchover_waits_for_its_time() {
+    let c = with_failover(
+        cluster(Some("pg1")),
+        r#"{"leader":"pg1","member":"pg2","scheduled_at":"2099-01-01T00:00:00+00:00"}"#,
+    );
+    let d = Obs::new("pg1", c, running(false, 1000)).decide();
+    assert_eq!(d.message, "no action. I am (pg1), the leader with the lock");
+    let c = with_failover(
+        cluster(Some("pg1")),
+        r#"{"leader":"pg1","member":"pg2","scheduled_at":"1970-01-01T00:00:01+00:00"}"#,
+    );
+    let d = Obs::new("pg1", c, running(false, 1000)).decide();
+    assert_eq!(d.message, "switchover: demoting myself");
+}
+
+#[test]
+fn designated_candidate_takes_the_lock_without_asking_peers() {
+    let c = with_failover(cluster(None), r#"{"leader":"pg1","member":"pg2"}"#);
+    let d = Obs::new("pg2", c, running(true, 900)).decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::AcquireLock, Action::StartJob(JobKind::Promote)]
+    );
+}
+
+#[test]
+fn others_wait_for_the_designated_candidate_and_the_old_leader_does_not_race() {
+    let c = with_failover(cluster(None), r#"{"leader":"pg1","member":"pg2"}"#);
+    let d = Obs::new("pg3", c.clone(), running(true, 1000)).decide();
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    let c = with_failover(cluster(None), r#"{"leader":"pg1"}"#);
+    let d = Obs::new("pg1", c, running(true, 1000)).decide();
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+}
+
+#[test]
+fn manual_failover_proceeds_while_paused() {
+    let c = with_failover(cluster(None), r#"{"member":"pg2"}"#);
+    let mut o = Obs::new("pg2", c, running(true, 1000));
+    o.0.policy.pause = true;
+    assert_eq!(o.decide().actions[0], Action::AcquireLock);
+}
+
+#[test]
+fn paused_leader_does_not_restart_a_stopped_postgres() {
+    let mut o = Obs::new("pg1", cluster(Some("pg1")), stopped(true));
+    o.0.policy.pause = true;
+    assert!(o.decide().actions.is_empty());
+}
+
+#[test]
+fn paused_leader_does_not_demote_on_a_failed_renewal() {
+    let mut o = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000)).lock(LockRenewal::Failed);
+    o.0.policy.pause = true;
+    assert!(o.decide().actions.is_empty());
+}
+
+#[test]
+fn restart_request_keeps_the_role_and_answers_when_done() {
+    let mut o = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000));
+    o.0.request = Some(AdminRequest::Restart(RestartRequest::default()));
+    let d = o.decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::StartJob(JobKind::Restart { role: Role::Primary })]
+    );
+    assert_eq!(d.reply, Some(Reply::WhenJobEnds));
+    assert!(d.next.has_lock);
+}
+
+#[test]
+fn restart_conditions_are_checked() {
+    for req in [
+        RestartRequest { role: Some("replica".into()), ..Default::default() },
+        RestartRequest { pending_only: true, ..Default::default() },
+        RestartRequest { below_version: Some(150000), ..Default::default() },
+    ] {
+        let mut o = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000));
+        o.0.request = Some(AdminRequest::Restart(req));
+        let d = o.decide();
+        assert_eq!(
+            d.reply,
+            Some(Reply::Now(503, "restart conditions are not satisfied".into()))
+        );
+        assert!(!d.actions.iter().any(|a| matches!(a, Action::StartJob(_))));
+    }
+}
+
+#[test]
+fn reinitialize_is_refused_on_the_leader_and_rebuilds_a_replica() {
+    let mut o = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000));
+    o.0.request = Some(AdminRequest::Reinitialize { from_leader: false });
+    assert_eq!(
+        o.decide().reply,
+        Some(Reply::Now(503, "I am the leader, can not reinitialize".into()))
+    );
+    let mut o = Obs::new("pg2", cluster(Some("pg1")), running(true, 1000));
+    o.0.request = Some(AdminRequest::Reinitialize { from_leader: true });
+    let d = o.decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::Stop { mode: StopMode::Immediate }, Action::RemoveDataDirectory]
+    );
+    assert!(d.next.clone_from_leader);
+}
+
+#[test]
+fn a_request_during_a_long_action_is_answered_with_503() {
+    let mut o = Obs::new("pg2", cluster(Some("pg1")), running(true, 1000));
+    o.0.job = Some(Job { kind: JobKind::Promote, started_at: 0 });
+    o.0.request = Some(AdminRequest::Restart(RestartRequest::default()));
+    assert!(matches!(o.decide().reply, Some(Reply::Now(503, _))));
 }

@@ -50,6 +50,31 @@ impl Failover {
     pub fn is_empty(&self) -> bool {
         self.leader.is_none() && self.member.is_none()
     }
+
+    /// When a scheduled switchover is due, in unix ms; `None` when it is not scheduled or the
+    /// timestamp does not parse (an unparseable schedule never fires).
+    pub fn scheduled_at_ms(&self) -> Option<Result<i64, String>> {
+        let s = self.scheduled_at.as_deref()?;
+        Some(parse_timestamp_ms(s))
+    }
+
+    /// Due at `now_ms`: not scheduled, or its time has come.
+    pub fn is_due(&self, now_ms: u64) -> bool {
+        match self.scheduled_at_ms() {
+            None => true,
+            Some(Ok(at)) => at <= now_ms as i64,
+            Some(Err(_)) => false,
+        }
+    }
+}
+
+/// Parses an ISO 8601 timestamp with a time zone (`2026-11-22T02:29:15+00:00`, also with a
+/// space instead of `T`) into unix milliseconds.
+pub fn parse_timestamp_ms(s: &str) -> Result<i64, String> {
+    let t = s.trim().replacen(' ', "T", 1);
+    chrono::DateTime::parse_from_rfc3339(&t)
+        .map(|d| d.timestamp_millis())
+        .map_err(|e| format!("invalid timestamp {s:?}: {e}"))
 }
 
 /// `sync`: which members are synchronous standbys.

@@ -1,0 +1,102 @@
+//! Planned switchover and manual failover, driven by the DCS `failover` key
+//! (`{"leader": old, "member": candidate, "scheduled_at": ...}`), as Patroni does.
+
+use pgha_types::{Cluster, Failover};
+
+use crate::decide::Draft;
+use crate::{Action, JobKind, Observation, PgRunning, StopMode};
+
+/// The `failover` key if it asks for something now.
+pub(crate) fn due(cluster: &Cluster, now: u64) -> Option<&Failover> {
+    cluster.failover.as_ref().filter(|f| f.is_due(now))
+}
+
+fn healthy(cluster: &Cluster, name: &str) -> bool {
+    cluster
+        .member(name)
+        .is_some_and(|m| m.is_running() && !m.nofailover())
+}
+
+/// The leader's part: check the request, then stop cleanly (every WAL record reaches the
+/// candidate) and hand over the lock. `None` when there is nothing to do.
+pub(crate) fn leader_side(
+    d: &mut Draft,
+    obs: &Observation,
+    cluster: &Cluster,
+    f: &Failover,
+) -> Option<String> {
+    let me = obs.me.as_str();
+    let kind = if f.leader.is_some() {
+        "switchover"
+    } else {
+        "manual failover"
+    };
+    let refuse = |d: &mut Draft, why: String| {
+        d.act(Action::ClearFailover);
+        Some(format!("{kind}: {why}"))
+    };
+    if let Some(l) = f.leader.as_deref() {
+        if l != me {
+            return refuse(d, format!("leader name does not match: {l} != {me}"));
+        }
+    }
+    match f.member.as_deref() {
+        Some(c) if c == me => return refuse(d, "I am already the leader, no need to switch over".into()),
+        Some(c) if cluster.member(c).is_none() => {
+            return refuse(d, format!("candidate {c} does not exist"))
+        }
+        Some(c) if !healthy(cluster, c) => {
+            return refuse(d, format!("member {c} is not healthy"))
+        }
+        Some(_) => {}
+        None => {
+            if !cluster.members.iter().any(|m| m.name != me && healthy(cluster, &m.name)) {
+                return refuse(d, "no healthy members found to switch over to".into());
+            }
+        }
+    }
+    d.next.has_lock = false;
+    d.next.needs_rejoin = true;
+    d.act(Action::Stop {
+        mode: StopMode::Fast,
+    });
+    d.act(Action::ReleaseLock);
+    Some(format!("{kind}: demoting myself"))
+}
+
+/// A member's part while the cluster has no leader and a switchover or failover is pending.
+/// `None`: race as usual.
+pub(crate) fn leaderless_side(
+    d: &mut Draft,
+    obs: &Observation,
+    cluster: &Cluster,
+    f: &Failover,
+    running: Option<&PgRunning>,
+) -> Option<String> {
+    let me = obs.me.as_str();
+    match f.member.as_deref() {
+        Some(c) if c == me => {
+            let r = running?;
+            d.act(Action::AcquireLock);
+            d.next.has_lock = true;
+            if r.in_recovery {
+                d.act(Action::StartJob(JobKind::Promote));
+                Some("promoted self to leader by acquiring session lock".into())
+            } else {
+                d.act(Action::WriteStatus);
+                Some("acquired session lock as a leader".into())
+            }
+        }
+        Some(c) if healthy(cluster, c) => Some(format!(
+            "Lock owner: None; I am {me}; waiting for the designated candidate {c} to take the lock"
+        )),
+        None if f.leader.as_deref() == Some(me)
+            && cluster.members.iter().any(|m| m.name != me && healthy(cluster, &m.name)) =>
+        {
+            Some(format!(
+                "Lock owner: None; I am {me}; not racing: I handed over leadership in a switchover"
+            ))
+        }
+        _ => None,
+    }
+}
