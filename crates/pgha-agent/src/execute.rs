@@ -163,6 +163,18 @@ pub async fn run(
             }
             Ok(true)
         }
+        Action::ClearFailover => {
+            agent
+                .dcs
+                .put_key("failover", "{}")
+                .await
+                .context("empty the failover key")?;
+            Ok(true)
+        }
+        Action::ApplyConfig { role } => {
+            apply_config(agent, role, cluster).await?;
+            Ok(true)
+        }
         Action::Exit(_) => Ok(false),
     }
 }
@@ -250,4 +262,38 @@ async fn update_history(agent: &Agent, obs: &Observation, cluster: Option<&Clust
     if let Err(e) = agent.dcs.put_key("history", &value.to_string()).await {
         warn!("could not write the history key: {e}");
     }
+}
+
+/// Brings postgresql.conf in line with the dynamic and local configuration; reloads postgres
+/// when it changed and notes what only a restart applies.
+async fn apply_config(agent: &mut Agent, role: &Role, cluster: Option<&Cluster>) -> Result<()> {
+    let server = agent.server_config_for(role, cluster);
+    let outcome = agent
+        .pg
+        .write_config(&server)
+        .await
+        .context("write postgresql.conf")?;
+    for (name, old, new) in &outcome.changed_parameters {
+        info!(
+            "Changed {name} from {} to {}",
+            old.as_deref().unwrap_or("(default)"),
+            new.as_deref().unwrap_or("(default)")
+        );
+    }
+    if outcome.command_line_changes != agent.cmdline_pending {
+        for (name, old, new) in &outcome.command_line_changes {
+            info!(
+                "Changed {name} from {} to {} (restart might be required)",
+                old.as_deref().unwrap_or("(default)"),
+                new.as_deref().unwrap_or("(default)")
+            );
+        }
+        agent.cmdline_pending = outcome.command_line_changes.clone();
+    }
+    if outcome.changed || agent.force_reload {
+        agent.force_reload = false;
+        agent.pg.reload().await.context("reload postgres")?;
+        info!("Reloading PostgreSQL configuration.");
+    }
+    Ok(())
 }

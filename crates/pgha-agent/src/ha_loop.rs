@@ -1,22 +1,26 @@
 //! The HA loop driver: observe → decide (pgha-core) → execute → publish, every `loop_wait`
 //! seconds or sooner when the DCS watch sees the leader key change.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pgha_api::NodeStatus;
+use pgha_api::{LocalAnswer, LocalRequest, NodeStatus};
 use pgha_config::Config;
 use pgha_core::{
-    decide, Action, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome, LocalPg,
-    LockRenewal, Observation, PgProcess, PgRunning, Role, StopMode,
+    decide, Action, AdminRequest, ControlSummary, DcsView, Decision, HaState, Job, JobKind,
+    JobOutcome, LocalPg, LockRenewal, Observation, PgProcess, PgRunning, Reply, RestartRequest,
+    Role, StopMode,
 };
 use pgha_dcs::{DcsError, EtcdDcs};
 use pgha_postgres::{DataDirState, LocalPostgres};
 use pgha_types::{Cluster, ClusterPolicy, MemberData};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use crate::admin::Pending;
 use crate::jobs::{self, JobCtx};
 use crate::logging::CRITICAL_FIELD;
 use crate::publish::{member_data, node_status, LocalFacts, StatusInputs};
@@ -47,6 +51,37 @@ pub struct Agent {
     system_id: Option<String>,
     dcs_errors: Vec<String>,
     pub(crate) last_probe: Option<pgha_postgres::Probe>,
+    config_path: Option<PathBuf>,
+    requests: mpsc::Receiver<Pending>,
+    loop_wait_shared: Arc<AtomicU64>,
+    /// The HTTP handler waiting for the running job (a restart) to finish.
+    pending_reply: Option<oneshot::Sender<LocalAnswer>>,
+    pub(crate) scheduled_restart: Option<ScheduledRestart>,
+    /// Reload postgres at the next config check even if postgresql.conf did not change.
+    pub(crate) force_reload: bool,
+    /// Postmaster command-line settings that differ from what runs: a restart is pending.
+    pub(crate) cmdline_pending: Vec<(String, Option<String>, Option<String>)>,
+}
+
+/// A restart the operator scheduled for later (`POST /restart` with `schedule`).
+#[derive(Debug, Clone)]
+pub struct ScheduledRestart {
+    pub schedule: String,
+    pub at_ms: i64,
+    pub postgres_version: Option<String>,
+    pub request: RestartRequest,
+}
+
+/// Everything the agent is wired to.
+pub struct Wiring {
+    pub cfg: Arc<Config>,
+    pub config_path: Option<PathBuf>,
+    pub dcs: Arc<EtcdDcs>,
+    pub pg: Arc<LocalPostgres>,
+    pub status_tx: watch::Sender<Arc<NodeStatus>>,
+    pub requests: mpsc::Receiver<Pending>,
+    pub wake: Arc<Notify>,
+    pub loop_wait: Arc<AtomicU64>,
 }
 
 /// Why the loop ended.
@@ -65,12 +100,17 @@ pub fn now_ms() -> u64 {
 }
 
 impl Agent {
-    pub fn new(
-        cfg: Arc<Config>,
-        dcs: Arc<EtcdDcs>,
-        pg: Arc<LocalPostgres>,
-        status_tx: watch::Sender<Arc<NodeStatus>>,
-    ) -> Agent {
+    pub fn new(w: Wiring) -> Agent {
+        let Wiring {
+            cfg,
+            config_path,
+            dcs,
+            pg,
+            status_tx,
+            requests,
+            wake,
+            loop_wait,
+        } = w;
         let (policy, policy_warnings) = effective_policy(&cfg, &dynamic_config(&cfg, None));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
@@ -87,13 +127,20 @@ impl Agent {
             job: None,
             finished: None,
             status_tx,
-            wake: Arc::new(Notify::new()),
+            wake,
             last_member: None,
             dcs_last_seen: None,
             last_role: None,
             system_id: None,
             dcs_errors: Vec::new(),
             last_probe: None,
+            config_path,
+            requests,
+            loop_wait_shared: loop_wait,
+            pending_reply: None,
+            scheduled_restart: None,
+            force_reload: false,
+            cmdline_pending: Vec::new(),
         }
     }
 
@@ -123,6 +170,7 @@ impl Agent {
     /// One HA cycle. Returns a CRITICAL message when the agent must stop.
     async fn cycle(&mut self) -> Option<String> {
         self.reap_job().await;
+        let (request, reply_to) = self.take_request();
         let dcs_view = match self.dcs.load_cluster().await {
             Ok(c) => {
                 self.dcs_last_seen = Some((now_ms() / 1000) as i64);
@@ -157,6 +205,7 @@ impl Agent {
             job: self.job.as_ref().map(|j| j.job.clone()),
             finished: self.finished.take(),
             peers: None,
+            request,
         };
         let mut decision = decide(&self.state, &obs);
         if decision.actions.first() == Some(&Action::ProbePeers) {
@@ -174,12 +223,22 @@ impl Agent {
         if !races && !exits {
             info!("{}", decision.message);
         }
+        self.answer(decision.reply.clone(), reply_to);
         let critical = self.execute(&decision, &obs, cluster.as_ref()).await;
         if critical.is_some() {
             return critical;
         }
         if races && self.state.has_lock {
             info!("{}", decision.message);
+        }
+        if decision.reply == Some(Reply::WhenJobEnds) && self.job.is_none() {
+            // The action that was to start the job failed.
+            if let Some(tx) = self.pending_reply.take() {
+                let _ = tx.send(LocalAnswer {
+                    status: 503,
+                    text: "restart failed".into(),
+                });
+            }
         }
         self.publish(cluster.as_ref(), &obs).await;
         None
@@ -198,6 +257,131 @@ impl Agent {
                 .set_retry_timeout(Duration::from_secs(policy.retry_timeout));
         }
         self.policy = policy;
+        self.loop_wait_shared
+            .store(self.policy.loop_wait, Ordering::Relaxed);
+    }
+
+    /// Takes one queued operator request. Those the loop can answer by itself (reload,
+    /// scheduling) are answered here; the rest go to the core with the way back.
+    fn take_request(&mut self) -> (Option<AdminRequest>, Option<oneshot::Sender<LocalAnswer>>) {
+        let answer = |status: u16, text: &str| LocalAnswer {
+            status,
+            text: text.to_string(),
+        };
+        if let Ok(Pending { request, reply }) = self.requests.try_recv() {
+            match request {
+                LocalRequest::Reload => {
+                    self.reload_local_config();
+                    let _ = reply.send(answer(202, "reload scheduled"));
+                }
+                LocalRequest::ScheduleRestart {
+                    schedule,
+                    role,
+                    pending_only,
+                    postgres_version,
+                } => {
+                    let text = if self.scheduled_restart.is_some() {
+                        answer(409, "Another restart is already scheduled")
+                    } else {
+                        match pgha_types::parse_timestamp_ms(&schedule) {
+                            Ok(at_ms) => {
+                                info!("restart scheduled at {schedule}");
+                                self.scheduled_restart = Some(ScheduledRestart {
+                                    schedule,
+                                    at_ms,
+                                    request: RestartRequest {
+                                        role,
+                                        pending_only,
+                                        below_version: postgres_version
+                                            .as_deref()
+                                            .and_then(version_num),
+                                    },
+                                    postgres_version,
+                                });
+                                self.last_member = None;
+                                answer(202, "Restart scheduled")
+                            }
+                            Err(e) => answer(400, &e),
+                        }
+                    };
+                    let _ = reply.send(text);
+                }
+                LocalRequest::CancelScheduledRestart => {
+                    let text = if self.scheduled_restart.take().is_some() {
+                        self.last_member = None;
+                        answer(200, "scheduled restart deleted")
+                    } else {
+                        answer(404, "no restarts are scheduled")
+                    };
+                    let _ = reply.send(text);
+                }
+                LocalRequest::Restart {
+                    role,
+                    pending_only,
+                    postgres_version,
+                    timeout: _,
+                } => {
+                    let req = RestartRequest {
+                        role,
+                        pending_only,
+                        below_version: postgres_version.as_deref().and_then(version_num),
+                    };
+                    return (Some(AdminRequest::Restart(req)), Some(reply));
+                }
+                LocalRequest::Reinitialize {
+                    force: _,
+                    from_leader,
+                } => return (Some(AdminRequest::Reinitialize { from_leader }), Some(reply)),
+            }
+        }
+        if let Some(s) = &self.scheduled_restart {
+            if s.at_ms <= now_ms() as i64 && self.job.is_none() {
+                let s = self.scheduled_restart.take().expect("checked above");
+                info!("scheduled restart at {} is due", s.schedule);
+                self.last_member = None;
+                return (Some(AdminRequest::Restart(s.request)), None);
+            }
+        }
+        (None, None)
+    }
+
+    fn answer(&mut self, reply: Option<Reply>, to: Option<oneshot::Sender<LocalAnswer>>) {
+        let Some(to) = to else { return };
+        match reply {
+            Some(Reply::Now(status, text)) => {
+                let _ = to.send(LocalAnswer { status, text });
+            }
+            Some(Reply::WhenJobEnds) => self.pending_reply = Some(to),
+            None => {
+                let _ = to.send(LocalAnswer {
+                    status: 503,
+                    text: "request not handled".into(),
+                });
+            }
+        }
+    }
+
+    /// SIGHUP or `POST /reload`: read the local configuration again and reload postgres.
+    pub(crate) fn reload_local_config(&mut self) {
+        let loaded = match &self.config_path {
+            Some(p) => pgha_config::load(p),
+            None => pgha_config::load_from_env_and_path(None, &|k| std::env::var(k).ok()),
+        };
+        match loaded {
+            Ok(l) => {
+                for w in &l.warnings {
+                    warn!("{w}");
+                }
+                if l.config.name != self.cfg.name || l.config.scope != self.cfg.scope {
+                    warn!("name and scope cannot change while running; restart the agent to change them");
+                }
+                info!("reloaded the local configuration");
+                self.cfg = Arc::new(l.config);
+            }
+            Err(e) => error!("keeping the current configuration; the new one is invalid: {e}"),
+        }
+        self.force_reload = true;
+        self.last_member = None;
     }
 
     /// Keeps our lease (and with it our member key) alive; when the DCS names us leader, renews
@@ -275,6 +459,9 @@ impl Agent {
                                     p.wal_lsn.map(|l| l.0).unwrap_or(0)
                                 },
                                 streaming: p.receiver_streaming,
+                                pending_restart: !p.pending_restart.is_empty()
+                                    || !self.cmdline_pending.is_empty(),
+                                server_version: p.server_version,
                             };
                             self.last_role = Some(if p.in_recovery { "replica" } else { "primary" });
                             probe = Some(p);
@@ -351,6 +538,16 @@ impl Agent {
         if matches!(running.job.kind, JobKind::Bootstrap | JobKind::Clone { .. } | JobKind::Rejoin { .. }) {
             self.system_id = None;
         }
+        if let Some(tx) = self.pending_reply.take() {
+            let text = if ok { "restarted successfully" } else { "restart failed" };
+            let _ = tx.send(LocalAnswer {
+                status: if ok { 200 } else { 503 },
+                text: text.into(),
+            });
+        }
+        if ok && matches!(running.job.kind, JobKind::Restart { .. }) {
+            self.cmdline_pending.clear();
+        }
         self.finished = Some(JobOutcome {
             kind: running.job.kind,
             ok,
@@ -416,16 +613,27 @@ impl Agent {
             probe: self.last_probe.clone(),
             system_id: self.system_id.clone(),
         };
+        let scheduled = self.scheduled_restart.as_ref().map(|s| pgha_types::ScheduledRestart {
+            schedule: Some(s.schedule.clone()),
+            postgres_version: s.postgres_version.clone(),
+        });
+        let data = member_data(
+            &self.cfg,
+            &facts,
+            self.last_role,
+            &self.cmdline_pending,
+            scheduled,
+        );
         if cluster.is_some() {
-            let data = member_data(&self.cfg, &facts, self.last_role);
             if self.last_member.as_ref() != Some(&data) {
                 match self.dcs.touch_member(&self.cfg.name, &data).await {
-                    Ok(()) => self.last_member = Some(data),
+                    Ok(()) => self.last_member = Some(data.clone()),
                     Err(e) => warn!("could not publish our member key: {e}"),
                 }
             }
         }
         let status = node_status(StatusInputs {
+            member: data,
             cfg: &self.cfg,
             facts: &facts,
             is_leader: self.state.has_lock,
@@ -444,6 +652,7 @@ impl Agent {
                 JobKind::Bootstrap => "initializing new cluster",
                 JobKind::Clone { .. } => "creating replica",
                 JobKind::Start { .. } | JobKind::Rejoin { .. } => "starting",
+                JobKind::Restart { .. } => "restarting",
                 JobKind::Promote => "running",
             }
             .into();
@@ -524,5 +733,26 @@ pub(crate) fn stop_mode(m: StopMode) -> pgha_postgres::StopMode {
     match m {
         StopMode::Fast => pgha_postgres::StopMode::Fast,
         StopMode::Immediate => pgha_postgres::StopMode::Immediate,
+    }
+}
+
+/// "15.2" → 150002, "9.6.24" → 90624: server_version_num of a version string.
+pub(crate) fn version_num(v: &str) -> Option<u32> {
+    let parts: Vec<u32> = v.split('.').map(|p| p.trim().parse().ok()).collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [major, minor] if *major >= 10 => Some(major * 10000 + minor),
+        [major] if *major >= 10 => Some(major * 10000),
+        [a, b, c] => Some(a * 10000 + b * 100 + c),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_numbers() {
+        assert_eq!(super::version_num("15.2"), Some(150002));
+        assert_eq!(super::version_num("9.6.24"), Some(90624));
+        assert_eq!(super::version_num("x"), None);
     }
 }

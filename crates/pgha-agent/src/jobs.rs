@@ -29,6 +29,7 @@ pub async fn run(kind: JobKind, ctx: JobCtx) -> Result<String, String> {
         JobKind::Start { role } => start(&ctx, &role).await,
         JobKind::Rejoin { leader } => rejoin(&ctx, &leader).await,
         JobKind::Promote => promote(&ctx).await,
+        JobKind::Restart { role } => restart(&ctx, &role).await,
     }
 }
 
@@ -220,4 +221,13 @@ async fn promote(ctx: &JobCtx) -> Result<String, String> {
         .and_then(|p| p.wal_lsn)
         .unwrap_or(Lsn(0));
     Ok(format!("promoted; WAL position {lsn}"))
+}
+
+async fn restart(ctx: &JobCtx, role: &Role) -> Result<String, String> {
+    let pg = &ctx.pg;
+    pg.stop(pgha_postgres::StopMode::Fast, pg.params().pg_ctl_timeout)
+        .await
+        .map_err(fail("stopping postgres for the restart failed"))?;
+    start(ctx, role).await?;
+    Ok("postgres restarted".into())
 }

@@ -1,5 +1,6 @@
 //! `pgha`: the agent that runs beside one PostgreSQL server and keeps the cluster available.
 
+mod admin;
 mod execute;
 mod ha_loop;
 mod jobs;
@@ -10,6 +11,7 @@ mod settings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,10 +21,11 @@ use pgha_api::{ApiState, NodeStatus};
 use pgha_config::{ConfigError, Loaded};
 use pgha_dcs::EtcdDcs;
 use pgha_postgres::LocalPostgres;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::ha_loop::{Agent, Exit};
+use crate::admin::{AgentAdmin, Pending};
+use crate::ha_loop::{Agent, Exit, Wiring};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -103,7 +106,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(loaded)) {
+    match runtime.block_on(run(loaded, cli.config.clone())) {
         Ok(Exit::Shutdown) => ExitCode::SUCCESS,
         Ok(Exit::Critical) => ExitCode::FAILURE,
         Err(e) => {
@@ -113,7 +116,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(loaded: Loaded) -> Result<Exit> {
+async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
     let cfg = Arc::new(loaded.config);
     info!(
         "pgha {} starting: member {} of cluster {} (Patroni {} interface)",
@@ -127,6 +130,8 @@ async fn run(loaded: Loaded) -> Result<Exit> {
         name: cfg.name.clone(),
         ..NodeStatus::default()
     }));
+    let (policy, _) = settings::effective_policy(&cfg, &settings::dynamic_config(&cfg, None));
+    let etcd = settings::etcd_settings(&cfg, Duration::from_secs(policy.retry_timeout));
     let listener = tokio::net::TcpListener::bind(&cfg.restapi.listen)
         .await
         .with_context(|| {
@@ -135,23 +140,30 @@ async fn run(loaded: Loaded) -> Result<Exit> {
                 cfg.restapi.listen
             )
         })?;
+    let dcs = Arc::new(loop_connect(etcd).await?);
+    let pg = Arc::new(LocalPostgres::new(settings::pg_params(&cfg)));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let loop_wait = Arc::new(AtomicU64::new(policy.loop_wait));
+    let (req_tx, req_rx) = mpsc::channel::<Pending>(16);
+    let admin = Arc::new(AgentAdmin {
+        dcs: dcs.clone(),
+        requests: req_tx.clone(),
+        wake: wake.clone(),
+        loop_wait: loop_wait.clone(),
+    });
     let auth = cfg
         .restapi
         .authentication
         .as_ref()
         .map(|a| (a.username.clone(), a.password.clone()));
-    let app = pgha_api::router(ApiState::new(status_rx, auth));
+    let app = pgha_api::router(ApiState::new(status_rx, auth).with_admin(admin));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             error!("REST API server stopped: {e}");
         }
     });
     info!("REST API listening on {}", cfg.restapi.listen);
-
-    let (policy, _) = settings::effective_policy(&cfg, &settings::dynamic_config(&cfg, None));
-    let etcd = settings::etcd_settings(&cfg, Duration::from_secs(policy.retry_timeout));
-    let dcs = loop_connect(etcd).await?;
-    let pg = Arc::new(LocalPostgres::new(settings::pg_params(&cfg)));
+    spawn_sighup_reload(req_tx, wake.clone());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -159,7 +171,16 @@ async fn run(loaded: Loaded) -> Result<Exit> {
         info!("received a termination signal; shutting down");
         let _ = shutdown_tx.send(true);
     });
-    let agent = Agent::new(cfg, Arc::new(dcs), pg, status_tx);
+    let agent = Agent::new(Wiring {
+        cfg,
+        config_path,
+        dcs,
+        pg,
+        status_tx,
+        requests: req_rx,
+        wake,
+        loop_wait,
+    });
     Ok(agent.run(shutdown_rx).await)
 }
 
@@ -186,6 +207,26 @@ async fn loop_connect(settings: pgha_dcs::EtcdSettings) -> Result<EtcdDcs> {
             _ = wait_for_signal() => bail!("stopped before etcd became reachable"),
         }
     }
+}
+
+/// SIGHUP: re-read the local configuration and reload postgres, like `POST /reload`.
+fn spawn_sighup_reload(requests: mpsc::Sender<Pending>, wake: Arc<tokio::sync::Notify>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP; reload through POST /reload instead");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            info!("received SIGHUP: reloading the configuration");
+            let (reply, _) = tokio::sync::oneshot::channel();
+            let _ = requests.try_send(Pending {
+                request: pgha_api::LocalRequest::Reload,
+                reply,
+            });
+            wake.notify_one();
+        }
+    });
 }
 
 async fn wait_for_signal() {

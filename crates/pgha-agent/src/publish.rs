@@ -4,7 +4,7 @@
 use pgha_api::{NodeStatus, ReplicationInfo};
 use pgha_config::Config;
 use pgha_postgres::Probe;
-use pgha_types::{Cluster, ClusterPolicy, MemberData, PATRONI_COMPAT_VERSION};
+use pgha_types::{Cluster, ClusterPolicy, MemberData, ScheduledRestart, PATRONI_COMPAT_VERSION};
 use serde_json::{Map, Value};
 
 /// Facts about the local postgres gathered this cycle.
@@ -36,7 +36,14 @@ fn pending_reason(p: &Probe) -> Map<String, Value> {
         .collect()
 }
 
-pub fn member_data(cfg: &Config, facts: &LocalFacts, last_role: Option<&str>) -> MemberData {
+/// The member record, with postmaster settings that wait for a restart and a scheduled restart.
+pub fn member_data(
+    cfg: &Config,
+    facts: &LocalFacts,
+    last_role: Option<&str>,
+    cmdline_pending: &[(String, Option<String>, Option<String>)],
+    scheduled: Option<ScheduledRestart>,
+) -> MemberData {
     let mut d = MemberData {
         conn_url: Some(cfg.postgresql.conn_url()),
         api_url: Some(cfg.restapi.api_url()),
@@ -73,15 +80,24 @@ pub fn member_data(cfg: &Config, facts: &LocalFacts, last_role: Option<&str>) ->
         } else {
             d.xlog_location = p.wal_lsn.map(|l| l.0);
         }
-        if !p.pending_restart.is_empty() {
+        let mut reason = pending_reason(p);
+        for (name, old, new) in cmdline_pending {
+            let mut m = Map::new();
+            m.insert("old_value".into(), Value::from(old.clone().unwrap_or_default()));
+            m.insert("new_value".into(), Value::from(new.clone().unwrap_or_default()));
+            reason.insert(name.clone(), Value::Object(m));
+        }
+        if !reason.is_empty() {
             d.pending_restart = Some(true);
-            d.pending_restart_reason = Some(pending_reason(p));
+            d.pending_restart_reason = Some(reason);
         }
     }
+    d.scheduled_restart = scheduled;
     d
 }
 
 pub struct StatusInputs<'a> {
+    pub member: MemberData,
     pub cfg: &'a Config,
     pub facts: &'a LocalFacts,
     pub is_leader: bool,
@@ -94,7 +110,7 @@ pub struct StatusInputs<'a> {
 
 pub fn node_status(i: StatusInputs<'_>) -> NodeStatus {
     let p = i.facts.probe.as_ref();
-    let member = member_data(i.cfg, i.facts, i.last_role);
+    let member = i.member;
     NodeStatus {
         scope: i.cfg.scope.clone(),
         name: i.cfg.name.clone(),
