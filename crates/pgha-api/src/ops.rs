@@ -1,9 +1,11 @@
 //! Unsafe endpoints (POST / PUT / PATCH / DELETE): switchover, failover, restart, reload,
-//! reinitialize, config writes. Routing, authentication and body parsing live here; the
-//! operations themselves are not wired to the HA loop yet and answer 501 once the request has
-//! passed the same checks Patroni applies (auth, then `Content-Length` → 411, then JSON → 400).
+//! reinitialize, config writes. Routing, authentication and body parsing live here, with the
+//! same checks Patroni applies (auth, then `Content-Length` → 411, then JSON → 400); the
+//! operations are in the submodules and reach the agent through [`crate::Admin`]:
 //!
-//! To implement one: add its arm to [`perform`], which receives the parsed JSON body.
+//! - [`switchover`]: `POST /switchover`, `POST /failover`, `DELETE /switchover`;
+//! - [`local`]: `POST /restart`, `DELETE /restart`, `POST /reload`, `POST /reinitialize`;
+//! - [`config`]: `PATCH /config`, `PUT /config`.
 
 use axum::body::{to_bytes, Body};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -11,7 +13,21 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 
 use crate::wire::{error_page, text_response};
-use crate::{auth, ApiState};
+use crate::{auth, Admin, ApiState, LocalAnswer};
+
+mod config;
+mod local;
+mod schedule;
+mod switchover;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests_config;
+#[cfg(test)]
+mod tests_local;
+#[cfg(test)]
+mod tests_switchover;
 
 /// Largest request body read; Patroni's bodies are a few hundred bytes.
 const MAX_BODY: usize = 1 << 20;
@@ -132,8 +148,89 @@ async fn read_json(
     }
 }
 
-/// Carries out an authenticated, well-formed request. Not wired to the HA loop yet.
-async fn perform(_state: &ApiState, op: Operation, _request: Map<String, Value>) -> Response {
-    tracing::info!(operation = ?op, "REST operation requested, not implemented yet");
+/// Carries out an authenticated, well-formed request.
+async fn perform(state: &ApiState, op: Operation, request: Map<String, Value>) -> Response {
+    use Operation::*;
+    match op {
+        Switchover => switchover::post(state, &request, switchover::Action::Switchover).await,
+        Failover => switchover::post(state, &request, switchover::Action::Failover).await,
+        DeleteSwitchover => switchover::delete(state).await,
+        Restart => local::restart(state, &request).await,
+        DeleteRestart => local::delete_restart(state).await,
+        Reload => local::reload(state).await,
+        Reinitialize => local::reinitialize(state, &request).await,
+        PatchConfig => config::patch(state, &request).await,
+        PutConfig => config::put(state, request).await,
+        // Patroni acts on it only on Windows under its test harness, and answers regardless.
+        Sigterm => text_response(StatusCode::ACCEPTED, "shutdown scheduled"),
+        // Citus/MPP coordinator events: pgha runs no MPP handler, so there is nothing to do.
+        Citus | Mpp => text_response(StatusCode::OK, "OK"),
+        Failsafe => failsafe(state),
+    }
+}
+
+/// `POST /failsafe`: 502 while failsafe mode is off, as Patroni. The peer-to-peer failsafe
+/// exchange is not wired to the HA loop.
+fn failsafe(state: &ApiState) -> Response {
+    let status = state.status.borrow().clone();
+    let enabled = status
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.policy().0.failsafe_mode);
+    if !enabled {
+        return error_page(StatusCode::BAD_GATEWAY, None);
+    }
+    tracing::info!("POST /failsafe received, not supported by this agent");
     text_response(StatusCode::NOT_IMPLEMENTED, "not implemented yet")
+}
+
+/// The agent behind the operations; without one they answer [`not_supported`].
+fn admin(state: &ApiState) -> Option<&dyn Admin> {
+    state.admin.as_deref()
+}
+
+fn not_supported() -> Response {
+    text_response(StatusCode::SERVICE_UNAVAILABLE, "not supported")
+}
+
+/// A plain-text answer with a numeric status (an impossible one reads as 500).
+fn text(code: u16, body: impl Into<String>) -> Response {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    text_response(code, body)
+}
+
+/// The HA loop's answer, passed through.
+fn answer(a: LocalAnswer) -> Response {
+    text(a.status, a.text)
+}
+
+/// A fresh read of the DCS failed: Patroni's handler dies with an exception there; pgha answers
+/// 503 with the standard error page and logs the cause.
+fn dcs_unavailable(what: &str, e: &str) -> Response {
+    tracing::warn!("{what}: failed to read the cluster from DCS: {e}");
+    error_page(StatusCode::SERVICE_UNAVAILABLE, None)
+}
+
+/// Python truthiness of a JSON value (`None`, `False`, `0`, `""`, `[]`, `{}` are false).
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Patroni's `parse_bool`: `true`/`on`/`yes`/`1` (any case, also JSON `true` and `1`) are
+/// true; everything else is false here.
+fn parse_bool(v: Option<&Value>) -> bool {
+    let text = match v {
+        Some(Value::Bool(b)) => return *b,
+        Some(Value::String(s)) => s.to_ascii_lowercase(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return false,
+    };
+    matches!(text.as_str(), "on" | "true" | "yes" | "1")
 }

@@ -1,4 +1,5 @@
-//! Unsafe methods: Basic auth, body checks, and the not-yet-implemented answer.
+//! Unsafe methods: Basic auth and body checks, in front of the operations (answered 503
+//! `not supported` here, as the router runs without an agent behind it).
 
 mod common;
 
@@ -60,12 +61,12 @@ async fn basic_auth_guards_unsafe_methods() {
         req(Method::POST, "/switchover", Some(&right), body),
     )
     .await;
-    assert_eq!(a.code, StatusCode::NOT_IMPLEMENTED);
-    assert_eq!(a.body, "not implemented yet");
+    assert_eq!(a.code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.body, "not supported");
 
     // No credentials configured: open, as Patroni.
     let a = call_with(leader(), None, req(Method::POST, "/switchover", None, body)).await;
-    assert_eq!(a.code, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(a.code, StatusCode::SERVICE_UNAVAILABLE);
 
     // Every known unsafe endpoint checks auth.
     for (method, uri) in [
@@ -86,7 +87,7 @@ async fn basic_auth_guards_unsafe_methods() {
             req(method.clone(), uri, Some(&right), body),
         )
         .await;
-        assert_eq!(a.code, StatusCode::NOT_IMPLEMENTED, "{method} {uri}");
+        assert_eq!(a.code, StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}");
     }
 
     // GET stays open.
@@ -143,7 +144,7 @@ async fn body_checks() {
             req(Method::POST, "/reinitialize", auth, body),
         )
         .await;
-        assert_eq!(a.code, StatusCode::NOT_IMPLEMENTED, "{body:?}");
+        assert_eq!(a.code, StatusCode::SERVICE_UNAVAILABLE, "{body:?}");
     }
     let a = call_with(
         replica(),
@@ -154,5 +155,5 @@ async fn body_checks() {
     assert_eq!(a.code, StatusCode::BAD_REQUEST);
     // No body needed.
     let a = call_with(replica(), CREDS, req(Method::POST, "/reload", auth, None)).await;
-    assert_eq!(a.code, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(a.code, StatusCode::SERVICE_UNAVAILABLE);
 }
