@@ -27,7 +27,7 @@ pub(crate) const STANDBY_SIGNAL: &str = "standby.signal";
 pub(crate) const RECOVERY_SIGNAL: &str = "recovery.signal";
 
 /// GUCs that describe where a standby replicates from; they come only from [`StandbyConfig`].
-const RECOVERY_GUCS: &[&str] = &[
+pub(crate) const RECOVERY_GUCS: &[&str] = &[
     "primary_conninfo",
     "primary_slot_name",
     "recovery_target_timeline",

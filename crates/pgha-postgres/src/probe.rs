@@ -171,12 +171,15 @@ pub(crate) fn parse_probe_columns(cols: &[Option<&str>]) -> Result<Probe, PgErro
             }
         })
         .collect();
+    // Recovery settings change with the role (a promotion drops them) and are not the
+    // operator's business: they never make a restart "pending".
     let pending_restart = json_array(col(14), "pending_restart settings")?
         .iter()
         .map(|r| {
             let f = |i: usize| r.get(i).and_then(json_str).unwrap_or_default();
             (f(0), f(1), f(2))
         })
+        .filter(|(name, _, _)| !crate::conf::RECOVERY_GUCS.contains(&name.as_str()))
         .collect();
     let slots = json_array(col(15), "replication slots")?
         .iter()
