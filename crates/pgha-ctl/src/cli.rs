@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::args::*;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pghactl",
@@ -48,6 +50,42 @@ pub enum Command {
     Topology(TopologyArgs),
     /// Output version of pghactl command or a running Patroni instance
     Version(VersionArgs),
+    /// Switchover to a replica
+    Switchover(SwitchoverArgs),
+    /// Failover to a replica
+    Failover(FailoverArgs),
+    /// Edit cluster configuration
+    #[command(name = "edit-config")]
+    EditConfig(EditConfigArgs),
+    /// Show cluster configuration
+    #[command(name = "show-config")]
+    ShowConfig(ClusterArgs),
+    /// Restart cluster member
+    Restart(RestartArgs),
+    /// Reload cluster member configuration
+    Reload(ReloadArgs),
+    /// Reinitialize cluster member
+    Reinit(ReinitArgs),
+    /// Disable auto failover
+    Pause(PauseArgs),
+    /// Resume auto failover
+    Resume(PauseArgs),
+    /// Show the history of failovers/switchovers
+    History(HistoryArgs),
+    /// Remove cluster from DCS
+    Remove(RemoveArgs),
+    /// Query a Patroni PostgreSQL member
+    Query(QueryArgs),
+    /// Generate a dsn for the provided member, defaults to a dsn of the leader
+    Dsn(DsnArgs),
+    /// Discard scheduled events
+    Flush(FlushArgs),
+    /// Demote cluster to a standby cluster
+    #[command(name = "demote-cluster")]
+    DemoteCluster(DemoteClusterArgs),
+    /// Promote cluster, make it run standalone
+    #[command(name = "promote-cluster")]
+    PromoteCluster(PromoteClusterArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -192,6 +230,79 @@ mod tests {
         assert_eq!(
             (v.cluster_name.as_deref(), v.member_names.len()),
             (Some("c"), 2)
+        );
+    }
+
+    #[test]
+    fn parses_operation_commands() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.command);
+        let Ok(Command::Flush(f)) = parse(&["pghactl", "flush", "b", "restart"]) else {
+            panic!()
+        };
+        assert_eq!(f.cluster_name(), "b");
+        assert!(f.member_names().is_empty());
+        assert_eq!(f.target(), Ok(FlushTarget::Restart));
+        let Ok(Command::Flush(f)) =
+            parse(&["pghactl", "flush", "b", "n1", "n2", "switchover", "--force"])
+        else {
+            panic!()
+        };
+        assert_eq!(f.member_names(), ["n1", "n2"]);
+        assert_eq!(f.target(), Ok(FlushTarget::Switchover));
+        assert!(f.force);
+        let Ok(Command::Flush(f)) = parse(&["pghactl", "flush", "b", "n1", "bogus"]) else {
+            panic!()
+        };
+        assert!(f.target().is_err());
+        assert!(parse(&["pghactl", "flush", "b"]).is_err());
+        let Ok(Command::Switchover(s)) = parse(&[
+            "pghactl",
+            "switchover",
+            "--primary",
+            "a",
+            "--candidate",
+            "b",
+            "--force",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(
+            (s.leader.as_deref(), s.candidate.as_deref()),
+            (Some("a"), Some("b"))
+        );
+        let Ok(Command::EditConfig(e)) = parse(&[
+            "pghactl",
+            "edit-config",
+            "-s",
+            "ttl=20",
+            "-s",
+            "x=1",
+            "-p",
+            "work_mem=8MB",
+            "-q",
+        ]) else {
+            panic!()
+        };
+        assert_eq!((e.set.len(), e.pg.len(), e.quiet), (2, 1, true));
+        let Ok(Command::Restart(r)) =
+            parse(&["pghactl", "restart", "b", "n1", "-r", "standby-leader"])
+        else {
+            panic!()
+        };
+        assert_eq!(r.role, RoleArg::StandbyLeader);
+        let Ok(Command::Query(q)) =
+            parse(&["pghactl", "-c", "/x", "query", "-c", "select 1", "-d", "db"])
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (q.command.as_deref(), q.dbname.as_deref()),
+            (Some("select 1"), Some("db"))
+        );
+        assert_eq!((q.format, q.delimiter.as_str()), (OutputFormat::Tsv, "\t"));
+        assert!(
+            parse(&["pghactl", "restart"]).is_err(),
+            "CLUSTER_NAME is required"
         );
     }
 }

@@ -1,4 +1,18 @@
-//! The commands: read the DCS, render, print; redraw in watch mode until Ctrl-C.
+//! The commands: read the DCS, render, print; redraw in watch mode until Ctrl-C. The
+//! commands that act on a cluster live in the submodules; [`run`] wires them to the process's
+//! terminal, the DCS and the agents' REST API.
+
+mod cluster_role;
+mod common;
+mod edit_config;
+mod history;
+mod members;
+mod pause;
+mod query;
+mod restart;
+mod switchover;
+#[cfg(test)]
+mod testutil;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -10,6 +24,9 @@ use crate::cli::{Cli, Command, ListArgs, OutputFormat, VersionArgs, WatchArgs};
 use crate::config::{self, CtlConfig};
 use crate::dcs::{ClusterReader, EtcdAccess};
 use crate::render::{render_members, Format};
+use crate::rest::Rest;
+use crate::term::{prompt_secret, StdTerm};
+use common::{reject_group, Ctx};
 
 pub async fn run(cli: Cli) -> Result<()> {
     let env = |k: &str| std::env::var(k).ok();
@@ -21,12 +38,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     )?;
     match cli.command {
         Command::List(args) => {
-            let fmt = match args.format {
-                OutputFormat::Pretty => Format::Pretty,
-                OutputFormat::Tsv => Format::Tsv,
-                OutputFormat::Json => Format::Json,
-                OutputFormat::Yaml | OutputFormat::Yml => Format::Yaml,
-            };
+            let fmt = format_of(args.format);
             list(&cfg, &args, fmt).await
         }
         Command::Topology(t) => {
@@ -41,14 +53,218 @@ pub async fn run(cli: Cli) -> Result<()> {
             list(&cfg, &args, Format::Topology).await
         }
         Command::Version(v) => version(&cfg, &v).await,
+        other => operate(&cfg, other).await,
     }
 }
 
-fn reject_group(group: Option<i64>) -> Result<()> {
-    if group.is_some() {
-        bail!("--group: Citus clusters are not supported by pgha");
+fn format_of(f: OutputFormat) -> Format {
+    match f {
+        OutputFormat::Pretty => Format::Pretty,
+        OutputFormat::Tsv => Format::Tsv,
+        OutputFormat::Json => Format::Json,
+        OutputFormat::Yaml | OutputFormat::Yml => Format::Yaml,
     }
-    Ok(())
+}
+
+/// The cluster a command works on: the one named, else `scope` from the configuration.
+fn scope_of(cfg: &CtlConfig, given: Option<String>) -> Result<String> {
+    given
+        .or_else(|| cfg.scope.clone())
+        .ok_or_else(|| anyhow::anyhow!("no cluster name given and no `scope` in the configuration"))
+}
+
+/// A file's content for `--apply`/`--replace` (`-` is stdin).
+fn read_source(name: &str) -> Result<String> {
+    if name == "-" {
+        Ok(std::io::read_to_string(std::io::stdin())?)
+    } else {
+        std::fs::read_to_string(name).map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))
+    }
+}
+
+/// The commands that act on one cluster through the DCS and the agents.
+async fn operate(cfg: &CtlConfig, command: Command) -> Result<()> {
+    use switchover::{Action, Request};
+    let mut term = StdTerm;
+    let (scope, group) = match &command {
+        Command::Switchover(a) => (a.cluster_name.clone(), a.group),
+        Command::Failover(a) => (a.cluster_name.clone(), a.group),
+        Command::EditConfig(a) => (a.cluster_name.clone(), a.group),
+        Command::ShowConfig(a) => (a.cluster_name.clone(), a.group),
+        Command::Restart(a) => (Some(a.cluster_name.clone()), a.group),
+        Command::Reload(a) => (Some(a.cluster_name.clone()), a.group),
+        Command::Reinit(a) => (Some(a.cluster_name.clone()), a.group),
+        Command::Pause(a) | Command::Resume(a) => (a.cluster_name.clone(), a.group),
+        Command::History(a) => (a.cluster_name.clone(), a.group),
+        Command::Remove(a) => (Some(a.cluster_name.clone()), a.group),
+        Command::Query(a) => (a.cluster_name.clone(), a.group),
+        Command::Dsn(a) => (a.cluster_name.clone(), a.group),
+        Command::Flush(a) => (Some(a.cluster_name().to_string()), a.group),
+        Command::DemoteCluster(a) => (a.cluster_name.clone(), None),
+        Command::PromoteCluster(a) => (a.cluster_name.clone(), None),
+        Command::List(_) | Command::Topology(_) | Command::Version(_) => return Ok(()),
+    };
+    reject_group(group)?;
+    let scope = scope_of(cfg, scope)?;
+    // Arguments that need the terminal come before the DCS, as in patronictl.
+    let mut query_password = None;
+    let mut edit_sources = (None, None);
+    match &command {
+        Command::Query(q) => {
+            if q.file.is_some() && q.command.is_some() {
+                bail!("--file and --command are mutually exclusive options");
+            }
+            if q.file.is_none() && q.command.is_none() {
+                bail!("You need to specify either --command or --file");
+            }
+            if q.password {
+                query_password = Some(prompt_secret(&mut term, "Password")?);
+            }
+        }
+        Command::Flush(f) => {
+            f.target().map_err(|e| anyhow::anyhow!(e))?;
+        }
+        Command::DemoteCluster(d) => {
+            cluster_role::standby_section(d.host.clone(), d.port, d.restore_command.clone(), None)?;
+        }
+        Command::EditConfig(e) => {
+            let read = |f: &Option<String>| -> Result<Option<(String, String)>> {
+                f.as_ref()
+                    .map(|n| Ok((n.clone(), read_source(n)?)))
+                    .transpose()
+            };
+            edit_sources = (read(&e.replace)?, read(&e.apply)?);
+        }
+        _ => {}
+    }
+    let access = EtcdAccess::from(cfg.etcd()?);
+    let store = ClusterReader::connect(&access, &cfg.prefix(&scope)).await?;
+    let mut ctx = Ctx {
+        term: &mut term,
+        rest: Rest::new(cfg.rest_auth.clone())?,
+    };
+    let ctx = &mut ctx;
+    match command {
+        Command::Switchover(a) => {
+            let req = Request {
+                leader: a.leader,
+                candidate: a.candidate,
+                scheduled: a.scheduled,
+                force: a.force,
+            };
+            switchover::run(ctx, &store, &scope, Action::Switchover, req).await
+        }
+        Command::Failover(a) => {
+            let req = Request {
+                candidate: a.candidate,
+                force: a.force,
+                ..Request::default()
+            };
+            switchover::run(ctx, &store, &scope, Action::Failover, req).await
+        }
+        Command::EditConfig(a) => {
+            let req = edit_config::EditRequest {
+                quiet: a.quiet,
+                set: a.set,
+                pg: a.pg,
+                replace: edit_sources.0,
+                apply: edit_sources.1,
+                force: a.force,
+            };
+            edit_config::edit_config(ctx, &store, &scope, &req, &edit_config::invoke_editor).await
+        }
+        Command::ShowConfig(_) => edit_config::show_config(ctx, &store).await,
+        Command::Restart(a) => {
+            let req = restart::RestartRequest {
+                members: a.member_names,
+                role: a.role,
+                any: a.any,
+                scheduled: a.scheduled,
+                pg_version: a.pg_version,
+                pending: a.pending,
+                timeout: a.timeout,
+                force: a.force,
+            };
+            restart::restart(ctx, &store, &scope, req).await
+        }
+        Command::Reload(a) => {
+            restart::reload(ctx, &store, &scope, &a.member_names, a.role, a.force).await
+        }
+        Command::Reinit(a) => {
+            restart::reinit(
+                ctx,
+                &store,
+                &scope,
+                &a.member_names,
+                a.force,
+                a.from_leader,
+                a.wait,
+            )
+            .await
+        }
+        Command::Pause(a) => pause::toggle_pause(ctx, &store, true, a.wait).await,
+        Command::Resume(a) => pause::toggle_pause(ctx, &store, false, a.wait).await,
+        Command::History(a) => history::history(ctx, &store, format_of(a.format)).await,
+        Command::Remove(a) => history::remove(ctx, &store, &scope, format_of(a.format)).await,
+        Command::Dsn(a) => history::dsn(ctx, &store, a.role, a.member.as_deref()).await,
+        Command::Flush(a) => {
+            let target = a.target().map_err(|e| anyhow::anyhow!(e))?;
+            restart::flush(
+                ctx,
+                &store,
+                &scope,
+                &a.member_names(),
+                target,
+                a.role,
+                a.force,
+            )
+            .await
+        }
+        Command::DemoteCluster(d) => {
+            let section = cluster_role::standby_section(
+                d.host,
+                d.port,
+                d.restore_command,
+                d.primary_slot_name,
+            )?;
+            cluster_role::change_cluster_role(ctx, &store, &scope, d.force, Some(section)).await
+        }
+        Command::PromoteCluster(p) => {
+            cluster_role::change_cluster_role(ctx, &store, &scope, p.force, None).await
+        }
+        Command::Query(q) => {
+            let sql = match &q.file {
+                Some(f) => std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("cannot read {f}: {e}"))?,
+                None => q.command.clone().unwrap_or_default(),
+            };
+            let env = |k: &str| std::env::var(k).ok();
+            let user = q
+                .username
+                .clone()
+                .unwrap_or_else(|| query::default_user(cfg.superuser.as_ref(), &env));
+            let password =
+                query_password
+                    .or_else(|| env("PGPASSWORD"))
+                    .or_else(|| match &cfg.superuser {
+                        Some((u, p)) if *u == user => p.clone(),
+                        _ => None,
+                    });
+            let req = query::QueryRequest {
+                role: q.role,
+                member: q.member,
+                sql,
+                user,
+                password,
+                dbname: q.dbname.or_else(|| env("PGDATABASE")),
+                format: format_of(q.format),
+                delimiter: q.delimiter,
+                watch: q.watch.interval(),
+            };
+            query::query(ctx, &store, &req).await
+        }
+        Command::List(_) | Command::Topology(_) | Command::Version(_) => Ok(()),
+    }
 }
 
 /// Writes to stdout; a closed pipe (`pghactl list | head -1`) ends the program quietly.
@@ -61,8 +277,9 @@ fn emit(text: &str) {
     }
 }
 
-/// patronictl's warning format (`logging.basicConfig`), for the one warning `list` prints.
-fn warn(message: &str) {
+/// patronictl's warning format (`logging.basicConfig`): `2024-02-07 18:50:54,947 - WARNING - ...`
+/// on stderr.
+pub(crate) fn warn(message: &str) {
     let now = chrono::Local::now();
     eprintln!(
         "{} - WARNING - {message}",

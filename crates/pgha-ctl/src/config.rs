@@ -78,6 +78,11 @@ pub struct CtlConfig {
     /// A DCS section pgha cannot use (`consul`, `zookeeper`, `etcd` v2, ...), for the error text.
     pub unsupported_dcs: Option<String>,
     pub insecure: bool,
+    /// Basic auth for the agents' REST API: `ctl.authentication`, else `restapi.authentication`
+    /// (patronictl's order), each needing both `username` and `password`.
+    pub rest_auth: Option<(String, String)>,
+    /// `postgresql.authentication.superuser`: (username, password), for `query`.
+    pub superuser: Option<(String, Option<String>)>,
 }
 
 impl CtlConfig {
@@ -268,6 +273,24 @@ fn from_mapping(doc: &Mapping, env: &dyn Fn(&str) -> Option<String>) -> Result<C
         cfg.insecure = matches!(ctl.get("insecure"), Some(Value::Bool(true)));
     }
     apply_env(&mut cfg, env);
+    let env_nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+    // `<section>.authentication.{username,password}`, each overridable by `PATRONI_<ENV>_*`.
+    let credentials = |path: &[&str], env_prefix: &str| {
+        let mut node = Some(&Value::Mapping(doc.clone()));
+        for key in path {
+            node = node.and_then(|n| n.get(*key));
+        }
+        let field = |k: &str| {
+            env_nonempty(&format!("PATRONI_{env_prefix}_{}", k.to_ascii_uppercase()))
+                .or_else(|| text(node.and_then(|n| n.get(k))))
+        };
+        (field("username"), field("password"))
+    };
+    let pair = |(u, p): (Option<String>, Option<String>)| u.zip(p);
+    cfg.rest_auth = pair(credentials(&["ctl", "authentication"], "CTL"))
+        .or_else(|| pair(credentials(&["restapi", "authentication"], "RESTAPI")));
+    let (user, password) = credentials(&["postgresql", "authentication", "superuser"], "SUPERUSER");
+    cfg.superuser = user.map(|u| (u, password));
     Ok(cfg)
 }
 
@@ -482,6 +505,31 @@ mod tests {
         assert_eq!(
             (e.username.as_deref(), e.password.as_deref()),
             (Some("u"), Some("pw"))
+        );
+    }
+
+    #[test]
+    fn rest_and_superuser_credentials() {
+        let c = parse(
+            "restapi:\n  authentication:\n    username: r\n    password: rp\n\
+             postgresql:\n  authentication:\n    superuser:\n      username: postgres\n      password: pw\n",
+            &no_env,
+        );
+        assert_eq!(c.rest_auth, Some(("r".into(), "rp".into())));
+        assert_eq!(c.superuser, Some(("postgres".into(), Some("pw".into()))));
+        let c = parse(
+            "ctl:\n  authentication:\n    username: c\n    password: cp\n\
+             restapi:\n  authentication:\n    username: r\n    password: rp\n",
+            &no_env,
+        );
+        assert_eq!(c.rest_auth, Some(("c".into(), "cp".into())));
+        let vars: HashMap<&str, &str> = [("PATRONI_RESTAPI_PASSWORD", "envpw")].into();
+        let env = |k: &str| vars.get(k).map(|v| v.to_string());
+        let c = parse("restapi:\n  authentication:\n    username: r\n", &env);
+        assert_eq!(c.rest_auth, Some(("r".into(), "envpw".into())));
+        assert_eq!(
+            parse("restapi:\n  authentication:\n    username: r\n", &no_env).rest_auth,
+            None
         );
     }
 

@@ -44,7 +44,7 @@ pub struct ClusterReader {
 }
 
 /// The gist of a transport error: gRPC errors carry the whole source chain in Debug form.
-fn gist(detail: &str) -> String {
+pub(crate) fn gist(detail: &str) -> String {
     let known = [
         ("Connection refused", "connection refused"),
         ("failed to lookup address", "cannot resolve the host name"),
@@ -97,6 +97,56 @@ impl ClusterReader {
             .await
             .map_err(|_| anyhow!("cannot reach etcd at {}: no answer", self.endpoints))?
             .map_err(|e| explain(&self.endpoints, e))
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        op: impl std::future::Future<Output = Result<T, DcsError>>,
+    ) -> Result<T> {
+        tokio::time::timeout(REQUEST_TIMEOUT * 2, op)
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "cannot reach etcd at {}: no answer to {what}",
+                    self.endpoints
+                )
+            })?
+            .map_err(|e| explain(&self.endpoints, e))
+    }
+}
+
+/// What the commands need from the DCS: the cluster, and the few writes patronictl makes
+/// directly (the configuration with compare-and-set, the `failover` key, removal).
+#[allow(async_fn_in_trait)]
+pub trait Store {
+    async fn load(&self) -> Result<Cluster>;
+    /// Writes `config` if its modify revision is still `revision`; `false` when it changed.
+    async fn set_config(&self, value: &str, revision: i64) -> Result<bool>;
+    async fn put_key(&self, key: &str, value: &str) -> Result<()>;
+    async fn delete_cluster(&self) -> Result<()>;
+}
+
+impl Store for ClusterReader {
+    async fn load(&self) -> Result<Cluster> {
+        ClusterReader::load(self).await
+    }
+
+    async fn set_config(&self, value: &str, revision: i64) -> Result<bool> {
+        self.bounded(
+            "the config write",
+            self.dcs.set_config(value, Some(revision)),
+        )
+        .await
+    }
+
+    async fn put_key(&self, key: &str, value: &str) -> Result<()> {
+        self.bounded("the write", self.dcs.put_key(key, value))
+            .await
+    }
+
+    async fn delete_cluster(&self) -> Result<()> {
+        self.bounded("the removal", self.dcs.delete_cluster()).await
     }
 }
 

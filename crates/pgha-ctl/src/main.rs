@@ -4,13 +4,18 @@
 //! patronictl 4.1 does. Failures are reported as one `Error: ...` line on stderr with exit code
 //! 1, never a backtrace.
 
+mod args;
 mod cli;
 mod commands;
 mod config;
 mod dcs;
+mod diff;
 mod pyfmt;
 mod render;
+mod rest;
 mod table;
+mod term;
+mod yaml11;
 
 use std::process::ExitCode;
 
@@ -30,6 +35,12 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<term::AlreadyReported>().is_some() => ExitCode::from(1),
+        Err(e) if e.downcast_ref::<term::Aborted>().is_some() => {
+            // An unanswered prompt (end of input), as click reports it.
+            eprintln!("Aborted!");
+            ExitCode::from(1)
+        }
         Err(e) => {
             // `{:#}` joins the context chain with ": "; keep it on one line.
             let message = format!("{e:#}").replace('\n', " ");

@@ -10,11 +10,18 @@ use serde_json::{Map, Value};
 /// `json.dumps(value)`.
 pub fn json_dumps(value: &Value) -> String {
     let mut out = String::new();
-    write_json(&mut out, value);
+    write_json(&mut out, value, (", ", ": "));
     out
 }
 
-fn write_json(out: &mut String, value: &Value) {
+/// `json.dumps(value, separators=(',', ':'))`: how patronictl writes the `config` key.
+pub fn json_dumps_compact(value: &Value) -> String {
+    let mut out = String::new();
+    write_json(&mut out, value, (",", ":"));
+    out
+}
+
+fn write_json(out: &mut String, value: &Value, seps: (&str, &str)) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -24,9 +31,9 @@ fn write_json(out: &mut String, value: &Value) {
             out.push('[');
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(", ");
+                    out.push_str(seps.0);
                 }
-                write_json(out, v);
+                write_json(out, v, seps);
             }
             out.push(']');
         }
@@ -34,11 +41,11 @@ fn write_json(out: &mut String, value: &Value) {
             out.push('{');
             for (i, (k, v)) in map.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(", ");
+                    out.push_str(seps.0);
                 }
                 write_json_str(out, k);
-                out.push_str(": ");
-                write_json(out, v);
+                out.push_str(seps.1);
+                write_json(out, v, seps);
             }
             out.push('}');
         }

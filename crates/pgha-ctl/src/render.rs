@@ -123,7 +123,7 @@ fn setting<'a>(cluster: &'a Cluster, key: &str) -> Option<&'a Value> {
     cluster.config.as_ref().and_then(|c| c.get(key))
 }
 
-fn is_standby_cluster(cluster: &Cluster) -> bool {
+pub(crate) fn is_standby_cluster(cluster: &Cluster) -> bool {
     let Some(Value::Object(sc)) = setting(cluster, "standby_cluster") else {
         return false;
     };
@@ -141,7 +141,7 @@ fn is_quorum_mode(cluster: &Cluster) -> bool {
     matches!(setting(cluster, "synchronous_mode"), Some(Value::String(s)) if s.eq_ignore_ascii_case("quorum"))
 }
 
-fn is_synchronous_mode(cluster: &Cluster) -> bool {
+pub(crate) fn is_synchronous_mode(cluster: &Cluster) -> bool {
     (tag_is_true(setting(cluster, "synchronous_mode")) || is_quorum_mode(cluster))
         && !is_standby_cluster(cluster)
 }
@@ -156,7 +156,7 @@ fn is_sync_standby(cluster: &Cluster, name: &str) -> bool {
 
 /// Host and port as patronictl reads them: `conn_kwargs` when published, else `conn_url`
 /// (host lower-cased, port 5432 when absent).
-fn host_port(m: &Member) -> Option<(String, u16)> {
+pub(crate) fn host_port(m: &Member) -> Option<(String, u16)> {
     if let Some(Value::Object(kw)) = m.data.extra.get("conn_kwargs") {
         let host = kw
             .get("host")

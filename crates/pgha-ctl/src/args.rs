@@ -1,0 +1,356 @@
+//! Options of the commands that act on a cluster, named and shaped as patronictl 4.1's.
+
+use clap::{Args, ValueEnum};
+
+use crate::cli::{OutputFormat, WatchArgs};
+
+/// `-r/--role`: which members a command picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// The leader of a regular or a standby cluster
+    Leader,
+    /// The leader of a regular cluster
+    Primary,
+    /// The leader of a standby cluster
+    StandbyLeader,
+    /// A replica
+    Replica,
+    /// Same as replica
+    Standby,
+    /// Any member
+    Any,
+}
+
+impl RoleArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleArg::Leader => "leader",
+            RoleArg::Primary => "primary",
+            RoleArg::StandbyLeader => "standby-leader",
+            RoleArg::Replica => "replica",
+            RoleArg::Standby => "standby",
+            RoleArg::Any => "any",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SwitchoverArgs {
+    /// Cluster name (default: `scope` from the configuration)
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+    /// The name of the current leader
+    #[arg(long = "leader", visible_alias = "primary", value_name = "LEADER")]
+    pub leader: Option<String>,
+    /// The name of the candidate
+    #[arg(long, value_name = "CANDIDATE")]
+    pub candidate: Option<String>,
+    /// Timestamp of a scheduled switchover in unambiguous format (e.g. ISO 8601)
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub scheduled: Option<String>,
+    /// Do not ask for confirmation at any point
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FailoverArgs {
+    /// Cluster name (default: `scope` from the configuration)
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+    /// The name of the candidate
+    #[arg(long, value_name = "CANDIDATE")]
+    pub candidate: Option<String>,
+    /// Do not ask for confirmation at any point
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EditConfigArgs {
+    /// Cluster name (default: `scope` from the configuration)
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+    /// Do not show changes
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Set specific configuration value. Can be specified multiple times
+    #[arg(short = 's', long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Set specific PostgreSQL parameter value. Shorthand for -s postgresql.parameters. Can be
+    /// specified multiple times
+    #[arg(short = 'p', long = "pg", value_name = "PARAM=VALUE")]
+    pub pg: Vec<String>,
+    /// Apply configuration from file. Use - for stdin.
+    #[arg(long, value_name = "FILE")]
+    pub apply: Option<String>,
+    /// Apply configuration from file, replacing existing configuration. Use - for stdin.
+    #[arg(long, value_name = "FILE")]
+    pub replace: Option<String>,
+    /// Do not ask for confirmation at any point
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Cluster name (default: `scope` from the configuration)
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestartArgs {
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: String,
+    #[arg(value_name = "MEMBER_NAMES")]
+    pub member_names: Vec<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+    /// Restart only members with this role
+    #[arg(short = 'r', long, value_enum, default_value = "any")]
+    pub role: RoleArg,
+    /// Restart a single member only
+    #[arg(long = "any")]
+    pub any: bool,
+    /// Timestamp of a scheduled restart in unambiguous format (e.g. ISO 8601)
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub scheduled: Option<String>,
+    /// Restart if the PostgreSQL version is less than provided (e.g. 9.5.2)
+    #[arg(long = "pg-version", value_name = "VERSION")]
+    pub pg_version: Option<String>,
+    /// Restart if pending
+    #[arg(long)]
+    pub pending: bool,
+    /// Return error and fail over if necessary when restarting takes longer than this.
+    #[arg(long, value_name = "TIMEOUT")]
+    pub timeout: Option<String>,
+    /// Do not ask for confirmation at any point
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReloadArgs {
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: String,
+    #[arg(value_name = "MEMBER_NAMES")]
+    pub member_names: Vec<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+    /// Reload only members with this role
+    #[arg(short = 'r', long, value_enum, default_value = "any")]
+    pub role: RoleArg,
+    /// Do not ask for confirmation at any point
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReinitArgs {
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: String,
+    #[arg(value_name = "MEMBER_NAMES")]
+    pub member_names: Vec<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+    /// Do not ask for confirmation at any point
+    #[arg(long)]
+    pub force: bool,
+    /// Get basebackup from leader
+    #[arg(long = "from-leader")]
+    pub from_leader: bool,
+    /// Wait until reinitialization completes
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PauseArgs {
+    /// Cluster name (default: `scope` from the configuration)
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+    /// Wait until the change is applied on all nodes
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// Cluster name (default: `scope` from the configuration)
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+    /// Output format
+    #[arg(short = 'f', long = "format", value_enum, default_value = "pretty")]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RemoveArgs {
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: String,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+    /// Output format
+    #[arg(short = 'f', long = "format", value_enum, default_value = "pretty")]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DsnArgs {
+    /// Cluster name (default: `scope` from the configuration)
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+    /// Give a dsn of any member with this role
+    #[arg(short = 'r', long, value_enum)]
+    pub role: Option<RoleArg>,
+    /// Generate a dsn for this member
+    #[arg(short = 'm', long, value_name = "MEMBER")]
+    pub member: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// Cluster name (default: `scope` from the configuration)
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+    /// Output format (pretty, tsv, json, yaml)
+    #[arg(long = "format", value_enum, default_value = "tsv")]
+    pub format: OutputFormat,
+    /// Execute the SQL commands from this file
+    #[arg(short = 'f', long = "file", value_name = "FILENAME")]
+    pub file: Option<String>,
+    /// force password prompt
+    #[arg(long)]
+    pub password: bool,
+    /// database user name
+    #[arg(short = 'U', long = "username", value_name = "USERNAME")]
+    pub username: Option<String>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+    /// The role of the query
+    #[arg(short = 'r', long, value_enum)]
+    pub role: Option<RoleArg>,
+    /// Query a specific member
+    #[arg(short = 'm', long, value_name = "MEMBER")]
+    pub member: Option<String>,
+    /// The column delimiter
+    #[arg(long, default_value = "\t")]
+    pub delimiter: String,
+    /// The SQL commands to execute
+    #[arg(short = 'c', long = "command", value_name = "COMMAND")]
+    pub command: Option<String>,
+    /// database name to connect to
+    #[arg(short = 'd', long = "dbname", value_name = "DBNAME")]
+    pub dbname: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushTarget {
+    Restart,
+    Switchover,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FlushArgs {
+    /// CLUSTER_NAME [MEMBER_NAMES]... {restart|switchover}
+    #[arg(value_name = "ARGS", num_args = 2.., required = true)]
+    pub positional: Vec<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+    /// Flush only members with this role
+    #[arg(short = 'r', long, value_enum, default_value = "any")]
+    pub role: RoleArg,
+    /// Do not ask for confirmation at any point
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl FlushArgs {
+    pub fn cluster_name(&self) -> &str {
+        &self.positional[0]
+    }
+
+    /// The members between the cluster name and the target.
+    pub fn member_names(&self) -> Vec<String> {
+        let n = self.positional.len();
+        self.positional[1..n.saturating_sub(1).max(1)].to_vec()
+    }
+
+    /// The last argument: what to flush.
+    pub fn target(&self) -> Result<FlushTarget, String> {
+        let last = self
+            .positional
+            .last()
+            .map(String::as_str)
+            .unwrap_or_default();
+        match last {
+            "restart" => Ok(FlushTarget::Restart),
+            "switchover" => Ok(FlushTarget::Switchover),
+            other => Err(format!(
+                "Invalid value for '{{restart|switchover}}': '{other}' is not one of 'restart', 'switchover'."
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoteClusterArgs {
+    /// Cluster name (default: `scope` from the configuration)
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Do not ask for confirmation at any point
+    #[arg(long)]
+    pub force: bool,
+    /// Address of the remote node
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port of the remote node
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Command to restore WAL records from the remote primary
+    #[arg(long = "restore-command")]
+    pub restore_command: Option<String>,
+    /// Name of the slot on the remote node to use for replication
+    #[arg(long = "primary-slot-name")]
+    pub primary_slot_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PromoteClusterArgs {
+    /// Cluster name (default: `scope` from the configuration)
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Do not ask for confirmation at any point
+    #[arg(long)]
+    pub force: bool,
+}
