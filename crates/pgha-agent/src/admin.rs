@@ -18,6 +18,7 @@ pub struct Pending {
 
 pub struct AgentAdmin {
     pub dcs: Arc<EtcdDcs>,
+    pub pg: Arc<pgha_postgres::LocalPostgres>,
     pub requests: mpsc::Sender<Pending>,
     /// Wakes the loop so a request does not wait out `loop_wait`.
     pub wake: Arc<Notify>,
@@ -72,5 +73,22 @@ impl Admin for AgentAdmin {
 
     fn loop_wait(&self) -> u64 {
         self.loop_wait.load(Ordering::Relaxed)
+    }
+
+    fn check_parameters(
+        &self,
+        parameters: serde_json::Map<String, serde_json::Value>,
+    ) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            match self.pg.check_parameters(&parameters).await {
+                Ok(problems) => problems,
+                Err(e) => {
+                    // The catalogue is unavailable (postgres down): postgres itself will
+                    // complain on reload, and the agent reports it then.
+                    tracing::warn!("cannot check postgresql.parameters against pg_settings: {e}");
+                    Vec::new()
+                }
+            }
+        })
     }
 }

@@ -147,6 +147,7 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
     let (req_tx, req_rx) = mpsc::channel::<Pending>(16);
     let admin = Arc::new(AgentAdmin {
         dcs: dcs.clone(),
+        pg: pg.clone(),
         requests: req_tx.clone(),
         wake: wake.clone(),
         loop_wait: loop_wait.clone(),

@@ -55,4 +55,12 @@ pub trait Admin: Send + Sync + 'static {
     fn local(&self, request: LocalRequest) -> BoxFuture<'_, LocalAnswer>;
     /// The dynamic `loop_wait`, for polling intervals.
     fn loop_wait(&self) -> u64;
+    /// Problems PostgreSQL would have with these `postgresql.parameters` (each naming its key);
+    /// empty when they are fine or cannot be checked right now.
+    fn check_parameters(
+        &self,
+        _parameters: serde_json::Map<String, serde_json::Value>,
+    ) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(async { Vec::new() })
+    }
 }

@@ -19,8 +19,8 @@ use crate::config::{render_node_config, ClusterOptions, NodeSpec, NAMESPACE};
 use crate::etcd::{EtcdClient, EtcdKv, EtcdServer, ETCDCTL_BIN, ETCD_BIN};
 use crate::ports::free_port;
 use crate::proc::{
-    kill_postmaster, kill_processes_under, live_postmaster, postgres_identity, reap_stale_dirs,
-    run_as, run_with_timeout, signal, wait_pid_gone, RunAs,
+    kill_postmaster, kill_processes_under, live_postmaster, postgres_identity, processes_under,
+    reap_stale_dirs, run_as, run_with_timeout, signal, wait_pid_gone, RunAs,
 };
 use crate::wait::wait_until;
 
@@ -642,8 +642,12 @@ impl Cluster {
             let rows = self
                 .pg(&leader)
                 .sql("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1")?;
-            let names: Vec<String> = rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
-            ensure!(names.len() >= n, "leader {leader} streams to {names:?}");
+            let all: Vec<String> = rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
+            // Only members count: a running pg_basebackup also shows up as a streaming
+            // walsender (application_name "pg_basebackup").
+            let members = self.node_names();
+            let names: Vec<String> = all.iter().filter(|a| members.contains(a)).cloned().collect();
+            ensure!(names.len() >= n, "leader {leader} streams to {all:?}");
             Ok(names)
         })
     }
@@ -715,6 +719,17 @@ impl Cluster {
         }
         // 3. Anything else started under our directory (backends orphaned by a killed postmaster,
         //    a pg_basebackup or pg_rewind the agent had running).
+        //    Children of a postmaster that just exited need a moment to notice: give them 2 s.
+        let _ = wait_until(
+            "postgres children to exit",
+            Duration::from_secs(2),
+            Duration::from_millis(50),
+            || {
+                let left = processes_under(&self.base);
+                ensure!(left.is_empty(), "{left:?}");
+                Ok(())
+            },
+        );
         let leftovers = kill_processes_under(&self.base);
         if !leftovers.is_empty() {
             eprintln!("pgha-e2e: killed leftover processes {leftovers:?}");

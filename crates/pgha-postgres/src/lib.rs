@@ -21,6 +21,7 @@ mod cmd;
 mod conf;
 mod controldata;
 mod error;
+mod guc;
 mod params;
 mod probe;
 mod process;
@@ -36,6 +37,7 @@ pub use conf::{
 };
 pub use controldata::ControlData;
 pub use error::PgError;
+pub use guc::{check_parameters, GucSpec};
 pub use params::{
     build_parameters, render_value, PgParams, PgUser, Timeouts, FORCED_GUCS,
 };

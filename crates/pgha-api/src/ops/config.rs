@@ -31,6 +31,9 @@ pub(super) async fn patch(state: &ApiState, request: &Map<String, Value>) -> Res
         if let Err(msg) = check_config(&data) {
             return text_response(StatusCode::BAD_REQUEST, msg);
         }
+        if let Some(msg) = check_parameters(admin, &data).await {
+            return text_response(StatusCode::BAD_REQUEST, msg);
+        }
         let value = compact(&data);
         match admin
             .write_config(value, Some(cluster.config_revision))
@@ -54,6 +57,9 @@ pub(super) async fn put(state: &ApiState, request: Map<String, Value>) -> Respon
     if let Err(msg) = check_config(&request) {
         return text_response(StatusCode::BAD_REQUEST, msg);
     }
+    if let Some(msg) = check_parameters(admin, &request).await {
+        return text_response(StatusCode::BAD_REQUEST, msg);
+    }
     // Unchanged: nothing to write. A failed read only skips this shortcut.
     let unchanged = match admin.load_cluster().await {
         Ok(c) => c.config.as_ref().is_some_and(|cfg| cfg.0 == request),
@@ -73,6 +79,16 @@ pub(super) async fn put(state: &ApiState, request: Map<String, Value>) -> Respon
         }
     }
     json_response(StatusCode::OK, &Value::Object(request))
+}
+
+/// Values PostgreSQL would reject are refused before they are stored on every node.
+async fn check_parameters(admin: &dyn crate::Admin, config: &Map<String, Value>) -> Option<String> {
+    let params = config
+        .get("postgresql")
+        .and_then(|p| p.get("parameters"))
+        .and_then(Value::as_object)?;
+    let problems = admin.check_parameters(params.clone()).await;
+    (!problems.is_empty()).then(|| problems.join("\n"))
 }
 
 /// The `config` key's value as Patroni stores it: compact JSON.
