@@ -32,8 +32,8 @@ impl Admin for AgentAdmin {
 
     fn write_failover(&self, value: Option<Failover>) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let json = serde_json::to_string(&value.unwrap_or_default())
-                .map_err(|e| e.to_string())?;
+            let json =
+                serde_json::to_string(&value.unwrap_or_default()).map_err(|e| e.to_string())?;
             self.dcs
                 .put_key("failover", &json)
                 .await
@@ -63,7 +63,11 @@ impl Admin for AgentAdmin {
                 status: 503,
                 text: "the HA loop is not accepting requests".into(),
             };
-            if self.requests.try_send(Pending { request, reply: tx }).is_err() {
+            if self
+                .requests
+                .try_send(Pending { request, reply: tx })
+                .is_err()
+            {
                 return busy;
             }
             self.wake.notify_one();

@@ -75,10 +75,13 @@ pub async fn run(
             Ok(true)
         }
         Action::Stop { mode } => {
-            info!("Demoting self ({})", match mode {
-                pgha_core::StopMode::Fast => "offline",
-                pgha_core::StopMode::Immediate => "immediate-nolock",
-            });
+            info!(
+                "Demoting self ({})",
+                match mode {
+                    pgha_core::StopMode::Fast => "offline",
+                    pgha_core::StopMode::Immediate => "immediate-nolock",
+                }
+            );
             let timeout = agent.pg.params().pg_ctl_timeout;
             agent
                 .pg
@@ -179,7 +182,12 @@ pub async fn run(
     }
 }
 
-fn status_value(me: &str, optime: u64, cluster: Option<&Cluster>, probe_slots: &[(String, u64)]) -> Status {
+fn status_value(
+    me: &str,
+    optime: u64,
+    cluster: Option<&Cluster>,
+    probe_slots: &[(String, u64)],
+) -> Status {
     let mut status = Status {
         optime: Some(optime),
         ..Status::default()
@@ -224,7 +232,9 @@ pub async fn write_final_status(agent: &Agent, optime: u64) {
 /// Records the timelines of our history file that the `history` key lacks, stamping the newest
 /// with now and our name, as Patroni does after a promotion.
 async fn update_history(agent: &Agent, obs: &Observation, cluster: Option<&Cluster>) {
-    let Some(probe) = &agent.last_probe else { return };
+    let Some(probe) = &agent.last_probe else {
+        return;
+    };
     let target = ConnTarget {
         host: agent.pg.params().local_host.clone(),
         port: agent.pg.params().port,

@@ -245,7 +245,8 @@ impl Agent {
     }
 
     fn refresh_policy(&mut self, cluster: &Cluster) {
-        let (policy, warnings) = effective_policy(&self.cfg, &dynamic_config(&self.cfg, Some(cluster)));
+        let (policy, warnings) =
+            effective_policy(&self.cfg, &dynamic_config(&self.cfg, Some(cluster)));
         if warnings != self.policy_warnings {
             for w in &warnings {
                 warn!("{w}");
@@ -331,7 +332,12 @@ impl Agent {
                 LocalRequest::Reinitialize {
                     force: _,
                     from_leader,
-                } => return (Some(AdminRequest::Reinitialize { from_leader }), Some(reply)),
+                } => {
+                    return (
+                        Some(AdminRequest::Reinitialize { from_leader }),
+                        Some(reply),
+                    )
+                }
             }
         }
         if let Some(s) = &self.scheduled_restart {
@@ -463,7 +469,8 @@ impl Agent {
                                     || !self.cmdline_pending.is_empty(),
                                 server_version: p.server_version,
                             };
-                            self.last_role = Some(if p.in_recovery { "replica" } else { "primary" });
+                            self.last_role =
+                                Some(if p.in_recovery { "replica" } else { "primary" });
                             probe = Some(p);
                             PgProcess::Running(running)
                         }
@@ -535,11 +542,18 @@ impl Agent {
         } else {
             error!("{message}");
         }
-        if matches!(running.job.kind, JobKind::Bootstrap | JobKind::Clone { .. } | JobKind::Rejoin { .. }) {
+        if matches!(
+            running.job.kind,
+            JobKind::Bootstrap | JobKind::Clone { .. } | JobKind::Rejoin { .. }
+        ) {
             self.system_id = None;
         }
         if let Some(tx) = self.pending_reply.take() {
-            let text = if ok { "restarted successfully" } else { "restart failed" };
+            let text = if ok {
+                "restarted successfully"
+            } else {
+                "restart failed"
+            };
             let _ = tx.send(LocalAnswer {
                 status: if ok { 200 } else { 503 },
                 text: text.into(),
@@ -613,10 +627,13 @@ impl Agent {
             probe: self.last_probe.clone(),
             system_id: self.system_id.clone(),
         };
-        let scheduled = self.scheduled_restart.as_ref().map(|s| pgha_types::ScheduledRestart {
-            schedule: Some(s.schedule.clone()),
-            postgres_version: s.postgres_version.clone(),
-        });
+        let scheduled = self
+            .scheduled_restart
+            .as_ref()
+            .map(|s| pgha_types::ScheduledRestart {
+                schedule: Some(s.schedule.clone()),
+                postgres_version: s.postgres_version.clone(),
+            });
         let data = member_data(
             &self.cfg,
             &facts,
@@ -624,12 +641,10 @@ impl Agent {
             &self.cmdline_pending,
             scheduled,
         );
-        if cluster.is_some() {
-            if self.last_member.as_ref() != Some(&data) {
-                match self.dcs.touch_member(&self.cfg.name, &data).await {
-                    Ok(()) => self.last_member = Some(data.clone()),
-                    Err(e) => warn!("could not publish our member key: {e}"),
-                }
+        if cluster.is_some() && self.last_member.as_ref() != Some(&data) {
+            match self.dcs.touch_member(&self.cfg.name, &data).await {
+                Ok(()) => self.last_member = Some(data.clone()),
+                Err(e) => warn!("could not publish our member key: {e}"),
             }
         }
         let status = node_status(StatusInputs {
@@ -665,7 +680,11 @@ impl Agent {
             } => match process {
                 PgProcess::Running(_) => "running".into(),
                 PgProcess::NotReady => "starting".into(),
-                PgProcess::Stopped if control.as_ref().is_some_and(|c| !c.clean_shutdown && c.was_primary) => {
+                PgProcess::Stopped
+                    if control
+                        .as_ref()
+                        .is_some_and(|c| !c.clean_shutdown && c.was_primary) =>
+                {
                     "crashed".into()
                 }
                 PgProcess::Stopped => "stopped".into(),
@@ -724,7 +743,11 @@ impl Agent {
         info!("pgha stopped");
     }
 
-    pub(crate) fn server_config_for(&self, role: &Role, cluster: Option<&Cluster>) -> pgha_postgres::ServerConfig {
+    pub(crate) fn server_config_for(
+        &self,
+        role: &Role,
+        cluster: Option<&Cluster>,
+    ) -> pgha_postgres::ServerConfig {
         server_config(&self.cfg, &self.policy, role, cluster)
     }
 }
@@ -738,7 +761,10 @@ pub(crate) fn stop_mode(m: StopMode) -> pgha_postgres::StopMode {
 
 /// "15.2" → 150002, "9.6.24" → 90624: server_version_num of a version string.
 pub(crate) fn version_num(v: &str) -> Option<u32> {
-    let parts: Vec<u32> = v.split('.').map(|p| p.trim().parse().ok()).collect::<Option<_>>()?;
+    let parts: Vec<u32> = v
+        .split('.')
+        .map(|p| p.trim().parse().ok())
+        .collect::<Option<_>>()?;
     match parts.as_slice() {
         [major, minor] if *major >= 10 => Some(major * 10000 + minor),
         [major] if *major >= 10 => Some(major * 10000),

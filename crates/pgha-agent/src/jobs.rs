@@ -44,7 +44,8 @@ async fn bootstrap(ctx: &JobCtx) -> Result<String, String> {
     if !cfg.bootstrap.pg_hba.is_empty() {
         server.hba = cfg.bootstrap.pg_hba.clone();
     }
-    pg.write_pgpass().map_err(fail("writing the pgpass file failed"))?;
+    pg.write_pgpass()
+        .map_err(fail("writing the pgpass file failed"))?;
     pg.write_config(&server)
         .await
         .map_err(fail("writing the configuration failed"))?;
@@ -82,7 +83,9 @@ async fn bootstrap(ctx: &JobCtx) -> Result<String, String> {
         Ok(false) => warn!("another member holds the leader lock after our bootstrap"),
         Err(e) => warn!("could not take the leader lock after bootstrap: {e}"),
     }
-    Ok(format!("initialized a new cluster (system identifier {sysid})"))
+    Ok(format!(
+        "initialized a new cluster (system identifier {sysid})"
+    ))
 }
 
 fn member_target(cluster: Option<&Cluster>, name: &str) -> Result<ConnTarget, String> {
@@ -96,7 +99,8 @@ fn member_target(cluster: Option<&Cluster>, name: &str) -> Result<ConnTarget, St
 async fn clone_from(ctx: &JobCtx, from: &str) -> Result<String, String> {
     let pg = &ctx.pg;
     let source = member_target(ctx.cluster.as_ref(), from)?;
-    pg.write_pgpass().map_err(fail("writing the pgpass file failed"))?;
+    pg.write_pgpass()
+        .map_err(fail("writing the pgpass file failed"))?;
     pg.basebackup(&source)
         .await
         .map_err(fail("Error creating replica using method basebackup"))?;
@@ -115,11 +119,14 @@ async fn clone_from(ctx: &JobCtx, from: &str) -> Result<String, String> {
 async fn start(ctx: &JobCtx, role: &Role) -> Result<String, String> {
     let pg = &ctx.pg;
     let server = server_config(&ctx.cfg, &ctx.policy, role, ctx.cluster.as_ref());
-    pg.write_pgpass().map_err(fail("writing the pgpass file failed"))?;
+    pg.write_pgpass()
+        .map_err(fail("writing the pgpass file failed"))?;
     pg.write_config(&server)
         .await
         .map_err(fail("writing the configuration failed"))?;
-    pg.start(&server).await.map_err(fail("postgres start failed"))?;
+    pg.start(&server)
+        .await
+        .map_err(fail("postgres start failed"))?;
     pg.wait_ready(pg.params().pg_ctl_timeout)
         .await
         .map_err(fail("postgres is not accepting connections yet"))?;
@@ -141,13 +148,19 @@ async fn start_replica(ctx: &JobCtx, leader: &str) -> Result<(), String> {
 async fn rejoin(ctx: &JobCtx, leader: &str) -> Result<String, String> {
     let pg = &ctx.pg;
     let source = member_target(ctx.cluster.as_ref(), leader)?;
-    let mut control = pg.controldata().await.map_err(fail("pg_controldata failed"))?;
+    let mut control = pg
+        .controldata()
+        .await
+        .map_err(fail("pg_controldata failed"))?;
     if !control.is_clean_shutdown() {
         info!("doing crash recovery in a single user mode");
         pg.crash_recovery()
             .await
             .map_err(fail("crash recovery failed"))?;
-        control = pg.controldata().await.map_err(fail("pg_controldata failed"))?;
+        control = pg
+            .controldata()
+            .await
+            .map_err(fail("pg_controldata failed"))?;
     }
     let (local_tl, local_lsn) = control.end_of_wal_hint();
     info!("Local timeline={local_tl} lsn={local_lsn}");
@@ -158,7 +171,8 @@ async fn rejoin(ctx: &JobCtx, leader: &str) -> Result<String, String> {
         .and_then(|m| m.data.timeline)
         .unwrap_or(1);
     info!("primary_timeline={leader_tl}");
-    pg.write_pgpass().map_err(fail("writing the pgpass file failed"))?;
+    pg.write_pgpass()
+        .map_err(fail("writing the pgpass file failed"))?;
     let history = if leader_tl > 1 {
         pg.timeline_history(&source, leader_tl)
             .await
@@ -167,7 +181,8 @@ async fn rejoin(ctx: &JobCtx, leader: &str) -> Result<String, String> {
         Vec::new()
     };
     let switches: Vec<(u32, u64)> = history.iter().map(|s| (s.timeline, s.lsn.0)).collect();
-    if let Divergence::Diverged(why) = assess_divergence(local_tl, local_lsn.0, leader_tl, &switches)
+    if let Divergence::Diverged(why) =
+        assess_divergence(local_tl, local_lsn.0, leader_tl, &switches)
     {
         info!("{why}");
         let cfg = &ctx.cfg.postgresql;

@@ -87,7 +87,9 @@ pub fn init(level: &str, json: bool) {
         _ => "info",
     };
     // Library chatter (HTTP, gRPC internals) stays out of the operator's log.
-    let default = format!("{level},h2=warn,hyper=warn,tower=warn,tonic=warn,reqwest=warn,tokio_postgres=warn");
+    let default = format!(
+        "{level},h2=warn,hyper=warn,tower=warn,tonic=warn,reqwest=warn,tokio_postgres=warn"
+    );
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

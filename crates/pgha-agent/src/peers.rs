@@ -67,7 +67,9 @@ mod tests {
         let p = parse_reply(&r);
         assert!(p.running && !p.is_primary && p.nofailover);
         assert_eq!((p.wal_position, p.timeline), (200, 3));
-        let m: Value = serde_json::from_str(r#"{"state":"running","role":"primary","xlog":{"location":500}}"#).unwrap();
+        let m: Value =
+            serde_json::from_str(r#"{"state":"running","role":"primary","xlog":{"location":500}}"#)
+                .unwrap();
         assert!(parse_reply(&m).is_primary);
         assert!(!parse_reply(&Value::Null).running);
     }

@@ -83,8 +83,14 @@ pub fn member_data(
         let mut reason = pending_reason(p);
         for (name, old, new) in cmdline_pending {
             let mut m = Map::new();
-            m.insert("old_value".into(), Value::from(old.clone().unwrap_or_default()));
-            m.insert("new_value".into(), Value::from(new.clone().unwrap_or_default()));
+            m.insert(
+                "old_value".into(),
+                Value::from(old.clone().unwrap_or_default()),
+            );
+            m.insert(
+                "new_value".into(),
+                Value::from(new.clone().unwrap_or_default()),
+            );
             reason.insert(name.clone(), Value::Object(m));
         }
         if !reason.is_empty() {

@@ -65,7 +65,10 @@ pub fn pg_params(cfg: &Config) -> PgParams {
         scope: cfg.scope.clone(),
         data_dir,
         config_dir: pg.config_dir_or_data(),
-        bin_dir: pg.bin_dir.clone().unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin")),
+        bin_dir: pg
+            .bin_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin")),
         listen_addresses: listen,
         port: pg.port(),
         local_host,

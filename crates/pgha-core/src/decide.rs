@@ -190,7 +190,9 @@ fn after_failed_job(
                 done.message
             ))
         }
-        JobKind::Start { role: Role::Primary } => {
+        JobKind::Start {
+            role: Role::Primary,
+        } => {
             d.next.configured_as = None;
             None
         }
@@ -261,16 +263,26 @@ fn job_in_progress(obs: &Observation, cluster: &Cluster, kind: &JobKind) -> Stri
     match kind {
         JobKind::Bootstrap => "bootstrap in progress".into(),
         JobKind::Clone { from } => format!("bootstrap from leader '{from}' in progress"),
-        JobKind::Start { role: Role::Primary } => format!(
+        JobKind::Start {
+            role: Role::Primary,
+        } => format!(
             "Lock owner: {lock}; I am {}; starting primary after failure in progress",
             obs.me
         ),
-        JobKind::Start { .. } => format!("Lock owner: {lock}; I am {}; starting as a secondary in progress", obs.me),
+        JobKind::Start { .. } => format!(
+            "Lock owner: {lock}; I am {}; starting as a secondary in progress",
+            obs.me
+        ),
         JobKind::Rejoin { leader } => {
-            format!("Lock owner: {lock}; I am {}; rejoining as a replica of {leader} in progress", obs.me)
+            format!(
+                "Lock owner: {lock}; I am {}; rejoining as a replica of {leader} in progress",
+                obs.me
+            )
         }
         JobKind::Promote => format!("Lock owner: {lock}; I am {}; promote in progress", obs.me),
-        JobKind::Restart { .. } => format!("Lock owner: {lock}; I am {}; restart in progress", obs.me),
+        JobKind::Restart { .. } => {
+            format!("Lock owner: {lock}; I am {}; restart in progress", obs.me)
+        }
     }
 }
 
@@ -386,7 +398,9 @@ fn follow_leader(
     match process {
         PgProcess::Running(r) if !r.in_recovery => {
             if obs.policy.pause {
-                return format!("Lock owner: {leader}; I am {me}; paused: not demoting the running primary");
+                return format!(
+                    "Lock owner: {leader}; I am {me}; paused: not demoting the running primary"
+                );
             }
             // Another node may already accept writes: stop at once, no checkpoint.
             d.next.needs_rejoin = true;

@@ -10,14 +10,15 @@ mod decide;
 mod model;
 mod race;
 mod requests;
-mod switchover;
 mod rewind;
 mod slots;
+mod switchover;
 
 pub use decide::decide;
 pub use model::{
-    Action, AdminRequest, Reply, RestartRequest, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome, LocalPg,
-    LockRenewal, Observation, PeerReply, PeerStatus, PgProcess, PgRunning, Role, StopMode,
+    Action, AdminRequest, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome,
+    LocalPg, LockRenewal, Observation, PeerReply, PeerStatus, PgProcess, PgRunning, Reply,
+    RestartRequest, Role, StopMode,
 };
 pub use race::{healthiest_verdict, RaceVerdict};
 pub use rewind::{assess_divergence, Divergence};

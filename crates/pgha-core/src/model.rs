@@ -84,23 +84,29 @@ pub struct PeerReply {
     pub timeline: u32,
 }
 
-
-
 /// Long actions run outside the loop so it keeps renewing or giving up the lock meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobKind {
     /// initdb, start, create roles, post_bootstrap: the node won the bootstrap race.
     Bootstrap,
     /// pg_basebackup from a running member.
-    Clone { from: String },
+    Clone {
+        from: String,
+    },
     /// Start postgres as a primary or as a replica of `leader` (None: read-only, no upstream).
-    Start { role: Role },
+    Start {
+        role: Role,
+    },
     /// A former primary rejoining: crash recovery if needed, then pg_rewind (or a fresh clone
     /// when allowed) if its history diverged from the leader's, then start as its replica.
-    Rejoin { leader: String },
+    Rejoin {
+        leader: String,
+    },
     Promote,
     /// Stop cleanly and start again in the same role; a leader keeps its lock meanwhile.
-    Restart { role: Role },
+    Restart {
+        role: Role,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,13 +213,19 @@ pub enum Action {
     ProbePeers,
     StartJob(JobKind),
     /// Stop postgres (a demotion: the next cycles start it again as a replica).
-    Stop { mode: StopMode },
+    Stop {
+        mode: StopMode,
+    },
     /// Point a running replica at `leader`: rewrite primary_conninfo and reload.
-    Follow { leader: String },
+    Follow {
+        leader: String,
+    },
     /// Remove the contents of the data directory (failed clone or bootstrap).
     RemoveDataDirectory,
     /// Leader housekeeping: replication slots for these members, `status`, `history`.
-    SyncSlots { members: Vec<String> },
+    SyncSlots {
+        members: Vec<String>,
+    },
     WriteStatus,
     UpdateHistory,
     /// The leader restores `initialize` (its system identifier) when someone removed it.
@@ -221,7 +233,9 @@ pub enum Action {
     /// Empty the `failover` key (switchover done, impossible, or aimed at someone else).
     ClearFailover,
     /// Render postgresql.conf for the current role; if it changed, write it and reload.
-    ApplyConfig { role: Role },
+    ApplyConfig {
+        role: Role,
+    },
     /// The leader stores its local `bootstrap.dcs` as the dynamic configuration when the
     /// cluster has none (e.g. an existing postgres adopted into a fresh DCS).
     WriteInitialConfig,

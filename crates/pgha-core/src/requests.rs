@@ -34,7 +34,11 @@ fn restart(
         d.reply = Some(Reply::Now(503, "postgres is not running".into()));
         return None;
     };
-    let role = if run.in_recovery { "replica" } else { "primary" };
+    let role = if run.in_recovery {
+        "replica"
+    } else {
+        "primary"
+    };
     let role_ok = match r.role.as_deref() {
         None | Some("any") => true,
         Some("master") | Some("primary") | Some("leader") => role == "primary",
@@ -43,13 +47,19 @@ fn restart(
     let pending_ok = !r.pending_only || run.pending_restart;
     let version_ok = r.below_version.is_none_or(|v| run.server_version < v);
     if !(role_ok && pending_ok && version_ok) {
-        d.reply = Some(Reply::Now(503, "restart conditions are not satisfied".into()));
+        d.reply = Some(Reply::Now(
+            503,
+            "restart conditions are not satisfied".into(),
+        ));
         return None;
     }
     let me = obs.me.as_str();
     let restart_role = if run.in_recovery {
         Role::Replica {
-            leader: cluster.leader_name().filter(|l| *l != me).map(str::to_string),
+            leader: cluster
+                .leader_name()
+                .filter(|l| *l != me)
+                .map(str::to_string),
         }
     } else {
         Role::Primary

@@ -41,16 +41,20 @@ pub(crate) fn leader_side(
         }
     }
     match f.member.as_deref() {
-        Some(c) if c == me => return refuse(d, "I am already the leader, no need to switch over".into()),
+        Some(c) if c == me => {
+            return refuse(d, "I am already the leader, no need to switch over".into())
+        }
         Some(c) if cluster.member(c).is_none() => {
             return refuse(d, format!("candidate {c} does not exist"))
         }
-        Some(c) if !healthy(cluster, c) => {
-            return refuse(d, format!("member {c} is not healthy"))
-        }
+        Some(c) if !healthy(cluster, c) => return refuse(d, format!("member {c} is not healthy")),
         Some(_) => {}
         None => {
-            if !cluster.members.iter().any(|m| m.name != me && healthy(cluster, &m.name)) {
+            if !cluster
+                .members
+                .iter()
+                .any(|m| m.name != me && healthy(cluster, &m.name))
+            {
                 return refuse(d, "no healthy members found to switch over to".into());
             }
         }
@@ -91,7 +95,10 @@ pub(crate) fn leaderless_side(
             "Lock owner: None; I am {me}; waiting for the designated candidate {c} to take the lock"
         )),
         None if f.leader.as_deref() == Some(me)
-            && cluster.members.iter().any(|m| m.name != me && healthy(cluster, &m.name)) =>
+            && cluster
+                .members
+                .iter()
+                .any(|m| m.name != me && healthy(cluster, &m.name)) =>
         {
             Some(format!(
                 "Lock owner: None; I am {me}; not racing: I handed over leadership in a switchover"

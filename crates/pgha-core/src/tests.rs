@@ -150,18 +150,23 @@ fn leader_with_lock_does_housekeeping_and_says_no_action() {
                 members: vec!["pg2".into(), "pg3".into()]
             },
             Action::WriteStatus,
-            Action::ApplyConfig { role: Role::Primary },
+            Action::ApplyConfig {
+                role: Role::Primary
+            },
         ]
     );
 }
 
 #[test]
 fn replica_following_leader_takes_no_action() {
-    let d = Obs::new("pg2", cluster(Some("pg1")), running(true, 1000)).decide_from(&following("pg1"));
+    let d =
+        Obs::new("pg2", cluster(Some("pg1")), running(true, 1000)).decide_from(&following("pg1"));
     assert_eq!(
         d.actions,
         vec![Action::ApplyConfig {
-            role: Role::Replica { leader: Some("pg1".into()) }
+            role: Role::Replica {
+                leader: Some("pg1".into())
+            }
         }]
     );
     assert_eq!(
@@ -172,8 +177,14 @@ fn replica_following_leader_takes_no_action() {
 
 #[test]
 fn replica_repoints_to_a_new_leader() {
-    let d = Obs::new("pg2", cluster(Some("pg3")), running(true, 1000)).decide_from(&following("pg1"));
-    assert_eq!(d.actions, vec![Action::Follow { leader: "pg3".into() }]);
+    let d =
+        Obs::new("pg2", cluster(Some("pg3")), running(true, 1000)).decide_from(&following("pg1"));
+    assert_eq!(
+        d.actions,
+        vec![Action::Follow {
+            leader: "pg3".into()
+        }]
+    );
     assert_eq!(d.next, following("pg3"));
 }
 
@@ -182,15 +193,28 @@ fn failed_renewal_demotes_a_primary_immediately() {
     let d = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000))
         .lock(LockRenewal::Failed)
         .decide();
-    assert_eq!(d.actions, vec![Action::Stop { mode: StopMode::Immediate }]);
-    assert_eq!(d.message, "demoted self because failed to update leader lock in DCS");
+    assert_eq!(
+        d.actions,
+        vec![Action::Stop {
+            mode: StopMode::Immediate
+        }]
+    );
+    assert_eq!(
+        d.message,
+        "demoted self because failed to update leader lock in DCS"
+    );
     assert!(!d.next.has_lock && d.next.needs_rejoin);
 }
 
 #[test]
 fn primary_without_lock_demotes_when_another_node_leads() {
     let d = Obs::new("pg1", cluster(Some("pg2")), running(false, 1000)).decide();
-    assert_eq!(d.actions, vec![Action::Stop { mode: StopMode::Immediate }]);
+    assert_eq!(
+        d.actions,
+        vec![Action::Stop {
+            mode: StopMode::Immediate
+        }]
+    );
     assert!(d.next.needs_rejoin);
 }
 
@@ -199,7 +223,9 @@ fn stopped_former_primary_rejoins_through_divergence_check() {
     let d = Obs::new("pg1", cluster(Some("pg2")), stopped(true)).decide();
     assert_eq!(
         d.actions,
-        vec![Action::StartJob(JobKind::Rejoin { leader: "pg2".into() })]
+        vec![Action::StartJob(JobKind::Rejoin {
+            leader: "pg2".into()
+        })]
     );
 }
 
@@ -209,7 +235,9 @@ fn stopped_replica_starts_following_the_leader() {
     assert_eq!(
         d.actions,
         vec![Action::StartJob(JobKind::Start {
-            role: Role::Replica { leader: Some("pg1".into()) }
+            role: Role::Replica {
+                leader: Some("pg1".into())
+            }
         })]
     );
     assert_eq!(d.message, "starting as a secondary");
@@ -220,7 +248,9 @@ fn leader_whose_postgres_died_starts_it_again_and_keeps_the_lock() {
     let d = Obs::new("pg1", cluster(Some("pg1")), stopped(true)).decide();
     assert_eq!(
         d.actions,
-        vec![Action::StartJob(JobKind::Start { role: Role::Primary })]
+        vec![Action::StartJob(JobKind::Start {
+            role: Role::Primary
+        })]
     );
     assert_eq!(d.message, "starting primary after failure");
     assert!(d.next.has_lock);
@@ -268,7 +298,10 @@ fn leader_race_winner_acquires_then_promotes() {
         d.actions,
         vec![Action::AcquireLock, Action::StartJob(JobKind::Promote)]
     );
-    assert_eq!(d.message, "promoted self to leader by acquiring session lock");
+    assert_eq!(
+        d.message,
+        "promoted self to leader by acquiring session lock"
+    );
 }
 
 #[test]
@@ -295,7 +328,11 @@ fn leader_race_refuses_when_lag_exceeds_maximum() {
     o.0.policy.maximum_lag_on_failover = 500;
     let d = o.decide();
     assert!(d.actions.is_empty());
-    assert!(d.message.contains("exceeds maximum replication lag"), "{}", d.message);
+    assert!(
+        d.message.contains("exceeds maximum replication lag"),
+        "{}",
+        d.message
+    );
 }
 
 #[test]
@@ -337,8 +374,16 @@ fn dcs_loss_demotes_the_primary_cleanly() {
         has_lock: true,
         ..HaState::default()
     });
-    assert_eq!(d.actions, vec![Action::Stop { mode: StopMode::Fast }]);
-    assert_eq!(d.message, "demoted self because DCS is not accessible and I was a leader");
+    assert_eq!(
+        d.actions,
+        vec![Action::Stop {
+            mode: StopMode::Fast
+        }]
+    );
+    assert_eq!(
+        d.message,
+        "demoted self because DCS is not accessible and I was a leader"
+    );
     assert!(!d.next.has_lock && d.next.needs_rejoin);
 }
 
@@ -368,13 +413,21 @@ fn demoted_replica_rechecks_divergence_once_a_leader_appears() {
         ..HaState::default()
     };
     let d = Obs::new("pg1", cluster(Some("pg2")), running(true, 1000)).decide_from(&state);
-    assert_eq!(d.actions, vec![Action::Stop { mode: StopMode::Fast }]);
+    assert_eq!(
+        d.actions,
+        vec![Action::Stop {
+            mode: StopMode::Fast
+        }]
+    );
 }
 
 #[test]
 fn primary_that_lost_only_the_key_reacquires_it() {
     let d = Obs::new("pg1", cluster(None), running(false, 1000))
-        .peers(vec![("pg2", Some((false, 900))), ("pg3", Some((false, 900)))])
+        .peers(vec![
+            ("pg2", Some((false, 900))),
+            ("pg3", Some((false, 900))),
+        ])
         .decide();
     assert_eq!(d.actions, vec![Action::AcquireLock, Action::WriteStatus]);
     assert_eq!(d.message, "acquired session lock as a leader");
@@ -400,7 +453,10 @@ fn empty_node_in_empty_cluster_races_to_bootstrap() {
     let d = Obs::new("pg1", Cluster::default(), LocalPg::Empty).decide();
     assert_eq!(
         d.actions,
-        vec![Action::TakeInitializeLock, Action::StartJob(JobKind::Bootstrap)]
+        vec![
+            Action::TakeInitializeLock,
+            Action::StartJob(JobKind::Bootstrap)
+        ]
     );
     assert_eq!(d.message, "trying to bootstrap a new cluster");
 }
@@ -450,7 +506,9 @@ fn long_action_in_progress_blocks_other_actions_but_lock_stays_held() {
         },
     );
     o.0.job = Some(Job {
-        kind: JobKind::Start { role: Role::Primary },
+        kind: JobKind::Start {
+            role: Role::Primary,
+        },
         started_at: 0,
     });
     let d = o.decide();
@@ -481,10 +539,22 @@ fn divergence_rules() {
     let history = [(1, 500), (2, 900)];
     assert_eq!(assess_divergence(3, 1000, 3, &history), Divergence::InSync);
     assert_eq!(assess_divergence(1, 400, 3, &history), Divergence::InSync);
-    assert!(matches!(assess_divergence(1, 600, 3, &history), Divergence::Diverged(_)));
-    assert!(matches!(assess_divergence(1, 500, 2, &history), Divergence::Diverged(_)));
-    assert!(matches!(assess_divergence(4, 0, 3, &history), Divergence::Diverged(_)));
-    assert!(matches!(assess_divergence(5, 0, 6, &history), Divergence::Diverged(_)));
+    assert!(matches!(
+        assess_divergence(1, 600, 3, &history),
+        Divergence::Diverged(_)
+    ));
+    assert!(matches!(
+        assess_divergence(1, 500, 2, &history),
+        Divergence::Diverged(_)
+    ));
+    assert!(matches!(
+        assess_divergence(4, 0, 3, &history),
+        Divergence::Diverged(_)
+    ));
+    assert!(matches!(
+        assess_divergence(5, 0, 6, &history),
+        Divergence::Diverged(_)
+    ));
 }
 
 #[test]
@@ -495,7 +565,11 @@ fn slot_names_follow_member_names() {
 
 #[test]
 fn half_written_data_directory_is_not_judged_while_cloning() {
-    let mut o = Obs::new("pg4", cluster(Some("pg1")), LocalPg::Invalid("no PG_VERSION".into()));
+    let mut o = Obs::new(
+        "pg4",
+        cluster(Some("pg1")),
+        LocalPg::Invalid("no PG_VERSION".into()),
+    );
     o.0.job = Some(Job {
         kind: JobKind::Clone { from: "pg1".into() },
         started_at: 0,
@@ -525,7 +599,12 @@ fn switchover_leader_stops_cleanly_then_releases_the_lock() {
     let d = Obs::new("pg1", c, running(false, 1000)).decide();
     assert_eq!(
         d.actions,
-        vec![Action::Stop { mode: StopMode::Fast }, Action::ReleaseLock]
+        vec![
+            Action::Stop {
+                mode: StopMode::Fast
+            },
+            Action::ReleaseLock
+        ]
     );
     assert_eq!(d.message, "switchover: demoting myself");
     assert!(!d.next.has_lock && d.next.needs_rejoin);
@@ -543,7 +622,8 @@ fn switchover_to_an_unhealthy_or_unknown_candidate_is_cancelled() {
     let mut c = with_failover(cluster(Some("pg1")), r#"{"leader":"pg1","member":"nope"}"#);
     let d = Obs::new("pg1", c.clone(), running(false, 1000)).decide();
     assert_eq!(d.actions, vec![Action::ClearFailover]);
-    c.failover = Cluster::from_keys(&[kv("failover", r#"{"leader":"pg9","member":"pg2"}"#)]).failover;
+    c.failover =
+        Cluster::from_keys(&[kv("failover", r#"{"leader":"pg9","member":"pg2"}"#)]).failover;
     let d = Obs::new("pg1", c, running(false, 1000)).decide();
     assert_eq!(d.actions, vec![Action::ClearFailover]);
     assert!(d.message.contains("leader name does not match"));
@@ -602,7 +682,8 @@ fn paused_leader_does_not_restart_a_stopped_postgres() {
 
 #[test]
 fn paused_leader_does_not_demote_on_a_failed_renewal() {
-    let mut o = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000)).lock(LockRenewal::Failed);
+    let mut o =
+        Obs::new("pg1", cluster(Some("pg1")), running(false, 1000)).lock(LockRenewal::Failed);
     o.0.policy.pause = true;
     assert!(o.decide().actions.is_empty());
 }
@@ -614,7 +695,9 @@ fn restart_request_keeps_the_role_and_answers_when_done() {
     let d = o.decide();
     assert_eq!(
         d.actions,
-        vec![Action::StartJob(JobKind::Restart { role: Role::Primary })]
+        vec![Action::StartJob(JobKind::Restart {
+            role: Role::Primary
+        })]
     );
     assert_eq!(d.reply, Some(Reply::WhenJobEnds));
     assert!(d.next.has_lock);
@@ -623,16 +706,28 @@ fn restart_request_keeps_the_role_and_answers_when_done() {
 #[test]
 fn restart_conditions_are_checked() {
     for req in [
-        RestartRequest { role: Some("replica".into()), ..Default::default() },
-        RestartRequest { pending_only: true, ..Default::default() },
-        RestartRequest { below_version: Some(150000), ..Default::default() },
+        RestartRequest {
+            role: Some("replica".into()),
+            ..Default::default()
+        },
+        RestartRequest {
+            pending_only: true,
+            ..Default::default()
+        },
+        RestartRequest {
+            below_version: Some(150000),
+            ..Default::default()
+        },
     ] {
         let mut o = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000));
         o.0.request = Some(AdminRequest::Restart(req));
         let d = o.decide();
         assert_eq!(
             d.reply,
-            Some(Reply::Now(503, "restart conditions are not satisfied".into()))
+            Some(Reply::Now(
+                503,
+                "restart conditions are not satisfied".into()
+            ))
         );
         assert!(!d.actions.iter().any(|a| matches!(a, Action::StartJob(_))));
     }
@@ -644,14 +739,22 @@ fn reinitialize_is_refused_on_the_leader_and_rebuilds_a_replica() {
     o.0.request = Some(AdminRequest::Reinitialize { from_leader: false });
     assert_eq!(
         o.decide().reply,
-        Some(Reply::Now(503, "I am the leader, can not reinitialize".into()))
+        Some(Reply::Now(
+            503,
+            "I am the leader, can not reinitialize".into()
+        ))
     );
     let mut o = Obs::new("pg2", cluster(Some("pg1")), running(true, 1000));
     o.0.request = Some(AdminRequest::Reinitialize { from_leader: true });
     let d = o.decide();
     assert_eq!(
         d.actions,
-        vec![Action::Stop { mode: StopMode::Immediate }, Action::RemoveDataDirectory]
+        vec![
+            Action::Stop {
+                mode: StopMode::Immediate
+            },
+            Action::RemoveDataDirectory
+        ]
     );
     assert!(d.next.clone_from_leader);
 }
@@ -659,7 +762,10 @@ fn reinitialize_is_refused_on_the_leader_and_rebuilds_a_replica() {
 #[test]
 fn a_request_during_a_long_action_is_answered_with_503() {
     let mut o = Obs::new("pg2", cluster(Some("pg1")), running(true, 1000));
-    o.0.job = Some(Job { kind: JobKind::Promote, started_at: 0 });
+    o.0.job = Some(Job {
+        kind: JobKind::Promote,
+        started_at: 0,
+    });
     o.0.request = Some(AdminRequest::Restart(RestartRequest::default()));
     assert!(matches!(o.decide().reply, Some(Reply::Now(503, _))));
 }

@@ -284,7 +284,11 @@ impl EtcdDcs {
                 let name = name.to_string();
                 async move {
                     let txn = Txn::new()
-                        .when(vec![Compare::value(key.clone(), CompareOp::Equal, name.clone())])
+                        .when(vec![Compare::value(
+                            key.clone(),
+                            CompareOp::Equal,
+                            name.clone(),
+                        )])
                         .and_then(vec![TxnOp::put(
                             key,
                             name,
@@ -420,8 +424,11 @@ impl EtcdDcs {
         self.call("delete cluster", |mut c| {
             let prefix = prefix.clone();
             async move {
-                c.delete(prefix, Some(etcd_client::DeleteOptions::new().with_prefix()))
-                    .await
+                c.delete(
+                    prefix,
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                )
+                .await
             }
         })
         .await?;
@@ -434,8 +441,11 @@ impl EtcdDcs {
         let Some((id, _)) = self.lease.lock().await.take() else {
             return Ok(());
         };
-        self.call("revoke lease", |mut c| async move { c.lease_revoke(id).await })
-            .await?;
+        self.call(
+            "revoke lease",
+            |mut c| async move { c.lease_revoke(id).await },
+        )
+        .await?;
         Ok(())
     }
 
@@ -472,7 +482,10 @@ async fn watch_once(mut client: Client, prefix: &str, notify: &Notify) -> Result
             notify.notify_one();
         }
         if resp.canceled() {
-            warn!("etcd cancelled the watch on {prefix}: {}", resp.cancel_reason());
+            warn!(
+                "etcd cancelled the watch on {prefix}: {}",
+                resp.cancel_reason()
+            );
             break;
         }
     }
@@ -481,9 +494,10 @@ async fn watch_once(mut client: Client, prefix: &str, notify: &Notify) -> Result
 
 fn txn_get_matches(ops: &[TxnOpResponse], value: &str, lease: Option<i64>) -> bool {
     ops.iter().any(|op| match op {
-        TxnOpResponse::Get(g) => g.kvs().iter().any(|kv| {
-            kv.value() == value.as_bytes() && lease.is_none_or(|l| kv.lease() == l)
-        }),
+        TxnOpResponse::Get(g) => g
+            .kvs()
+            .iter()
+            .any(|kv| kv.value() == value.as_bytes() && lease.is_none_or(|l| kv.lease() == l)),
         _ => false,
     })
 }

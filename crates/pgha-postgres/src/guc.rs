@@ -56,7 +56,10 @@ impl LocalPostgres {
     }
 
     /// Every problem with `params` as `postgresql.parameters.<name>: <why>`.
-    pub async fn check_parameters(&self, params: &Map<String, Value>) -> Result<Vec<String>, PgError> {
+    pub async fn check_parameters(
+        &self,
+        params: &Map<String, Value>,
+    ) -> Result<Vec<String>, PgError> {
         let names: Vec<String> = params.keys().cloned().collect();
         let specs = self.guc_specs(&names).await?;
         Ok(check_parameters(params, &specs))
@@ -67,7 +70,9 @@ impl LocalPostgres {
 pub fn check_parameters(params: &Map<String, Value>, specs: &[GucSpec]) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, value) in params {
-        let Some(text) = render_value(value) else { continue };
+        let Some(text) = render_value(value) else {
+            continue;
+        };
         let lname = name.to_ascii_lowercase();
         let Some(spec) = specs.iter().find(|s| s.name == lname) else {
             // Extension settings (`auto_explain.log_min_duration`) are only known once loaded.
@@ -114,12 +119,18 @@ fn check_value(spec: &GucSpec, text: &str) -> Result<(), String> {
                 .ok_or_else(|| format!("{text:?} is not a valid {} value", spec.vartype))?;
             if let Some(min) = spec.min_val {
                 if n < min {
-                    return Err(format!("{text} is below the minimum {min}{}", unit_suffix(spec)));
+                    return Err(format!(
+                        "{text} is below the minimum {min}{}",
+                        unit_suffix(spec)
+                    ));
                 }
             }
             if let Some(max) = spec.max_val {
                 if n > max {
-                    return Err(format!("{text} is above the maximum {max}{}", unit_suffix(spec)));
+                    return Err(format!(
+                        "{text} is above the maximum {max}{}",
+                        unit_suffix(spec)
+                    ));
                 }
             }
             Ok(())
@@ -129,7 +140,10 @@ fn check_value(spec: &GucSpec, text: &str) -> Result<(), String> {
 }
 
 fn unit_suffix(spec: &GucSpec) -> String {
-    spec.unit.as_deref().map(|u| format!(" (unit {u})")).unwrap_or_default()
+    spec.unit
+        .as_deref()
+        .map(|u| format!(" (unit {u})"))
+        .unwrap_or_default()
 }
 
 /// A number with an optional unit, converted into the setting's own unit (e.g. `8MB` for a
@@ -158,7 +172,11 @@ fn parse_number(t: &str, unit: Option<&str>, integer: bool) -> Option<f64> {
 fn unit_scale(u: &str) -> Option<(f64, char)> {
     let split = u.find(|c: char| !c.is_ascii_digit()).unwrap_or(0);
     let (mult, u) = u.split_at(split);
-    let mult: f64 = if mult.is_empty() { 1.0 } else { mult.parse().ok()? };
+    let mult: f64 = if mult.is_empty() {
+        1.0
+    } else {
+        mult.parse().ok()?
+    };
     let (scale, kind) = match u {
         "B" => (1.0, 'm'),
         "kB" => (1024.0, 'm'),
@@ -181,7 +199,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn spec(name: &str, vartype: &str, unit: Option<&str>, min: f64, max: f64, enums: &[&str]) -> GucSpec {
+    fn spec(
+        name: &str,
+        vartype: &str,
+        unit: Option<&str>,
+        min: f64,
+        max: f64,
+        enums: &[&str],
+    ) -> GucSpec {
         GucSpec {
             name: name.into(),
             vartype: vartype.into(),
@@ -196,11 +221,32 @@ mod tests {
     fn accepts_good_and_names_bad_values() {
         let specs = vec![
             spec("work_mem", "integer", Some("kB"), 64.0, 2147483647.0, &[]),
-            spec("shared_buffers", "integer", Some("8kB"), 16.0, 1073741823.0, &[]),
+            spec(
+                "shared_buffers",
+                "integer",
+                Some("8kB"),
+                16.0,
+                1073741823.0,
+                &[],
+            ),
             spec("max_connections", "integer", None, 1.0, 262143.0, &[]),
-            spec("wal_level", "enum", None, 0.0, 0.0, &["minimal", "replica", "logical"]),
+            spec(
+                "wal_level",
+                "enum",
+                None,
+                0.0,
+                0.0,
+                &["minimal", "replica", "logical"],
+            ),
             spec("hot_standby", "bool", None, 0.0, 0.0, &[]),
-            spec("checkpoint_timeout", "integer", Some("s"), 30.0, 86400.0, &[]),
+            spec(
+                "checkpoint_timeout",
+                "integer",
+                Some("s"),
+                30.0,
+                86400.0,
+                &[],
+            ),
         ];
         let good = json!({"work_mem": "8MB", "shared_buffers": "64MB", "max_connections": 100,
             "wal_level": "replica", "hot_standby": "on", "checkpoint_timeout": "5min", "x.y": 1});
@@ -209,7 +255,11 @@ mod tests {
             "hot_standby": "maybe", "checkpoint_timeout": "2d", "nonsense_param": 1});
         let problems = check_parameters(bad.as_object().unwrap(), &specs);
         assert_eq!(problems.len(), 6, "{problems:?}");
-        assert!(problems.iter().any(|p| p.starts_with("postgresql.parameters.work_mem: ")));
-        assert!(problems.iter().any(|p| p.contains("unknown PostgreSQL parameter")));
+        assert!(problems
+            .iter()
+            .any(|p| p.starts_with("postgresql.parameters.work_mem: ")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("unknown PostgreSQL parameter")));
     }
 }

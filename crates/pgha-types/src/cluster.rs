@@ -285,10 +285,19 @@ mod tests {
         let c = Cluster::from_keys(&[
             kv("initialize", "7710809278050705596"),
             kv("leader", "node3"),
-            kv("status", r#"{"optime":67108864,"slots":{"node1":67108864},"retain_slots":["node1"]}"#),
-            kv("history", r#"[[1,67109200,"no recovery target specified","2026-11-22T01:29:11.388136+00:00","node1"]]"#),
+            kv(
+                "status",
+                r#"{"optime":67108864,"slots":{"node1":67108864},"retain_slots":["node1"]}"#,
+            ),
+            kv(
+                "history",
+                r#"[[1,67109200,"no recovery target specified","2026-11-22T01:29:11.388136+00:00","node1"]]"#,
+            ),
             kv("failover", "{}"),
-            kv("members/node3", r#"{"conn_url":"postgres://127.0.0.1:5453/postgres","state":"running","role":"primary"}"#),
+            kv(
+                "members/node3",
+                r#"{"conn_url":"postgres://127.0.0.1:5453/postgres","state":"running","role":"primary"}"#,
+            ),
         ]);
         assert!(c.errors.is_empty(), "{:?}", c.errors);
         assert_eq!(c.leader_name(), Some("node3"));
@@ -316,6 +325,9 @@ mod tests {
     fn legacy_failover_string() {
         let c = Cluster::from_keys(&[kv("failover", "a:b")]);
         let f = c.failover.unwrap();
-        assert_eq!((f.leader.as_deref(), f.member.as_deref()), (Some("a"), Some("b")));
+        assert_eq!(
+            (f.leader.as_deref(), f.member.as_deref()),
+            (Some("a"), Some("b"))
+        );
     }
 }

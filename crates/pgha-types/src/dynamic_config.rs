@@ -113,7 +113,13 @@ impl DynamicConfig {
                 &mut warnings,
             );
         }
-        let flag = |v: Option<&Value>, default: bool| if v.is_some() { crate::member::tag_is_true(v) } else { default };
+        let flag = |v: Option<&Value>, default: bool| {
+            if v.is_some() {
+                crate::member::tag_is_true(v)
+            } else {
+                default
+            }
+        };
         p.pause = flag(m.get("pause"), false);
         p.check_timeline = flag(m.get("check_timeline"), false);
         p.failsafe_mode = flag(m.get("failsafe_mode"), false);
@@ -143,7 +149,10 @@ impl DynamicConfig {
 fn adjust_timings(p: &mut ClusterPolicy) -> Vec<String> {
     let mut w = Vec::new();
     if p.ttl < MIN_TTL {
-        w.push(format!("ttl={} can't be smaller than {MIN_TTL}, adjusting...", p.ttl));
+        w.push(format!(
+            "ttl={} can't be smaller than {MIN_TTL}, adjusting...",
+            p.ttl
+        ));
         p.ttl = MIN_TTL;
     }
     if p.loop_wait < MIN_LOOP_WAIT {
@@ -181,7 +190,9 @@ pub fn check_timings(ttl: u64, loop_wait: u64, retry_timeout: u64) -> Result<(),
         return Err(format!("ttl: {ttl} is below the minimum of {MIN_TTL}"));
     }
     if loop_wait < MIN_LOOP_WAIT {
-        return Err(format!("loop_wait: {loop_wait} is below the minimum of {MIN_LOOP_WAIT}"));
+        return Err(format!(
+            "loop_wait: {loop_wait} is below the minimum of {MIN_LOOP_WAIT}"
+        ));
     }
     if retry_timeout < MIN_RETRY_TIMEOUT {
         return Err(format!(

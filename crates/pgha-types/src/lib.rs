@@ -10,7 +10,10 @@ mod member;
 pub use cluster::{
     parse_timestamp_ms, Cluster, Failover, HistoryEntry, KeyValue, Leader, Status, SyncState,
 };
-pub use dynamic_config::{check_timings, ClusterPolicy, DynamicConfig, CLUSTER_WIDE_GUCS, MIN_LOOP_WAIT, MIN_RETRY_TIMEOUT, MIN_TTL};
+pub use dynamic_config::{
+    check_timings, ClusterPolicy, DynamicConfig, CLUSTER_WIDE_GUCS, MIN_LOOP_WAIT,
+    MIN_RETRY_TIMEOUT, MIN_TTL,
+};
 pub use lsn::{Lsn, LsnParseError};
 pub use member::{tag_is_true, Member, MemberData, ScheduledRestart};
 
