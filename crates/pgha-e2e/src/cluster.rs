@@ -135,6 +135,16 @@ impl Node {
     pub fn name(&self) -> &str {
         &self.spec.name
     }
+
+    /// One query as the superuser over TCP (fresh connection, bounded).
+    pub fn sql(&self, query: &str) -> Result<crate::Rows> {
+        self.pg.sql(query)
+    }
+
+    /// GET on the node's REST API with a 2 s timeout: (status, body).
+    pub fn rest_get(&self, path: &str) -> Result<(u16, String)> {
+        self.rest.get(path)
+    }
 }
 
 pub struct Cluster {

@@ -1,6 +1,7 @@
 //! A single-member etcd 3.4 on loopback, plus a small etcdctl-based client (v3 API).
 
 use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -74,8 +75,8 @@ impl EtcdServer {
             .with_context(|| format!("open {}", self.log_path.display()))?;
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(ETCD_BIN)
-            .current_dir(&self.base)
+        let mut cmd = Command::new(ETCD_BIN);
+        cmd.current_dir(&self.base)
             .args(["--name", "default"])
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -86,7 +87,14 @@ impl EtcdServer {
             .args(["--initial-cluster", &format!("default={peer}")])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
+            .stderr(log);
+        // Dies with the test process even when that is killed before any cleanup can run.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd
             .spawn()
             .with_context(|| format!("start {ETCD_BIN} (install etcd-server)"))?;
         let pid = child.id();

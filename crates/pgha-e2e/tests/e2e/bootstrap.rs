@@ -127,6 +127,15 @@ fn bootstrap_three_nodes() -> Result<()> {
             for r in &replicas {
                 ensure!(slots.contains_key(r), "status.slots lacks {r}: {st}");
             }
+            let retain = st["retain_slots"]
+                .as_array()
+                .ok_or_else(|| anyhow!("status.retain_slots not a list: {st}"))?;
+            for n in c.node_names() {
+                ensure!(
+                    retain.iter().any(|v| *v == n.as_str()),
+                    "status.retain_slots lacks {n}: {st}"
+                );
+            }
             Ok(())
         },
     )?;
@@ -145,13 +154,40 @@ fn bootstrap_three_nodes() -> Result<()> {
                     "{n} (leader): /primary {p}, /replica {r}"
                 );
                 ensure!(body["role"] == "primary", "{n}: /patroni role in {body}");
+                let apps: BTreeSet<&str> = body["replication"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|r| r["application_name"].as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for r in &replicas {
+                    ensure!(
+                        apps.contains(r.as_str()),
+                        "{n}: /patroni replication lacks {r}: {body}"
+                    );
+                }
             } else {
                 ensure!(
                     (p, r) == (503, 200),
                     "{n} (replica): /primary {p}, /replica {r}"
                 );
                 ensure!(body["role"] == "replica", "{n}: /patroni role in {body}");
+                ensure!(
+                    body["replication_state"] == "streaming",
+                    "{n}: /patroni replication_state in {body}"
+                );
             }
+            ensure!(
+                body["state"] == "running" && body["timeline"] == 1,
+                "{n}: state/timeline in {body}"
+            );
+            ensure!(
+                body["patroni"]["scope"] == c.scope.as_str()
+                    && body["patroni"]["name"] == n.as_str(),
+                "{n}: patroni.scope/name in {body}"
+            );
             ensure!(
                 body["database_system_identifier"] == sysid.as_str(),
                 "{n}: sysid in {body}"

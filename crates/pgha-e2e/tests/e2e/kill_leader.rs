@@ -71,6 +71,27 @@ fn failover_after_kill9_of_leader_and_postmaster() -> Result<()> {
         new_tl > old_tl,
         "new leader's timeline {new_tl} is not after {old_tl}"
     );
+    // The promotion is recorded in `history`: [timeline, switch lsn, reason, timestamp, leader].
+    c.wait(
+        "the promotion in the history key",
+        Duration::from_secs(20),
+        || {
+            let h = c.etcd_json("history")?;
+            let last = h
+                .as_array()
+                .and_then(|a| a.last())
+                .ok_or_else(|| anyhow!("history is not a non-empty list: {h}"))?;
+            ensure!(
+                last[0] == old_tl && last[1].is_u64() && last[2].is_string(),
+                "history entry {last}"
+            );
+            ensure!(
+                last[4] == new.as_str(),
+                "history entry {last} does not name {new}"
+            );
+            Ok(())
+        },
+    )?;
 
     // The other replica follows the new leader.
     c.wait_streaming(1, Duration::from_secs(60))?;
