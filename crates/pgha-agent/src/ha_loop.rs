@@ -61,6 +61,7 @@ pub struct Agent {
     pub(crate) force_reload: bool,
     /// Postmaster command-line settings that differ from what runs: a restart is pending.
     pub(crate) cmdline_pending: Vec<(String, Option<String>, Option<String>)>,
+    stats: pgha_api::LoopStats,
 }
 
 /// A restart the operator scheduled for later (`POST /restart` with `schedule`).
@@ -141,6 +142,7 @@ impl Agent {
             scheduled_restart: None,
             force_reload: false,
             cmdline_pending: Vec::new(),
+            stats: pgha_api::LoopStats::default(),
         }
     }
 
@@ -171,7 +173,13 @@ impl Agent {
     async fn cycle(&mut self) -> Option<String> {
         self.reap_job().await;
         let (request, reply_to) = self.take_request();
-        let dcs_view = match self.dcs.load_cluster().await {
+        let cycle_started = std::time::Instant::now();
+        let read = self.dcs.load_cluster().await;
+        self.stats.dcs_read_seconds = cycle_started.elapsed().as_secs_f64();
+        if read.is_err() {
+            self.stats.dcs_errors_total += 1;
+        }
+        let dcs_view = match read {
             Ok(c) => {
                 self.dcs_last_seen = Some((now_ms() / 1000) as i64);
                 // Garbage stays until someone fixes it: say so once, not every second.
@@ -240,6 +248,9 @@ impl Agent {
                 });
             }
         }
+        self.stats.cycles_total += 1;
+        self.stats.last_decision = decision.message.clone();
+        self.stats.last_cycle_seconds = cycle_started.elapsed().as_secs_f64();
         self.publish(cluster.as_ref(), &obs).await;
         None
     }
@@ -649,6 +660,7 @@ impl Agent {
         }
         let status = node_status(StatusInputs {
             member: data,
+            loop_stats: self.stats.clone(),
             cfg: &self.cfg,
             facts: &facts,
             is_leader: self.state.has_lock,

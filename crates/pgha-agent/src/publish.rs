@@ -104,6 +104,7 @@ pub fn member_data(
 
 pub struct StatusInputs<'a> {
     pub member: MemberData,
+    pub loop_stats: pgha_api::LoopStats,
     pub cfg: &'a Config,
     pub facts: &'a LocalFacts,
     pub is_leader: bool,
@@ -160,5 +161,6 @@ pub fn node_status(i: StatusInputs<'_>) -> NodeStatus {
         leader_optime: i.cluster.and_then(|c| c.status.optime),
         cluster: i.cluster.cloned(),
         dcs_reachable: i.dcs_reachable,
+        loop_stats: i.loop_stats,
     }
 }

@@ -101,6 +101,23 @@ pub struct NodeStatus {
     /// The last DCS read succeeded. Paths that need the DCS (`/sync`, `/async`, ...) answer 503
     /// while it is false, as Patroni does once its cluster view has gone stale.
     pub dcs_reachable: bool,
+    /// pgha's own figures for `/metrics` (`pgha_*`).
+    pub loop_stats: LoopStats,
+}
+
+/// What the HA loop measured about itself, for the `pgha_*` metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoopStats {
+    /// Duration of the last HA cycle, seconds.
+    pub last_cycle_seconds: f64,
+    /// Cycles run since start.
+    pub cycles_total: u64,
+    /// Latency of the last DCS read of the cluster, seconds.
+    pub dcs_read_seconds: f64,
+    /// DCS reads that failed since start.
+    pub dcs_errors_total: u64,
+    /// The last decision's log line.
+    pub last_decision: String,
 }
 
 /// One `pg_stat_replication` row as `/patroni` shows it.
