@@ -1,0 +1,171 @@
+//! The etcd adapter against a real etcd (Debian's etcd-server) on loopback: the leader race,
+//! conditional leader writes, lease expiry, the watch, and moving past a dead endpoint.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgha_dcs::{EtcdDcs, EtcdSettings};
+use pgha_types::MemberData;
+use tokio::sync::Notify;
+
+struct Etcd {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Starts etcd, or returns None (test skipped with a note) when it is not installed.
+fn start_etcd() -> Option<Etcd> {
+    if !std::path::Path::new("/usr/bin/etcd").exists() {
+        eprintln!("skipping: /usr/bin/etcd is not installed (apt-get install etcd-server)");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new("/usr/bin/etcd")
+        .args([
+            "--data-dir",
+            &dir.path().join("data").to_string_lossy(),
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("default={peer_url}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+        assert!(Instant::now() < deadline, "etcd did not start within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(Etcd {
+        child,
+        url,
+        _dir: dir,
+    })
+}
+
+async fn client(endpoints: Vec<String>, prefix: &str) -> EtcdDcs {
+    EtcdDcs::connect(EtcdSettings {
+        endpoints,
+        username: None,
+        password: None,
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+        prefix: prefix.to_string(),
+        request_timeout: Duration::from_secs(3),
+    })
+    .await
+    .expect("connect to etcd")
+}
+
+#[tokio::test]
+async fn leader_race_conditional_writes_lease_expiry_and_watch() {
+    let Some(etcd) = start_etcd() else { return };
+    let prefix = "/service/race/";
+    let a = client(vec![etcd.url.clone()], prefix).await;
+    let b = client(vec![etcd.url.clone()], prefix).await;
+    a.ensure_lease(5).await.unwrap();
+    b.ensure_lease(5).await.unwrap();
+
+    // Exactly one wins the race; the loser cannot delete or take over the key.
+    assert!(a.acquire_leader("a").await.unwrap());
+    assert!(!b.acquire_leader("b").await.unwrap());
+    assert!(!b.delete_leader("b").await.unwrap());
+    let c = a.load_cluster().await.unwrap();
+    let leader = c.leader.clone().expect("leader key");
+    assert_eq!(leader.name, "a");
+    assert!(a.update_leader("a", leader.lease).await.unwrap());
+
+    // Exactly one wins the bootstrap race too.
+    assert!(a.initialize(true, "").await.unwrap());
+    assert!(!b.initialize(true, "").await.unwrap());
+
+    // The watch wakes us when the leader key goes away.
+    let notify = Arc::new(Notify::new());
+    let _watch = b.watch(notify.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a.delete_leader("a").await.unwrap());
+    tokio::time::timeout(Duration::from_secs(2), notify.notified())
+        .await
+        .expect("the watch woke us within 2 s of the leader key's deletion");
+
+    // Member keys live on the lease: they vanish when it is no longer renewed.
+    b.touch_member("b", &MemberData::default()).await.unwrap();
+    assert!(a.load_cluster().await.unwrap().member("b").is_some());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if a.load_cluster().await.unwrap().member("b").is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member key outlived its 5 s lease"
+        );
+        a.refresh_lease().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(b.refresh_lease().await.is_err(), "b's lease has expired");
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_is_skipped() {
+    let Some(etcd) = start_etcd() else { return };
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dcs = client(vec![dead, etcd.url.clone()], "/service/multi/").await;
+    for _ in 0..5 {
+        dcs.put_key("config", "{}")
+            .await
+            .expect("write through the live endpoint");
+        assert!(dcs.load_cluster().await.unwrap().config.is_some());
+    }
+}
+
+#[tokio::test]
+async fn unreachable_etcd_is_reported_within_the_retry_budget() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let res = EtcdDcs::connect(EtcdSettings {
+        endpoints: vec![dead],
+        username: None,
+        password: None,
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+        prefix: "/service/x/".into(),
+        request_timeout: Duration::from_secs(2),
+    })
+    .await;
+    if let Ok(dcs) = res {
+        let err = dcs.load_cluster().await.expect_err("nothing listens there");
+        assert!(err.is_unreachable(), "{err}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
