@@ -297,6 +297,7 @@ fn i_am_leader(
     match process {
         PgProcess::Running(r) if !r.in_recovery => {
             d.next.primary_start_began = None;
+            d.next.unresponsive_since = None;
             d.next.configured_as = Some(Role::Primary);
             d.next.needs_rejoin = false;
             if let Some(f) = switchover::due(cluster, obs.now) {
@@ -313,6 +314,25 @@ fn i_am_leader(
         PgProcess::Running(_) => {
             d.act(Action::StartJob(JobKind::Promote));
             "promoted self to leader because I had the session lock".into()
+        }
+        PgProcess::NotReady if state_is_serving(d) => {
+            // It was serving as our primary and stopped answering (hung, SIGSTOP, I/O stall):
+            // after `ttl` without an answer a replica should take over, as it would if this
+            // whole node had hung.
+            let since = *d.next.unresponsive_since.get_or_insert(obs.now);
+            let limit = obs.policy.ttl.saturating_mul(1000);
+            if obs.now.saturating_sub(since) > limit && !obs.policy.pause {
+                d.act(Action::ReleaseLock);
+                d.next.unresponsive_since = None;
+                d.next.needs_rejoin = true;
+                d.next.configured_as = None;
+                format!(
+                    "releasing the leader lock: postgres has not answered for {}s",
+                    obs.now.saturating_sub(since) / 1000
+                )
+            } else {
+                format!("Lock owner: {me}; I am {me}; postgres is not answering")
+            }
         }
         PgProcess::NotReady => {
             let began = state_start_began(d, obs.now);
@@ -339,6 +359,11 @@ fn i_am_leader(
             "starting primary after failure".into()
         }
     }
+}
+
+/// We run postgres as the primary and did not just start it.
+fn state_is_serving(d: &Draft) -> bool {
+    d.next.configured_as == Some(Role::Primary) && d.next.primary_start_began.is_none()
 }
 
 fn state_start_began(d: &mut Draft, now: u64) -> u64 {

@@ -196,6 +196,8 @@ pub struct HaState {
     /// This node ran as a primary without the lock (demoted, or found so at start): before it
     /// follows a leader, its WAL must be checked against the leader's history.
     pub needs_rejoin: bool,
+    /// Unix ms since when our running primary has not answered the probe.
+    pub unresponsive_since: Option<u64>,
     /// The next clone must come from the leader, not a `clonefrom` member (reinit --from-leader).
     pub clone_from_leader: bool,
 }

@@ -769,3 +769,31 @@ fn a_request_during_a_long_action_is_answered_with_503() {
     o.0.request = Some(AdminRequest::Restart(RestartRequest::default()));
     assert!(matches!(o.decide().reply, Some(Reply::Now(503, _))));
 }
+
+#[test]
+fn leader_with_a_hung_primary_releases_the_lock_after_ttl() {
+    let o = Obs::new(
+        "pg1",
+        cluster(Some("pg1")),
+        LocalPg::Initialized {
+            system_id: SYSID.into(),
+            process: PgProcess::NotReady,
+            control: None,
+        },
+    );
+    let serving = HaState {
+        has_lock: true,
+        configured_as: Some(Role::Primary),
+        ..HaState::default()
+    };
+    let d = o.decide_from(&serving);
+    assert!(d.actions.is_empty());
+    let since = d.next.unresponsive_since.expect("timer started");
+    let later = HaState {
+        unresponsive_since: Some(since - 11_000),
+        ..serving
+    };
+    let d = o.decide_from(&later);
+    assert_eq!(d.actions, vec![Action::ReleaseLock]);
+    assert!(d.next.needs_rejoin);
+}
