@@ -124,12 +124,24 @@ async fn start(ctx: &JobCtx, role: &Role) -> Result<String, String> {
     pg.write_config(&server)
         .await
         .map_err(fail("writing the configuration failed"))?;
-    pg.start(&server)
-        .await
-        .map_err(fail("postgres start failed"))?;
-    pg.wait_ready(pg.params().pg_ctl_timeout)
-        .await
-        .map_err(fail("postgres is not accepting connections yet"))?;
+    // A postmaster killed a moment ago can linger as a zombie until it is reaped, and a new
+    // one then refuses its socket lock file: such an early exit is worth a quick retry.
+    let mut attempt = 1;
+    loop {
+        pg.start(&server)
+            .await
+            .map_err(fail("postgres start failed"))?;
+        match pg.wait_ready(pg.params().pg_ctl_timeout).await {
+            Ok(()) => break,
+            Err(pgha_postgres::PgError::StartupFailed { log_tail }) if attempt < 5 => {
+                let last = log_tail.lines().last().unwrap_or("").to_string();
+                warn!("postgres exited during startup (attempt {attempt}), retrying: {last}");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(format!("postgres is not accepting connections yet: {e}")),
+        }
+    }
     info!("postmaster pid={}", pg.postmaster_pid().unwrap_or(0));
     Ok("postgres started".into())
 }

@@ -301,7 +301,7 @@ impl LocalPostgres {
                         quote_literal(name)
                     );
                     self.simple_query(&sql, limit).await?;
-                    tracing::info!(slot = %name, "created physical replication slot");
+                    tracing::debug!(slot = %name, "created physical replication slot");
                     changes.created.push(name.clone());
                 }
             }

@@ -37,7 +37,7 @@ impl StopMode {
 
 /// How long a freshly started postmaster may take to write postmaster.pid before `wait_ready`
 /// concludes that it died during startup.
-const PID_FILE_GRACE: Duration = Duration::from_secs(3);
+const PID_FILE_GRACE: Duration = Duration::from_secs(1);
 /// Pause between readiness / state polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Extra time given to pg_ctl beyond its own -t timeout.

@@ -240,7 +240,7 @@ impl LocalPostgres {
             "archive_command=false",
             "postgres",
         ]);
-        tracing::info!("doing crash recovery in single-user mode");
+        tracing::debug!("doing crash recovery in single-user mode");
         self.run_ok(&cmd, self.timeouts.crash_recovery).await?;
         let cd = self.controldata().await?;
         if !cd.is_clean_shutdown() {
@@ -278,7 +278,7 @@ impl LocalPostgres {
             .arg(format!("--source-server={conninfo}"))
             .env("PGPASSFILE", &p.pgpass)
             .env("LC_MESSAGES", "C");
-        tracing::info!(source = %source, "running pg_rewind");
+        tracing::debug!(source = %source, "running pg_rewind");
         let result = self.run_ok(&cmd, self.timeouts.rewind).await;
         let restored = self.restore_config_files(&saved);
         let out = result?;
