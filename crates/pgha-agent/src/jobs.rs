@@ -176,15 +176,22 @@ async fn rejoin(ctx: &JobCtx, leader: &str) -> Result<String, String> {
     }
     let (local_tl, local_lsn) = control.end_of_wal_hint();
     info!("Local timeline={local_tl} lsn={local_lsn}");
-    let leader_tl = ctx
-        .cluster
-        .as_ref()
-        .and_then(|c| c.member(leader))
-        .and_then(|m| m.data.timeline)
-        .unwrap_or(1);
-    info!("primary_timeline={leader_tl}");
     pg.write_pgpass()
         .map_err(fail("writing the pgpass file failed"))?;
+    // Ask the leader itself: its member key may still describe it before its promotion.
+    let leader_tl = match pg
+        .primary_timeline(&source)
+        .await
+        .map_err(fail("asking the leader for its timeline failed"))?
+    {
+        Some(tl) => tl,
+        None => {
+            return Err(format!(
+                "{leader} is still in recovery; checking again once it runs as the primary"
+            ))
+        }
+    };
+    info!("primary_timeline={leader_tl}");
     let history = if leader_tl > 1 {
         pg.timeline_history(&source, leader_tl)
             .await

@@ -40,6 +40,34 @@ struct Cli {
     /// Check the configuration, report every problem with its key path, and exit.
     #[arg(long, value_name = "FILE")]
     validate_config: Option<PathBuf>,
+    /// Print a commented sample configuration (Patroni's YAML schema), or write it to FILE, and
+    /// exit.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    generate_sample_config: Option<Option<PathBuf>>,
+}
+
+/// The sample `--generate-sample-config` prints (also installed as packaging/pgha.yml).
+const SAMPLE_CONFIG: &str = include_str!("../../../packaging/pgha.yml");
+
+fn generate_sample_config(dest: Option<&std::path::Path>) -> ExitCode {
+    let Some(path) = dest else {
+        print!("{SAMPLE_CONFIG}");
+        return ExitCode::SUCCESS;
+    };
+    if path.exists() {
+        eprintln!("{} exists: not overwriting it", path.display());
+        return ExitCode::FAILURE;
+    }
+    match std::fs::write(path, SAMPLE_CONFIG) {
+        Ok(()) => {
+            println!("wrote a sample configuration to {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot write {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Loaded, ConfigError> {
@@ -63,6 +91,9 @@ fn report_config_error(e: &ConfigError) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dest) = &cli.generate_sample_config {
+        return generate_sample_config(dest.as_deref());
+    }
     if let Some(path) = &cli.validate_config {
         return match load_config(Some(path)) {
             Ok(loaded) => {
@@ -91,7 +122,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    logging::init(&loaded.config.log.level, loaded.config.log.r#type == "json");
+    if let Err(e) = logging::init(&loaded.config.log) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
     for w in &loaded.warnings {
         warn!("{w}");
     }
@@ -242,5 +276,56 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["pgha", "--generate-sample-config"]).unwrap();
+        assert_eq!(cli.generate_sample_config, Some(None));
+        let cli = Cli::try_parse_from(["pgha", "--generate-sample-config", "/x.yml"]).unwrap();
+        assert_eq!(
+            cli.generate_sample_config,
+            Some(Some(PathBuf::from("/x.yml")))
+        );
+        let cli = Cli::try_parse_from(["pgha", "/etc/pgha/pgha.yml"]).unwrap();
+        assert_eq!(cli.generate_sample_config, None);
+    }
+
+    #[test]
+    fn sample_config_validates() {
+        let dir = std::env::temp_dir().join(format!("pgha-sample-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pgha.yml");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(generate_sample_config(Some(&path)), ExitCode::SUCCESS);
+        assert_eq!(
+            generate_sample_config(Some(&path)),
+            ExitCode::FAILURE,
+            "never overwrites"
+        );
+        let loaded = load_config(Some(&path));
+        // The commented-out log keys are valid too.
+        let uncommented = SAMPLE_CONFIG
+            .replace("  # dir:", "  dir:")
+            .replace("  # file_", "  file_")
+            .replace("  # deduplicate_", "  deduplicate_");
+        let path2 = dir.join("full.yml");
+        std::fs::write(&path2, uncommented).unwrap();
+        let full = load_config(Some(&path2));
+        let _ = std::fs::remove_dir_all(&dir);
+        let loaded = loaded.unwrap_or_else(|e| panic!("sample rejected: {e:?}"));
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(loaded.config.scope, "main");
+        let full = full.unwrap_or_else(|e| panic!("full sample rejected: {e:?}"));
+        let log = logging::LogSettings::from_config(&full.config.log);
+        assert!(log.dedupe_heartbeat);
+        assert_eq!((log.file_num, log.file_size), (4, 25_000_000));
     }
 }

@@ -371,6 +371,38 @@ impl LocalPostgres {
             })?;
         parse_timeline_history(&text)
     }
+
+    /// The timeline the primary at `source` writes on, or `None` while it is still in recovery
+    /// (e.g. a promotion in progress): only a real primary's history is worth comparing with.
+    pub async fn primary_timeline(&self, source: &ConnTarget) -> Result<Option<u32>, PgError> {
+        let client = connect(
+            &source.host,
+            source.port,
+            &self.params.superuser,
+            REMOTE_TIMEOUT,
+        )
+        .await?;
+        let sql = "SELECT pg_catalog.pg_is_in_recovery()::text, \
+                   CASE WHEN pg_catalog.pg_is_in_recovery() THEN '0' ELSE \
+                   pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) END";
+        let messages = tokio::time::timeout(REMOTE_TIMEOUT, client.simple_query(sql))
+            .await
+            .map_err(|_| PgError::Timeout {
+                what: format!("the timeline of {source}"),
+                secs: REMOTE_TIMEOUT.as_secs(),
+            })??;
+        let row = rows(messages);
+        let row = row
+            .first()
+            .ok_or_else(|| PgError::Protocol(format!("no answer from {source}")))?;
+        if row.get(0) == Some("true") {
+            return Ok(None);
+        }
+        let hex = row.get(1).unwrap_or("");
+        u32::from_str_radix(hex, 16)
+            .map(Some)
+            .map_err(|_| PgError::Protocol(format!("unexpected timeline {hex:?} from {source}")))
+    }
 }
 
 #[cfg(test)]
