@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# A local three-node pgha cluster on loopback, for trying things out.
+# A local three-node pgha cluster on loopback behind HAProxy, for trying things out: the stand
+# the Patroni how-tos build by hand on several machines, in one command.
 #
 #   scripts/cluster.sh up       # install missing packages (as root), build, start, wait, list
-#   scripts/cluster.sh status   # pghactl list
+#   scripts/cluster.sh status   # pghactl list + HAProxy's view of the servers
 #   scripts/cluster.sh down     # stop everything and remove the directory
 #
 # Layout (PGHA_LAB_DIR, default /tmp/pgha-lab): pgha, pghactl, node{1,2,3}.yml, node{1,2,3}.log,
-# node{1,2,3}.pid, etcd.pid, etcd.log, etcd/ (data), node{1,2,3}/ (data dir, pgpass, socket).
+# node{1,2,3}.pid, etcd.pid, etcd.log, etcd/ (data), node{1,2,3}/ (data dir, pgpass, socket),
+# haproxy.cfg, haproxy.pid, haproxy.log.
 # etcd listens on 127.0.0.1:2379 (peer 2380), PostgreSQL on 5441-5443, the REST APIs on
-# 8011-8013. As root, the agents (and so PostgreSQL) run as the `postgres` user.
+# 8011-8013; HAProxy (configured by `pghactl haproxy-config`) on 127.0.0.1:5000 (primary, checks
+# /primary), 5001 (replicas, checks /replica) and 7000 (stats page). As root, the agents (and so
+# PostgreSQL) run as the `postgres` user.
 # PGHA_LAB_BIN_DIR=DIR uses the pgha/pghactl found in DIR instead of building release binaries.
 set -euo pipefail
 
@@ -19,6 +23,10 @@ ETCD_PORT=2379
 ETCD_PEER_PORT=2380
 PG_PORTS=(5441 5442 5443)
 REST_PORTS=(8011 8012 8013)
+HAPROXY_PRIMARY_PORT=5000
+HAPROXY_REPLICA_PORT=5001
+HAPROXY_STATS_PORT=7000
+HAPROXY_BIN="${PGHA_LAB_HAPROXY:-/usr/sbin/haproxy}"
 BIN_DIR=/usr/lib/postgresql/15/bin
 WAIT_SECONDS=90
 
@@ -81,6 +89,7 @@ ensure_packages() {
     [[ -x "$BIN_DIR/postgres" ]] || missing+=(postgresql-15)
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+    [[ -x "$HAPROXY_BIN" ]] || missing+=(haproxy)
     ((${#missing[@]} == 0)) && return 0
     is_root || die "missing packages: ${missing[*]} (run as root to install them, or apt-get install them)"
     log "installing ${missing[*]}"
@@ -191,10 +200,70 @@ healthy() {
         [[ "$(grep -cE '^\| *node[0-9]+ *\|[^|]*\| *Replica *\| *streaming *\|' <<<"$out")" == 2 ]]
 }
 
+# HAProxy's configuration from the members in etcd, checked by HAProxy itself.
+write_haproxy_config() {
+    ctl haproxy-config "$SCOPE" --bind 127.0.0.1 \
+        --primary-port "$HAPROXY_PRIMARY_PORT" --replica-port "$HAPROXY_REPLICA_PORT" \
+        --stats-port "$HAPROXY_STATS_PORT" \
+        >"$BASE/haproxy.cfg.new" || die "pghactl haproxy-config failed"
+    "$HAPROXY_BIN" -c -q -f "$BASE/haproxy.cfg.new" >"$BASE/haproxy.check" 2>&1 ||
+        die "HAProxy rejects the generated configuration: $(cat "$BASE/haproxy.check")"
+    rm -f "$BASE/haproxy.check"
+    mv "$BASE/haproxy.cfg.new" "$BASE/haproxy.cfg"
+}
+
+start_haproxy() {
+    local p
+    for p in "$HAPROXY_PRIMARY_PORT" "$HAPROXY_REPLICA_PORT" "$HAPROXY_STATS_PORT"; do
+        port_in_use "$p" && die "port 127.0.0.1:$p (HAProxy) is already in use; stop what listens there (ss -ltnp 'sport = :$p') and run up again"
+    done
+    write_haproxy_config
+    log "starting HAProxy: primary 127.0.0.1:$HAPROXY_PRIMARY_PORT, replicas :$HAPROXY_REPLICA_PORT, stats :$HAPROXY_STATS_PORT"
+    # -db: stay in the foreground, so the PID we record is HAProxy's own.
+    (cd "$BASE" && spawn_detached "$BASE/haproxy.log" "$BASE/haproxy.pid" "" \
+        "$HAPROXY_BIN" -db -f "$BASE/haproxy.cfg")
+    local i
+    for ((i = 0; i < 50; i++)); do
+        port_in_use "$HAPROXY_STATS_PORT" && break
+        [[ -n "$(live_pid "$BASE/haproxy.pid")" ]] || die "HAProxy exited; see $BASE/haproxy.log"
+        sleep 0.1
+    done
+    ((i < 50)) || die "HAProxy did not open port $HAPROXY_STATS_PORT; see $BASE/haproxy.log"
+    # HAProxy starts with every server UP until its first failed check: wait until the checks
+    # have sorted them (one primary) before telling anyone to connect.
+    for ((i = 0; i < 150; i++)); do
+        [[ "$(haproxy_states 2>/dev/null | grep -cE '^  primary +node[0-9]+ +UP')" == 1 ]] && return 0
+        sleep 0.1
+    done
+    log "HAProxy does not route to exactly one primary yet:"
+    haproxy_states || true
+}
+
+# GET http://127.0.0.1:$1$2 (curl when present, else bash's /dev/tcp).
+http_get() {
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsS --max-time 3 "http://127.0.0.1:$1$2"
+        return
+    fi
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+    timeout 3 cat <&3 | sed '1,/^\r\{0,1\}$/d'
+    exec 3<&-
+}
+
+# HAProxy's state of each server, from the stats page's CSV (pxname, svname, ..., status).
+haproxy_states() {
+    local csv
+    csv="$(http_get "$HAPROXY_STATS_PORT" '/;csv')" || { log "HAProxy stats page not answering"; return 1; }
+    awk -F, 'NR > 1 && $1 != "stats" && $2 != "FRONTEND" {
+                 printf "  %-9s %-8s %s\n", $1, ($2 == "BACKEND" ? "(all)" : $2), $18 }' <<<"$csv"
+}
+
 cmd_up() {
     if [[ -n "$(live_pid "$BASE/etcd.pid")" ]]; then
         log "already running in $BASE"
-        ctl list || true
+        [[ -n "$(live_pid "$BASE/haproxy.pid")" ]] || start_haproxy
+        cmd_status || true
         return 0
     fi
     ensure_packages
@@ -202,8 +271,9 @@ cmd_up() {
         id postgres >/dev/null 2>&1 || die "no postgres user (install postgresql-15)"
     fi
     local p
-    for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "${PG_PORTS[@]}" "${REST_PORTS[@]}"; do
-        port_in_use "$p" && die "port 127.0.0.1:$p is already in use (another etcd/PostgreSQL/cluster?); stop it first"
+    for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "${PG_PORTS[@]}" "${REST_PORTS[@]}" \
+        "$HAPROXY_PRIMARY_PORT" "$HAPROXY_REPLICA_PORT" "$HAPROXY_STATS_PORT"; do
+        port_in_use "$p" && die "port 127.0.0.1:$p is already in use (another etcd/PostgreSQL/HAProxy/cluster?); stop it first"
     done
     [[ -e "$BASE" ]] && die "$BASE exists but nothing of ours runs there: remove it (scripts/cluster.sh down) first"
 
@@ -258,14 +328,19 @@ cmd_up() {
         fi
         sleep 2
     done
+    start_haproxy
     ctl list
     cat <<EOF
 
 pgha cluster '$SCOPE' is up in $BASE (took $((SECONDS - start))s after start).
   list:     $BASE/pghactl -c $BASE/node1.yml list
-  connect:  PGPASSWORD=lab-su-pass psql -h 127.0.0.1 -p 5441 -U postgres   (5441-5443)
+  primary:  PGPASSWORD=lab-su-pass psql -h 127.0.0.1 -p $HAPROXY_PRIMARY_PORT -U postgres   (HAProxy, read-write)
+  replicas: PGPASSWORD=lab-su-pass psql -h 127.0.0.1 -p $HAPROXY_REPLICA_PORT -U postgres   (HAProxy, read-only)
+  stats:    http://127.0.0.1:$HAPROXY_STATS_PORT/
+  nodes:    PGPASSWORD=lab-su-pass psql -h 127.0.0.1 -p 5441 -U postgres   (5441-5443)
   REST:     curl http://127.0.0.1:8011/patroni                             (8011-8013)
-  logs:     $BASE/node{1,2,3}.log, $BASE/etcd.log
+  metrics:  curl http://127.0.0.1:8011/metrics
+  logs:     $BASE/node{1,2,3}.log, $BASE/etcd.log, $BASE/haproxy.log
   stop:     scripts/cluster.sh down
 EOF
 }
@@ -276,6 +351,8 @@ cmd_down() {
         return 0
     fi
     local i p pid pids=()
+    pid="$(live_pid "$BASE/haproxy.pid")"
+    [[ -n "$pid" ]] && { log "stopping HAProxy (pid $pid)"; stop_pid "$pid" haproxy TERM 5; }
     # All agents at once (one by one, each stop of a leader would start a failover).
     for i in 1 2 3; do
         pid="$(live_pid "$BASE/node$i.pid")"
@@ -308,6 +385,13 @@ cmd_status() {
         if [[ -n "$pid" ]]; then log "agent node$i: running, pid $pid"; else log "agent node$i: NOT running"; fi
     done
     ctl list
+    pid="$(live_pid "$BASE/haproxy.pid")"
+    if [[ -z "$pid" ]]; then
+        log "HAProxy: NOT running (scripts/cluster.sh up starts it)"
+        return 0
+    fi
+    echo "HAProxy (pid $pid): primary :$HAPROXY_PRIMARY_PORT, replicas :$HAPROXY_REPLICA_PORT, stats http://127.0.0.1:$HAPROXY_STATS_PORT/"
+    haproxy_states || true
 }
 
 case "${1:-}" in

@@ -1,8 +1,23 @@
-//! `GET /metrics`: Prometheus text format with Patroni's metric names and help texts.
+//! `GET /metrics`: Prometheus text format (0.0.4, `text/plain`), in two parts.
+//!
+//! * The `patroni_*` series are rendered by hand, byte for byte as Patroni 4.1.5 prints them
+//!   (series names, HELP texts, types, `{scope="...",name="..."}` label order, values such as
+//!   `patroni_version ... 040105`), so existing Grafana dashboards and alerts keep working. A
+//!   Prometheus library cannot reproduce them: Patroni's counters (`patroni_xlog_location`) have
+//!   no `_total` suffix and `040105` is not a number a library would print.
+//! * pgha's own series (`pgha_*`: HA loop duration and cycles, DCS read latency and errors, the
+//!   last decision) go through `prometheus-client`'s text encoder, with the same two labels.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 
 use pgha_types::PATRONI_COMPAT_VERSION;
+use prometheus_client::encoding::text::encode_registry;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::view::{is_running, own_sync_role, role_is};
 use crate::NodeStatus;
@@ -26,8 +41,85 @@ const POSTGRES_STATES: &[(&str, &str)] = &[
     ("crashed", "crashed"),
 ];
 
-/// The `/metrics` body for a status.
+/// The `/metrics` body for a status: Patroni's series, then pgha's.
 pub fn metrics_text(s: &NodeStatus) -> String {
+    let mut out = patroni_text(s);
+    out.push_str(&pgha_text(s));
+    out
+}
+
+/// pgha's own series, encoded by `prometheus-client` (counters get its `_total` suffix). The
+/// OpenMetrics `# EOF` marker is not written: the body is Prometheus text format 0.0.4.
+fn pgha_text(s: &NodeStatus) -> String {
+    let st = &s.loop_stats;
+    let labels = [("scope", s.scope.clone()), ("name", s.name.clone())];
+    let mut registry = Registry::with_labels(
+        labels
+            .into_iter()
+            .map(|(k, v)| (Cow::Borrowed(k), Cow::Owned(v))),
+    );
+    // prometheus-client appends the final period to each HELP text.
+    let gauge = |v: f64| {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(finite(v));
+        g
+    };
+    let counter = |v: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        c
+    };
+    registry.register(
+        "pgha_ha_loop_duration_seconds",
+        "Duration of the last HA loop cycle in seconds",
+        gauge(st.last_cycle_seconds),
+    );
+    registry.register(
+        "pgha_ha_loop_cycles",
+        "HA loop cycles run since the agent started",
+        counter(st.cycles_total),
+    );
+    registry.register(
+        "pgha_dcs_read_duration_seconds",
+        "Latency of the last read of the cluster from the DCS in seconds",
+        gauge(st.dcs_read_seconds),
+    );
+    registry.register(
+        "pgha_dcs_errors",
+        "Failed reads of the cluster from the DCS since the agent started",
+        counter(st.dcs_errors_total),
+    );
+    let decision = Family::<Vec<(String, String)>, Gauge>::default();
+    if !st.last_decision.is_empty() {
+        decision
+            .get_or_create(&vec![("decision".to_string(), st.last_decision.clone())])
+            .set(1);
+    }
+    registry.register(
+        "pgha_last_decision_info",
+        "The last decision of the HA loop, as logged; the value is always 1",
+        decision,
+    );
+    let mut out = String::with_capacity(1024);
+    if let Err(e) = encode_registry(&mut out, &registry) {
+        // Writing into a String cannot fail; keep the Patroni part served regardless.
+        tracing::warn!("cannot encode the pgha_* metrics: {e}");
+        return String::new();
+    }
+    out
+}
+
+/// Prometheus accepts NaN and infinities, but a dashboard would show them as data: keep 0.
+fn finite(v: f64) -> f64 {
+    if v.is_finite() && v >= 0.0 {
+        v
+    } else {
+        0.0
+    }
+}
+
+/// Patroni's series, as Patroni 4.1.5 prints them.
+fn patroni_text(s: &NodeStatus) -> String {
     let mut out = String::with_capacity(4096);
     let labels = format!(
         "{{scope=\"{}\",name=\"{}\"}}",
@@ -251,53 +343,5 @@ fn escape_label(v: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn epoch_like_python() {
-        assert_eq!(
-            epoch(Some("2026-11-22 01:58:08.202807+00:00")),
-            "1795312688.202807"
-        );
-        assert_eq!(epoch(Some("2026-11-22 01:58:08+00:00")), "1795312688.0");
-        assert_eq!(epoch(Some("2026-11-22 01:58:08.5+01")), "1795309088.5");
-        assert_eq!(epoch(None), "0");
-        assert_eq!(epoch(Some("nope")), "0");
-    }
-
-    #[test]
-    fn leader_metrics() {
-        let s = NodeStatus {
-            scope: "pgha-bench".into(),
-            name: "node3".into(),
-            state: "running".into(),
-            role: Some("primary".into()),
-            postmaster_start_time: Some("2026-11-22 01:58:08.202807+00:00".into()),
-            server_version: Some(150018),
-            xlog_location: Some(67108864),
-            timeline: Some(1),
-            ..Default::default()
-        };
-        let text = metrics_text(&s);
-        for line in [
-            "patroni_version{scope=\"pgha-bench\",name=\"node3\"} 040105",
-            "patroni_postgres_running{scope=\"pgha-bench\",name=\"node3\"} 1",
-            "patroni_postmaster_start_time{scope=\"pgha-bench\",name=\"node3\"} 1795312688.202807",
-            "patroni_primary{scope=\"pgha-bench\",name=\"node3\"} 1",
-            "patroni_xlog_location{scope=\"pgha-bench\",name=\"node3\"} 67108864",
-            "patroni_xlog_received_location{scope=\"pgha-bench\",name=\"node3\"} 0",
-            "patroni_postgres_streaming{scope=\"pgha-bench\",name=\"node3\"} 0",
-            "patroni_postgres_server_version{scope=\"pgha-bench\",name=\"node3\"} 150018",
-            "patroni_postgres_state{scope=\"pgha-bench\",name=\"node3\"} 5",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
-        assert!(text.starts_with(
-            "# HELP patroni_version Patroni semver without periods.\n# TYPE patroni_version gauge\n"
-        ));
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

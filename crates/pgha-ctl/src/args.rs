@@ -354,3 +354,53 @@ pub struct PromoteClusterArgs {
     #[arg(long)]
     pub force: bool,
 }
+
+#[derive(Debug, Clone, Args)]
+pub struct HaproxyConfigArgs {
+    /// Cluster name (default: `scope` from the configuration)
+    #[arg(value_name = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Port of the read-write listener (checks `/primary`)
+    #[arg(long, default_value_t = 5000, value_name = "PORT")]
+    pub primary_port: u16,
+    /// Port of the read-only listener (checks `/replica`)
+    #[arg(long, default_value_t = 5001, value_name = "PORT")]
+    pub replica_port: u16,
+    /// Port of the HAProxy statistics page
+    #[arg(long, default_value_t = 7000, value_name = "PORT")]
+    pub stats_port: u16,
+    /// Address the listeners bind to
+    #[arg(long, default_value = "*", value_name = "ADDRESS")]
+    pub bind: String,
+    /// Time between two health checks of a server (HAProxy time: 3s, 500ms, ...)
+    #[arg(long, default_value = "3s", value_name = "TIME")]
+    pub inter: String,
+    /// Failed checks before a server is taken out
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub fall: u32,
+    /// Passed checks before a server is put back
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub rise: u32,
+    /// Connection limit per server
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub maxconn: u32,
+    /// HTTP method of the health checks
+    #[arg(long, value_enum, default_value = "options")]
+    pub check_method: crate::haproxy::CheckMethod,
+    /// Leave out replicas lagging more than this (`/replica?lag=LAG`, e.g. 16MB)
+    #[arg(long, value_name = "LAG")]
+    pub replica_lag: Option<String>,
+    /// Add a `stats socket` at this path to the global section
+    #[arg(long, value_name = "PATH")]
+    pub stats_socket: Option<String>,
+    /// Citus group
+    #[arg(long)]
+    pub group: Option<i64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete in
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

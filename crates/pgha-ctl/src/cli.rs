@@ -86,6 +86,11 @@ pub enum Command {
     /// Promote cluster, make it run standalone
     #[command(name = "promote-cluster")]
     PromoteCluster(PromoteClusterArgs),
+    /// Print a haproxy.cfg routing to the cluster's primary and replicas
+    #[command(name = "haproxy-config")]
+    HaproxyConfig(HaproxyConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion(CompletionArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,6 +5,7 @@
 mod cluster_role;
 mod common;
 mod edit_config;
+mod extras;
 mod history;
 mod members;
 mod pause;
@@ -29,6 +30,11 @@ use crate::term::{prompt_secret, StdTerm};
 use common::{reject_group, Ctx};
 
 pub async fn run(cli: Cli) -> Result<()> {
+    // Needs no configuration at all.
+    if let Command::Completion(a) = &cli.command {
+        extras::completion(a);
+        return Ok(());
+    }
     let env = |k: &str| std::env::var(k).ok();
     let cfg = config::load(
         cli.config_file.as_deref(),
@@ -53,6 +59,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             list(&cfg, &args, Format::Topology).await
         }
         Command::Version(v) => version(&cfg, &v).await,
+        Command::HaproxyConfig(a) => extras::haproxy_config(&cfg, a).await,
+        Command::Completion(a) => {
+            extras::completion(&a);
+            Ok(())
+        }
         other => operate(&cfg, other).await,
     }
 }
@@ -102,7 +113,11 @@ async fn operate(cfg: &CtlConfig, command: Command) -> Result<()> {
         Command::Flush(a) => (Some(a.cluster_name().to_string()), a.group),
         Command::DemoteCluster(a) => (a.cluster_name.clone(), None),
         Command::PromoteCluster(a) => (a.cluster_name.clone(), None),
-        Command::List(_) | Command::Topology(_) | Command::Version(_) => return Ok(()),
+        Command::List(_)
+        | Command::Topology(_)
+        | Command::Version(_)
+        | Command::HaproxyConfig(_)
+        | Command::Completion(_) => return Ok(()),
     };
     reject_group(group)?;
     let scope = scope_of(cfg, scope)?;
@@ -263,7 +278,11 @@ async fn operate(cfg: &CtlConfig, command: Command) -> Result<()> {
             };
             query::query(ctx, &store, &req).await
         }
-        Command::List(_) | Command::Topology(_) | Command::Version(_) => Ok(()),
+        Command::List(_)
+        | Command::Topology(_)
+        | Command::Version(_)
+        | Command::HaproxyConfig(_)
+        | Command::Completion(_) => Ok(()),
     }
 }
 

@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod dcs;
 mod diff;
+mod haproxy;
 mod pyfmt;
 mod render;
 mod rest;

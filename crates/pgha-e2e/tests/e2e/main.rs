@@ -18,9 +18,25 @@ mod add_node;
 mod bootstrap;
 mod common;
 mod etcd_outage;
+mod failover_manual;
 mod foreign_datadir;
 mod garbage_keys;
 mod harness;
 mod kill_leader;
+mod ops_common;
+mod patronictl_compat;
+mod pause_mode;
+mod pending_restart;
 mod postmaster_crash;
+mod reload_reinit;
+mod scheduled_switchover;
 mod sigterm_leader;
+mod switchover_rest;
+mod switchover_writes;
+
+// Production fit: HAProxy, /metrics, logs, packaging, load.
+mod prod_haproxy;
+mod prod_logs;
+mod prod_packaging;
+mod prod_pgbench;
+mod prod_support;
