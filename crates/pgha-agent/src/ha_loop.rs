@@ -516,6 +516,7 @@ impl Agent {
             self.last_role,
             &self.cmdline_pending,
             scheduled,
+            self.policy.pause,
         );
         if cluster.is_some() && self.last_member.as_ref() != Some(&data) {
             match self.dcs.touch_member(&self.cfg.name, &data).await {

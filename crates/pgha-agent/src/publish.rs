@@ -43,6 +43,7 @@ pub fn member_data(
     last_role: Option<&str>,
     cmdline_pending: &[(String, Option<String>, Option<String>)],
     scheduled: Option<ScheduledRestart>,
+    paused: bool,
 ) -> MemberData {
     let mut d = MemberData {
         conn_url: Some(cfg.postgresql.conn_url()),
@@ -99,6 +100,8 @@ pub fn member_data(
         }
     }
     d.scheduled_restart = scheduled;
+    // patronictl's `pause --wait` watches the member keys for this.
+    d.pause = paused.then_some(true);
     d
 }
 
