@@ -457,7 +457,13 @@ impl Agent {
             kind: kind.clone(),
             started_at: now_ms(),
         };
-        let handle = tokio::spawn(jobs::run(kind, ctx));
+        // Its end is news for the loop (promoted, started, cloned): act on it at once.
+        let wake = self.wake.clone();
+        let handle = tokio::spawn(async move {
+            let result = jobs::run(kind, ctx).await;
+            wake.notify_one();
+            result
+        });
         self.job = Some(RunningJob { job, handle });
     }
 

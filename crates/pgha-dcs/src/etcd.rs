@@ -66,7 +66,8 @@ impl EtcdDcs {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(per_attempt)
             .with_timeout(per_attempt)
-            .with_keep_alive(Duration::from_secs(2), per_attempt);
+            // etcd answers pings more often than every 5 s with GOAWAY too_many_pings.
+            .with_keep_alive(Duration::from_secs(10), per_attempt);
         if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
             opts = opts.with_user(u.clone(), p.clone());
         }
