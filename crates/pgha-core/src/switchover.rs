@@ -12,9 +12,7 @@ pub(crate) fn due(cluster: &Cluster, now: u64) -> Option<&Failover> {
 }
 
 fn healthy(cluster: &Cluster, name: &str) -> bool {
-    cluster
-        .member(name)
-        .is_some_and(|m| m.is_running() && !m.nofailover())
+    cluster.member(name).is_some_and(|m| m.may_promote())
 }
 
 /// The leader's part: check the request, then stop cleanly (every WAL record reaches the

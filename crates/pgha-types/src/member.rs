@@ -100,6 +100,21 @@ impl Member {
         self.tag_bool("nofailover")
     }
 
+    /// A candidate for promotion: running, and neither tagged `nofailover` nor given a
+    /// `failover_priority` of 0 or less (which means the same when `nofailover` is absent).
+    pub fn may_promote(&self) -> bool {
+        let priority_off = || match self.data.tags.get("failover_priority") {
+            Some(Value::Number(n)) => n.as_f64().is_some_and(|p| p <= 0.0),
+            Some(Value::String(s)) => s.trim().parse::<f64>().is_ok_and(|p| p <= 0.0),
+            _ => false,
+        };
+        let nofailover = match self.data.tags.get("nofailover") {
+            Some(_) => self.nofailover(),
+            None => priority_off(),
+        };
+        self.is_running() && !nofailover
+    }
+
     pub fn is_running(&self) -> bool {
         self.data.state.as_deref() == Some("running")
     }

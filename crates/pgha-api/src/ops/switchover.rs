@@ -226,25 +226,11 @@ fn failover_possible(
         }
         members
     };
-    if members.iter().any(|m| can_promote(m)) {
+    if members.iter().any(|m| m.may_promote()) {
         Ok(())
     } else {
         Err(not_possible("no good candidates have been found"))
     }
-}
-
-/// Running, and neither `nofailover` nor a `failover_priority` of 0 or less.
-fn can_promote(m: &Member) -> bool {
-    let priority_off = || match m.data.tags.get("failover_priority") {
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|p| p <= 0.0),
-        Some(Value::String(s)) => s.trim().parse::<f64>().is_ok_and(|p| p <= 0.0),
-        _ => false,
-    };
-    let nofailover = match m.data.tags.get("nofailover") {
-        Some(_) => m.nofailover(),
-        None => priority_off(),
-    };
-    m.is_running() && !nofailover
 }
 
 /// Waits until a member other than `old_leader` holds the leader key (200), the `failover` key
