@@ -123,12 +123,19 @@ fn json_logs_rotation_and_text_layout() -> Result<()> {
     ));
 
     // node2 kept the defaults: Patroni's text layout on stderr, level at column 25.
-    let text = c.log_since("node2", 0);
-    let beats: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains(": no action. I am (node2)"))
-        .collect();
-    ensure!(beats.len() >= 3, "node2 logged {} heartbeats", beats.len());
+    // node2 clones first, so its heartbeats start later than node1's: wait for them.
+    let heartbeats = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(": no action. I am (node2)"))
+            .map(str::to_owned)
+            .collect()
+    };
+    c.wait("node2 to log 3 heartbeats", Duration::from_secs(20), || {
+        let n = heartbeats(&c.log_since("node2", 0)).len();
+        ensure!(n >= 3, "node2 logged {n} heartbeats");
+        Ok(())
+    })?;
+    let beats = heartbeats(&c.log_since("node2", 0));
     for l in &beats {
         ensure!(
             l.len() > 30 && &l[23..24] == " " && l[24..].starts_with("INFO: no action."),
