@@ -91,7 +91,7 @@ pub async fn run(
             Ok(true)
         }
         Action::Follow { leader } => {
-            let server = agent.server_config_for(
+            let mut server = agent.server_config_for(
                 &Role::Replica {
                     leader: Some(leader.clone()),
                 },
@@ -99,7 +99,7 @@ pub async fn run(
             );
             let outcome = agent
                 .pg
-                .write_config(&server)
+                .write_config(&mut server)
                 .await
                 .context("write the standby configuration")?;
             if outcome.changed {
@@ -277,10 +277,10 @@ async fn update_history(agent: &Agent, obs: &Observation, cluster: Option<&Clust
 /// Brings postgresql.conf in line with the dynamic and local configuration; reloads postgres
 /// when it changed and notes what only a restart applies.
 async fn apply_config(agent: &mut Agent, role: &Role, cluster: Option<&Cluster>) -> Result<()> {
-    let server = agent.server_config_for(role, cluster);
+    let mut server = agent.server_config_for(role, cluster);
     let outcome = agent
         .pg
-        .write_config(&server)
+        .write_config(&mut server)
         .await
         .context("write postgresql.conf")?;
     for (name, old, new) in &outcome.changed_parameters {

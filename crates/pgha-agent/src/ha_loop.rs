@@ -10,7 +10,7 @@ use pgha_api::{LocalAnswer, NodeStatus};
 use pgha_config::Config;
 use pgha_core::{
     decide, Action, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome, LocalPg,
-    LockRenewal, Observation, PgProcess, PgRunning, Reply, Role, StopMode,
+    LockRenewal, Observation, PgProcess, PgRunning, Reply, Role, SettingBelowPrimary, StopMode,
 };
 use pgha_dcs::{DcsError, EtcdDcs};
 use pgha_postgres::{DataDirState, LocalPostgres};
@@ -329,6 +329,13 @@ impl Agent {
                 let process = if self.pg.postmaster_pid().is_some() {
                     match self.pg.probe().await {
                         Ok(p) => {
+                            // PostgreSQL pauses replay when the primary raised a shared-memory
+                            // setting above ours; the control file then says by how much.
+                            let below_primary = if p.in_recovery && p.replay_paused {
+                                self.settings_below_primary().await
+                            } else {
+                                Vec::new()
+                            };
                             let running = PgRunning {
                                 in_recovery: p.in_recovery,
                                 timeline: p.timeline,
@@ -344,6 +351,7 @@ impl Agent {
                                 pending_restart: !p.pending_restart.is_empty()
                                     || !self.cmdline_pending.is_empty(),
                                 server_version: p.server_version,
+                                below_primary,
                             };
                             self.last_role =
                                 Some(if p.in_recovery { "replica" } else { "primary" });
@@ -397,6 +405,23 @@ impl Agent {
         };
         self.last_probe = probe;
         local
+    }
+
+    async fn settings_below_primary(&self) -> Vec<SettingBelowPrimary> {
+        match self.pg.replay_blockers().await {
+            Ok(list) => list
+                .into_iter()
+                .map(|s| SettingBelowPrimary {
+                    name: s.name,
+                    standby: s.standby,
+                    primary: s.primary,
+                })
+                .collect(),
+            Err(e) => {
+                warn!("replay is paused and pg_controldata failed: {e}");
+                Vec::new()
+            }
+        }
     }
 
     async fn reap_job(&mut self) {

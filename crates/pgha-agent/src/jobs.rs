@@ -46,7 +46,7 @@ async fn bootstrap(ctx: &JobCtx) -> Result<String, String> {
     }
     pg.write_pgpass()
         .map_err(fail("writing the pgpass file failed"))?;
-    pg.write_config(&server)
+    pg.write_config(&mut server)
         .await
         .map_err(fail("writing the configuration failed"))?;
     pg.start(&server)
@@ -118,10 +118,10 @@ async fn clone_from(ctx: &JobCtx, from: &str) -> Result<String, String> {
 
 async fn start(ctx: &JobCtx, role: &Role) -> Result<String, String> {
     let pg = &ctx.pg;
-    let server = server_config(&ctx.cfg, &ctx.policy, role, ctx.cluster.as_ref());
+    let mut server = server_config(&ctx.cfg, &ctx.policy, role, ctx.cluster.as_ref());
     pg.write_pgpass()
         .map_err(fail("writing the pgpass file failed"))?;
-    pg.write_config(&server)
+    pg.write_config(&mut server)
         .await
         .map_err(fail("writing the configuration failed"))?;
     // A postmaster killed a moment ago can linger as a zombie until it is reaped, and a new

@@ -443,6 +443,22 @@ fn follow_leader(
             });
             format!("Lock owner: {leader}; I am {me}; stopping to check my WAL against the new leader's history")
         }
+        PgProcess::Running(r) if !r.below_primary.is_empty() => {
+            let what = below_primary_text(&r.below_primary);
+            if obs.policy.pause {
+                return format!(
+                    "Lock owner: {leader}; I am {me}; paused: replay has stopped because the primary runs {what}; restart this member to resume it"
+                );
+            }
+            d.act(Action::StartJob(JobKind::Restart {
+                role: Role::Replica {
+                    leader: Some(leader.to_string()),
+                },
+            }));
+            format!(
+                "Lock owner: {leader}; I am {me}; restarting postgres: the primary now runs {what}, and replay waits until this standby has as much"
+            )
+        }
         PgProcess::Running(_) => {
             let following = Some(Role::Replica {
                 leader: Some(leader.to_string()),
@@ -538,4 +554,13 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
             format!("Lock owner: None; I am {me}; starting postgres as a read-only replica to join the leader race")
         }
     }
+}
+
+/// "max_connections = 150 (here 100), max_wal_senders = 12 (here 10)".
+fn below_primary_text(settings: &[crate::SettingBelowPrimary]) -> String {
+    settings
+        .iter()
+        .map(|s| format!("{} = {} (here {})", s.name, s.primary, s.standby))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -18,7 +18,7 @@ pub use decide::decide;
 pub use model::{
     Action, AdminRequest, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome,
     LocalPg, LockRenewal, Observation, PeerReply, PeerStatus, PgProcess, PgRunning, Reply,
-    RestartRequest, Role, StopMode,
+    RestartRequest, Role, SettingBelowPrimary, StopMode,
 };
 pub use race::{healthiest_verdict, RaceVerdict};
 pub use rewind::{assess_divergence, Divergence};

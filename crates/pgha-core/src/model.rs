@@ -54,6 +54,19 @@ pub struct PgRunning {
     pub pending_restart: bool,
     /// server_version_num, e.g. 150018.
     pub server_version: u32,
+    /// Replica: shared-memory settings this standby runs below the values its primary now
+    /// runs with (replayed into its control file). PostgreSQL pauses replay until the standby
+    /// restarts with at least the primary's values.
+    pub below_primary: Vec<SettingBelowPrimary>,
+}
+
+/// A shared-memory setting (max_connections, max_wal_senders, ...) a standby runs below its
+/// primary's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingBelowPrimary {
+    pub name: String,
+    pub standby: i64,
+    pub primary: i64,
 }
 
 /// The parts of pg_controldata the decision needs.

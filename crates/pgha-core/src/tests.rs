@@ -55,6 +55,7 @@ fn running(in_recovery: bool, pos: u64) -> LocalPg {
             streaming: in_recovery,
             pending_restart: false,
             server_version: 150018,
+            below_primary: Vec::new(),
         }),
         control: None,
     }
@@ -527,6 +528,7 @@ fn new_timeline_is_recorded_in_history() {
             streaming: false,
             pending_restart: false,
             server_version: 150018,
+            below_primary: Vec::new(),
         }),
         control: None,
     };
@@ -796,4 +798,61 @@ fn leader_with_a_hung_primary_releases_the_lock_after_ttl() {
     let d = o.decide_from(&later);
     assert_eq!(d.actions, vec![Action::ReleaseLock]);
     assert!(d.next.needs_rejoin);
+}
+
+fn replica_below_primary(settings: &[(&str, i64, i64)]) -> LocalPg {
+    let mut local = running(true, 1000);
+    if let LocalPg::Initialized {
+        process: PgProcess::Running(r),
+        ..
+    } = &mut local
+    {
+        r.below_primary = settings
+            .iter()
+            .map(|(name, standby, primary)| SettingBelowPrimary {
+                name: name.to_string(),
+                standby: *standby,
+                primary: *primary,
+            })
+            .collect();
+    }
+    local
+}
+
+#[test]
+fn replica_below_the_primarys_shared_memory_settings_restarts() {
+    // The primary was restarted with a higher max_connections before this replica: replay has
+    // paused, and only a restart with the new value resumes it.
+    let o = Obs::new(
+        "pg2",
+        cluster(Some("pg1")),
+        replica_below_primary(&[("max_connections", 100, 150)]),
+    );
+    let d = o.decide_from(&following("pg1"));
+    assert_eq!(
+        d.actions,
+        vec![Action::StartJob(JobKind::Restart {
+            role: Role::Replica {
+                leader: Some("pg1".into())
+            }
+        })]
+    );
+    assert!(
+        d.message.contains("max_connections = 150 (here 100)"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn paused_replica_below_the_primary_only_reports() {
+    let mut o = Obs::new(
+        "pg2",
+        cluster(Some("pg1")),
+        replica_below_primary(&[("max_wal_senders", 10, 12)]),
+    );
+    o.0.policy.pause = true;
+    let d = o.decide_from(&following("pg1"));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(d.message.contains("paused"), "{}", d.message);
 }

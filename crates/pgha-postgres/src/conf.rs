@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use crate::cluster_wide::HeldSetting;
 use crate::error::PgError;
 use crate::params::PgUser;
 use crate::{DataDirState, LocalPostgres};
@@ -69,6 +70,9 @@ pub struct ConfigWriteOutcome {
     /// from postmaster.opts): (name, running, wanted). Only a restart applies these. Empty when
     /// postgres is not running.
     pub command_line_changes: Vec<(String, Option<String>, Option<String>)>,
+    /// Standby: shared-memory settings kept above the configured value because the primary
+    /// still runs with more (already applied to `ServerConfig::command_line`).
+    pub held: Vec<HeldSetting>,
 }
 
 /// Quote a value for postgresql.conf: single quotes doubled, backslashes and line breaks escaped.
@@ -325,9 +329,17 @@ impl LocalPostgres {
     ///   primary_slot_name, recovery_target_timeline = 'latest', and `standby.signal`.
     ///   Primary: no recovery settings; `standby.signal` and `recovery.signal` are removed.
     ///
+    /// * Standby: the cluster-wide shared-memory settings in `cfg.command_line` are raised to
+    ///   the primary's values recorded in the control file (see [`crate::cluster_wide`]), so a
+    ///   following [`LocalPostgres::start`] with the same `cfg` starts; what was raised is in
+    ///   [`ConfigWriteOutcome::held`].
+    ///
     /// Safe to call after pg_basebackup / pg_rewind copied the source's config files: the result
     /// only depends on `cfg` and on postgresql.base.conf.
-    pub async fn write_config(&self, cfg: &ServerConfig) -> Result<ConfigWriteOutcome, PgError> {
+    pub async fn write_config(
+        &self,
+        cfg: &mut ServerConfig,
+    ) -> Result<ConfigWriteOutcome, PgError> {
         let p = &self.params;
         if self.separate_config_dir() {
             if !p.config_dir.exists() {
@@ -432,10 +444,15 @@ impl LocalPostgres {
             outcome.changed = true;
         }
 
-        outcome.command_line_changes = match (self.postmaster_pid(), self.last_start_command_line())
-        {
-            (Some(_), Some(running)) => diff_maps(&running, &cfg.command_line, |_| false),
-            _ => Vec::new(),
+        let running = self
+            .postmaster_pid()
+            .and_then(|_| self.last_start_command_line());
+        if cfg.standby.is_some() {
+            outcome.held = self.hold_for_standby(cfg, running.as_ref()).await;
+        }
+        outcome.command_line_changes = match running {
+            Some(running) => diff_maps(&running, &cfg.command_line, |_| false),
+            None => Vec::new(),
         };
         if outcome.changed {
             tracing::info!(

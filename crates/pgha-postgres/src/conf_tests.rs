@@ -141,7 +141,7 @@ async fn write_config_primary_then_standby_then_primary() {
         hba: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
         standby: None,
     };
-    let out = pg.write_config(&cfg).await.unwrap();
+    let out = pg.write_config(&mut cfg).await.unwrap();
     assert!(out.changed && out.hba_changed && !out.standby_changed);
     assert!(out.command_line_changes.is_empty());
     assert!(out
@@ -170,7 +170,7 @@ async fn write_config_primary_then_standby_then_primary() {
         .contains("scram-sha-256"));
 
     // Same again: nothing changes.
-    let again = pg.write_config(&cfg).await.unwrap();
+    let again = pg.write_config(&mut cfg).await.unwrap();
     assert_eq!(again, ConfigWriteOutcome::default());
 
     // Become a standby.
@@ -180,7 +180,7 @@ async fn write_config_primary_then_standby_then_primary() {
         primary_slot_name: Some("node1".into()),
     });
     cfg.parameters.insert("work_mem".into(), "8MB".into());
-    let out = pg.write_config(&cfg).await.unwrap();
+    let out = pg.write_config(&mut cfg).await.unwrap();
     assert!(out.changed && out.standby_changed && !out.hba_changed);
     assert_eq!(
         out.changed_parameters,
@@ -206,7 +206,7 @@ async fn write_config_primary_then_standby_then_primary() {
     .unwrap();
     std::fs::write(data.join("recovery.signal"), "").unwrap();
     cfg.standby = None;
-    let out = pg.write_config(&cfg).await.unwrap();
+    let out = pg.write_config(&mut cfg).await.unwrap();
     assert!(out.changed && out.standby_changed);
     assert!(!data.join("standby.signal").exists());
     assert!(!data.join("recovery.signal").exists());
@@ -226,7 +226,7 @@ async fn write_config_refuses_uninitialized_data_dir() {
     let p = params_in(tmp.path());
     std::fs::create_dir_all(&p.data_dir).unwrap();
     let pg = LocalPostgres::new(p.clone());
-    let err = pg.write_config(&ServerConfig::default()).await.unwrap_err();
+    let err = pg.write_config(&mut ServerConfig::default()).await.unwrap_err();
     assert!(matches!(err, PgError::DataDir { .. }), "{err}");
     assert!(
         std::fs::read_dir(&p.data_dir).unwrap().next().is_none(),
@@ -240,7 +240,7 @@ async fn separate_config_dir() {
     let mut p = initialized(tmp.path());
     p.config_dir = tmp.path().join("conf");
     let pg = LocalPostgres::new(p.clone());
-    let out = pg.write_config(&ServerConfig::default()).await.unwrap();
+    let out = pg.write_config(&mut ServerConfig::default()).await.unwrap();
     assert!(out.changed);
     let conf = std::fs::read_to_string(p.config_dir.join("postgresql.conf")).unwrap();
     // No pg_hba.conf in the config dir and none requested: postgres keeps its default.

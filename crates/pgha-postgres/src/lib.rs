@@ -17,6 +17,7 @@
 //! this crate writes to that user.
 
 mod bootstrap;
+pub mod cluster_wide;
 mod cmd;
 mod conf;
 mod controldata;
@@ -30,6 +31,7 @@ mod sql;
 
 use std::path::{Path, PathBuf};
 
+pub use cluster_wide::{HeldSetting, InsufficientSetting};
 pub use cmd::OsUser;
 pub use conf::{
     parse_conf_parameters, primary_conninfo, render_hba, render_pgpass, render_postgresql_conf,
@@ -63,6 +65,8 @@ pub struct LocalPostgres {
     timeouts: Timeouts,
     os_user: Option<OsUser>,
     conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// What a standby held back last time, so the log says it once.
+    held_settings: std::sync::Mutex<Vec<HeldSetting>>,
 }
 
 impl std::fmt::Debug for LocalPostgres {
@@ -82,6 +86,7 @@ impl LocalPostgres {
             timeouts: Timeouts::default(),
             os_user: None,
             conn: tokio::sync::Mutex::new(None),
+            held_settings: std::sync::Mutex::new(Vec::new()),
         }
     }
 

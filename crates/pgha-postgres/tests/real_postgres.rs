@@ -161,8 +161,8 @@ async fn lifecycle_with_real_postgres() {
 
     // Primary.
     pg1.initdb().await.expect("initdb");
-    let cfg1 = server_config(&base, "node1", port1, None);
-    let outcome = pg1.write_config(&cfg1).await.expect("write_config");
+    let mut cfg1 = server_config(&base, "node1", port1, None);
+    let outcome = pg1.write_config(&mut cfg1).await.expect("write_config");
     assert!(outcome.changed);
     assert!(p1.data_dir.join("postgresql.base.conf").exists());
     pg1.start(&cfg1).await.expect("start");
@@ -223,7 +223,7 @@ async fn lifecycle_with_real_postgres() {
     );
 
     // Nothing changes when the same configuration is written again.
-    let again = pg1.write_config(&cfg1).await.expect("rewrite");
+    let again = pg1.write_config(&mut cfg1).await.expect("rewrite");
     assert!(!again.changed, "{again:?}");
     assert!(again.command_line_changes.is_empty(), "{again:?}");
 
@@ -233,7 +233,7 @@ async fn lifecycle_with_real_postgres() {
         port: port1,
     };
     pg2.basebackup(&source).await.expect("basebackup");
-    let cfg2 = server_config(
+    let mut cfg2 = server_config(
         &base,
         "node2",
         port2,
@@ -243,7 +243,7 @@ async fn lifecycle_with_real_postgres() {
             primary_slot_name: Some("node2".into()),
         }),
     );
-    pg2.write_config(&cfg2).await.expect("standby config");
+    pg2.write_config(&mut cfg2).await.expect("standby config");
     pg2.start(&cfg2).await.expect("start standby");
     pg2.wait_ready(Duration::from_secs(30))
         .await
@@ -320,7 +320,7 @@ async fn lifecycle_with_real_postgres() {
         conf.contains(&base.join("node1").display().to_string()),
         "our config was restored: {conf}"
     );
-    let cfg1_standby = server_config(
+    let mut cfg1_standby = server_config(
         &base,
         "node1",
         port1,
@@ -331,7 +331,7 @@ async fn lifecycle_with_real_postgres() {
         }),
     );
     let outcome = pg1
-        .write_config(&cfg1_standby)
+        .write_config(&mut cfg1_standby)
         .await
         .expect("standby config");
     assert!(outcome.standby_changed);
