@@ -44,6 +44,8 @@ pub enum Operation {
     Reinitialize,
     PatchConfig,
     PutConfig,
+    /// pgha's own `POST /config/check`: validate without storing.
+    CheckConfig,
     Failsafe,
     Sigterm,
     Citus,
@@ -79,6 +81,7 @@ impl Operation {
             ("DELETE", "restart") => DeleteRestart,
             ("PATCH", "config") => PatchConfig,
             ("PUT", "config") => PutConfig,
+            ("POST", "config") => CheckConfig,
             _ => return None,
         };
         Some(op)
@@ -87,9 +90,8 @@ impl Operation {
     fn body_kind(self) -> BodyKind {
         use Operation::*;
         match self {
-            Switchover | Failover | PatchConfig | PutConfig | Failsafe | Citus | Mpp => {
-                BodyKind::Required
-            }
+            Switchover | Failover | PatchConfig | PutConfig | CheckConfig | Failsafe | Citus
+            | Mpp => BodyKind::Required,
             Restart | Reinitialize => BodyKind::Optional,
             DeleteSwitchover | DeleteRestart | Reload | Sigterm => BodyKind::None,
         }
@@ -161,6 +163,7 @@ async fn perform(state: &ApiState, op: Operation, request: Map<String, Value>) -
         Reinitialize => local::reinitialize(state, &request).await,
         PatchConfig => config::patch(state, &request).await,
         PutConfig => config::put(state, request).await,
+        CheckConfig => config::check(state, &request).await,
         // Patroni acts on it only on Windows under its test harness, and answers regardless.
         Sigterm => text_response(StatusCode::ACCEPTED, "shutdown scheduled"),
         // Citus/MPP coordinator events: pgha runs no MPP handler, so there is nothing to do.

@@ -81,6 +81,29 @@ pub(super) async fn put(state: &ApiState, request: Map<String, Value>) -> Respon
     json_response(StatusCode::OK, &Value::Object(request))
 }
 
+/// `POST /config/check` (pgha's own; Patroni has no such endpoint): the checks `PATCH /config`
+/// makes, on a whole configuration or a fragment of one, without storing anything. 200 with the
+/// request echoed when it would be accepted; 400 with one problem per line otherwise.
+/// `pghactl edit-config`, which writes the DCS directly as patronictl does, asks the leader
+/// this first.
+pub(super) async fn check(state: &ApiState, request: &Map<String, Value>) -> Response {
+    let Some(admin) = admin(state) else {
+        return not_supported();
+    };
+    let timing_given = TIMING_DEFAULTS
+        .iter()
+        .any(|(k, _)| request.contains_key(*k));
+    if timing_given {
+        if let Err(msg) = check_config(request) {
+            return text_response(StatusCode::BAD_REQUEST, msg);
+        }
+    }
+    if let Some(msg) = check_parameters(admin, request).await {
+        return text_response(StatusCode::BAD_REQUEST, msg);
+    }
+    json_response(StatusCode::OK, &Value::Object(request.clone()))
+}
+
 /// Values PostgreSQL would reject are refused before they are stored on every node.
 async fn check_parameters(admin: &dyn crate::Admin, config: &Map<String, Value>) -> Option<String> {
     let params = config

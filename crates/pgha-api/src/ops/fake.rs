@@ -78,6 +78,15 @@ pub(super) struct FakeAdmin {
     pub loop_wait: u64,
 }
 
+/// The fake's stand-in for pg_settings: a parameter whose value is the string "bad" is refused.
+fn fake_parameter_problems(parameters: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    parameters
+        .iter()
+        .filter(|(_, v)| v.as_str() == Some("bad"))
+        .map(|(k, _)| format!("postgresql.parameters.{k}: invalid value \"bad\""))
+        .collect()
+}
+
 impl FakeAdmin {
     pub fn new(clusters: Vec<Cluster>) -> FakeAdmin {
         FakeAdmin::scripted(clusters.into_iter().map(Ok).collect())
@@ -146,6 +155,13 @@ impl Admin for FakeAdmin {
 
     fn loop_wait(&self) -> u64 {
         self.loop_wait
+    }
+
+    fn check_parameters(
+        &self,
+        parameters: serde_json::Map<String, serde_json::Value>,
+    ) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(async move { fake_parameter_problems(&parameters) })
     }
 }
 

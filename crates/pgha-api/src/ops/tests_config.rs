@@ -177,3 +177,30 @@ async fn put_rejections() {
         assert!(a.body.contains("Error code: 502"), "{}", a.body);
     }
 }
+
+#[tokio::test]
+async fn check_validates_without_writing() {
+    let admin = admin_with(three_nodes(Some("node3"), &[]), |_| {});
+    let ok = r#"{"postgresql": {"parameters": {"work_mem": "8MB"}}}"#;
+    let a = send(&admin, Method::POST, "/config/check", Some(ok)).await;
+    assert_eq!(a.code.as_u16(), 200, "{}", a.body);
+    assert_eq!(a.content_type, "application/json");
+
+    let bad = r#"{"postgresql": {"parameters": {"work_mem": "8MB", "max_connections": "bad"}}}"#;
+    let a = send(&admin, Method::POST, "/config/check", Some(bad)).await;
+    assert_eq!(a.code.as_u16(), 400);
+    assert_eq!(
+        a.body,
+        "postgresql.parameters.max_connections: invalid value \"bad\""
+    );
+
+    // Timings are checked only when given.
+    let a = send(&admin, Method::POST, "/config/check", Some(r#"{"ttl": 4}"#)).await;
+    assert_eq!(a.code.as_u16(), 400);
+    assert!(a.body.starts_with("ttl:"), "{}", a.body);
+
+    // The same refusal on PATCH, which stores nothing.
+    let a = send(&admin, Method::PATCH, "/config", Some(bad)).await;
+    assert_eq!(a.code.as_u16(), 400);
+    assert!(admin.calls().config_writes.is_empty());
+}

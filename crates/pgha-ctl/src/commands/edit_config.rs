@@ -174,6 +174,75 @@ pub fn check_new_timings(before: &Value, after: &Value) -> Result<()> {
         .map_err(|e| anyhow!("{e}; the configuration was not changed"))
 }
 
+/// `postgresql.parameters` entries of `after` that are new or different from `before`.
+pub fn changed_parameters(before: &Value, after: &Value) -> Map<String, Value> {
+    let params = |v: &Value| {
+        v.get("postgresql")
+            .and_then(|p| p.get("parameters"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let old = params(before);
+    params(after)
+        .into_iter()
+        .filter(|(k, v)| !old.get(k).is_some_and(|o| py_eq(o, v)))
+        .collect()
+}
+
+/// New parameter values go past the leader's PostgreSQL (`POST /config/check`) before they are
+/// stored, so a value it would reject never reaches postgresql.conf on every node. A member
+/// that cannot check them (a Patroni agent in a mixed cluster, or none reachable) leaves them
+/// unchecked, as patronictl stores them, with a warning on stderr.
+async fn check_new_parameters(
+    ctx: &mut Ctx<'_>,
+    cluster: &pgha_types::Cluster,
+    before: &Value,
+    after: &Value,
+) -> Result<()> {
+    let params = changed_parameters(before, after);
+    if params.is_empty() {
+        return Ok(());
+    }
+    let checker = cluster
+        .leader_member()
+        .filter(|m| m.data.api_url.is_some())
+        .or_else(|| {
+            cluster
+                .members
+                .iter()
+                .find(|m| m.is_running() && m.data.api_url.is_some())
+        });
+    let Some(member) = checker else {
+        eprintln!("Warning: no member to check the new parameters with; storing them unchecked");
+        return Ok(());
+    };
+    let body = serde_json::json!({"postgresql": {"parameters": params}});
+    match ctx
+        .rest
+        .call(member, reqwest::Method::POST, "config/check", Some(&body))
+        .await
+    {
+        Ok(r) if r.status == 200 => Ok(()),
+        Ok(r) if r.status == 400 => bail!(
+            "{}\nPostgreSQL on {} refuses these values; the configuration was not changed",
+            r.text.trim(),
+            member.name
+        ),
+        Ok(r) => {
+            eprintln!(
+                "Warning: member {} cannot check parameters (HTTP {}); storing them unchecked",
+                member.name, r.status
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("Warning: {e:#}; storing the new parameters unchecked");
+            Ok(())
+        }
+    }
+}
+
 /// What `edit-config` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct EditRequest {
@@ -347,6 +416,7 @@ pub async fn edit_config(
         show_diff(ctx, &before_text, &after_text)?;
     }
     check_new_timings(&before, &changed)?;
+    check_new_parameters(ctx, &cluster, &before, &changed).await?;
 
     let from_stdin = |f: &Option<(String, String)>| f.as_ref().is_some_and(|(n, _)| n == "-");
     if (from_stdin(&req.apply) || from_stdin(&req.replace)) && !req.force {

@@ -248,3 +248,97 @@ async fn show_config_prints_sorted_yaml() {
          \x20 use_slots: true\nretry_timeout: 3\nttl: 20\n\n"
     );
 }
+
+#[tokio::test]
+async fn new_parameters_are_checked_by_the_leader_first() {
+    use crate::commands::testutil::member_json;
+    use crate::rest::tests::stub_agent;
+
+    let (api, seen) = stub_agent(|method, path, body| match (method, path) {
+        ("POST", "/config/check") if body.contains("\"lots\"") => (
+            400,
+            "postgresql.parameters.max_connections: invalid value \"lots\"".into(),
+        ),
+        ("POST", "/config/check") => (200, body.to_string()),
+        _ => (404, String::new()),
+    })
+    .await;
+    let store = MemStore::new(&[
+        ("config", CONFIG),
+        ("leader", "pg1"),
+        ("members/pg1", &member_json(5451, "primary", &api)),
+    ]);
+
+    let mut term = ScriptedTerm::new(&[]);
+    let mut r = req(&[], &["max_connections=lots", "work_mem=8MB"], true);
+    r.quiet = true;
+    let err = edit_config(&mut ctx(&mut term), &store, "b", &r, &no_editor)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "postgresql.parameters.max_connections: invalid value \"lots\"\n\
+         PostgreSQL on pg1 refuses these values; the configuration was not changed"
+    );
+    assert_eq!(store.get("config").unwrap(), CONFIG);
+    // Only what changed is sent.
+    let sent = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(sent.1, "/config/check");
+    let sent: Value = serde_json::from_str(&sent.3).unwrap();
+    assert_eq!(
+        sent,
+        json!({"postgresql": {"parameters": {"max_connections": "lots", "work_mem": "8MB"}}})
+    );
+
+    let r = req(&[], &["max_connections=150"], true);
+    edit_config(&mut ctx(&mut term), &store, "b", &r, &no_editor)
+        .await
+        .unwrap();
+    assert!(store
+        .get("config")
+        .unwrap()
+        .contains("\"max_connections\":150"));
+
+    // A change without new parameter values asks nobody.
+    let before = seen.lock().unwrap().len();
+    let r = req(&["ttl=30"], &[], true);
+    edit_config(&mut ctx(&mut term), &store, "b", &r, &no_editor)
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), before);
+}
+
+#[tokio::test]
+async fn parameters_are_stored_unchecked_when_nobody_can_check_them() {
+    use crate::commands::testutil::member_json;
+    use crate::rest::tests::stub_agent;
+
+    // A Patroni agent has no /config/check: it answers 501.
+    let (api, _) = stub_agent(|_, _, _| (501, "Unsupported method ('POST')".into())).await;
+    let store = MemStore::new(&[
+        ("config", CONFIG),
+        ("leader", "pg1"),
+        ("members/pg1", &member_json(5451, "primary", &api)),
+    ]);
+    let mut term = ScriptedTerm::new(&[]);
+    let r = req(&[], &["work_mem=8MB"], true);
+    edit_config(&mut ctx(&mut term), &store, "b", &r, &no_editor)
+        .await
+        .unwrap();
+    assert!(store
+        .get("config")
+        .unwrap()
+        .contains("\"work_mem\":\"8MB\""));
+    assert!(term.output.ends_with("Configuration changed\n"));
+}
+
+#[test]
+fn changed_parameters_are_new_or_different_values() {
+    let before = json!({"postgresql": {"parameters": {"a": 1, "b": "x", "c": true}}});
+    let after = json!({"postgresql": {"parameters": {"a": 1.0, "b": "y", "d": 5}}});
+    assert_eq!(
+        Value::Object(changed_parameters(&before, &after)),
+        json!({"b": "y", "d": 5})
+    );
+    assert!(changed_parameters(&after, &json!({})).is_empty());
+}

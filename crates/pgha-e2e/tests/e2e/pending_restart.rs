@@ -3,7 +3,7 @@
 //! reports a pending restart (`*` in `pghactl list`), the agents log `Changed ... (restart
 //! might be required)`; a rolling `pghactl restart <scope> <member> --force` (replicas, then
 //! the leader) applies it without a failover; a value PostgreSQL would refuse is refused by
-//! `PATCH /config` with 400.
+//! `PATCH /config` with 400 and by `pghactl edit-config`.
 
 use std::time::Duration;
 
@@ -185,10 +185,24 @@ fn seed000_pending_restart() -> Result<()> {
         code == 400 && text.contains("postgresql.parameters.work_mem"),
         "PATCH /config work_mem=1kB: {code} {text:?}"
     );
+    // pghactl edit-config asks the leader's PostgreSQL too.
+    let out = ctl_io(
+        &c,
+        &["edit-config", "--force", "-q", "-p", "max_connections=lots"],
+        None,
+        MINUTE,
+    )?;
+    let text = both(&out);
+    ensure!(
+        !out.status.success()
+            && text.contains("postgresql.parameters.max_connections")
+            && text.contains("the configuration was not changed"),
+        "edit-config max_connections=lots: {text}"
+    );
     let cfg = ctl_ok(&c, &["show-config"], MINUTE)?;
     ensure!(
-        cfg.contains("    work_mem: 8MB\n"),
-        "show-config after the refused PATCH:\n{cfg}"
+        cfg.contains("    work_mem: 8MB\n") && cfg.contains("    max_connections: 150\n"),
+        "show-config after the refused changes:\n{cfg}"
     );
     ensure!(
         c.etcd_json("config")?["postgresql"]["parameters"]["work_mem"] == "8MB",
