@@ -6,7 +6,7 @@ use pgha_core::{Action, Observation, Role};
 use pgha_postgres::ConnTarget;
 use pgha_types::{Cluster, HistoryEntry, Status};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::ha_loop::{stop_mode, Agent};
 
@@ -274,6 +274,44 @@ async fn update_history(agent: &Agent, obs: &Observation, cluster: Option<&Clust
     }
 }
 
+/// "Changed work_mem from 4096 to 8MB", one line per parameter: the old value as the server
+/// runs it (pg_settings, in its base unit), the new one as configured, and "(restart might be
+/// required)" for postmaster-context settings, as operators know it from Patroni. Falls back to
+/// the old file value when postgres cannot tell.
+async fn log_changed_parameters(
+    agent: &Agent,
+    changed: &[(String, Option<String>, Option<String>)],
+) {
+    if changed.is_empty() {
+        return;
+    }
+    let names: Vec<String> = changed.iter().map(|(n, _, _)| n.clone()).collect();
+    let specs = if agent.pg.postmaster_pid().is_some() {
+        agent.pg.guc_specs(&names).await.unwrap_or_else(|e| {
+            debug!("cannot read pg_settings for the change log: {e}");
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
+    for (name, old, new) in changed {
+        let spec = specs.iter().find(|s| &s.name == name);
+        let old = spec
+            .map(|s| s.setting.as_str())
+            .or(old.as_deref())
+            .unwrap_or("(default)");
+        let restart = if spec.is_some_and(|s| s.context == "postmaster") {
+            " (restart might be required)"
+        } else {
+            ""
+        };
+        info!(
+            "Changed {name} from {old} to {}{restart}",
+            new.as_deref().unwrap_or("(default)")
+        );
+    }
+}
+
 /// Brings postgresql.conf in line with the dynamic and local configuration; reloads postgres
 /// when it changed and notes what only a restart applies.
 async fn apply_config(agent: &mut Agent, role: &Role, cluster: Option<&Cluster>) -> Result<()> {
@@ -283,13 +321,7 @@ async fn apply_config(agent: &mut Agent, role: &Role, cluster: Option<&Cluster>)
         .write_config(&mut server)
         .await
         .context("write postgresql.conf")?;
-    for (name, old, new) in &outcome.changed_parameters {
-        info!(
-            "Changed {name} from {} to {}",
-            old.as_deref().unwrap_or("(default)"),
-            new.as_deref().unwrap_or("(default)")
-        );
-    }
+    log_changed_parameters(agent, &outcome.changed_parameters).await;
     if outcome.command_line_changes != agent.cmdline_pending {
         for (name, old, new) in &outcome.command_line_changes {
             info!(

@@ -226,7 +226,10 @@ async fn write_config_refuses_uninitialized_data_dir() {
     let p = params_in(tmp.path());
     std::fs::create_dir_all(&p.data_dir).unwrap();
     let pg = LocalPostgres::new(p.clone());
-    let err = pg.write_config(&mut ServerConfig::default()).await.unwrap_err();
+    let err = pg
+        .write_config(&mut ServerConfig::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, PgError::DataDir { .. }), "{err}");
     assert!(
         std::fs::read_dir(&p.data_dir).unwrap().next().is_none(),

@@ -16,6 +16,10 @@ pub struct GucSpec {
     pub min_val: Option<f64>,
     pub max_val: Option<f64>,
     pub enumvals: Vec<String>,
+    /// The server's current value in its base unit (`4096` for work_mem = 4MB).
+    pub setting: String,
+    /// `postmaster` when only a restart applies a change.
+    pub context: String,
 }
 
 impl LocalPostgres {
@@ -31,7 +35,7 @@ impl LocalPostgres {
             .join(",");
         let sql = format!(
             "SELECT name, vartype, coalesce(unit, ''), coalesce(min_val, ''), coalesce(max_val, ''), \
-             coalesce(array_to_string(enumvals, ','), '') FROM pg_catalog.pg_settings WHERE name IN ({list})"
+             coalesce(array_to_string(enumvals, ','), ''), setting, context FROM pg_catalog.pg_settings WHERE name IN ({list})"
         );
         let messages = self.simple_query(&sql, self.timeouts.probe).await?;
         Ok(rows(messages)
@@ -50,6 +54,8 @@ impl LocalPostgres {
                         .filter(|s| !s.is_empty())
                         .map(str::to_string)
                         .collect(),
+                    setting: get(6),
+                    context: get(7),
                 }
             })
             .collect())
@@ -214,6 +220,8 @@ mod tests {
             min_val: Some(min),
             max_val: Some(max),
             enumvals: enums.iter().map(|s| s.to_string()).collect(),
+            setting: String::new(),
+            context: "user".into(),
         }
     }
 

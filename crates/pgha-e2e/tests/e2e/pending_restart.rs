@@ -105,7 +105,7 @@ fn seed000_pending_restart() -> Result<()> {
                 "not yet in the log of {n}"
             );
             ensure!(
-                log.contains("Changed work_mem from"),
+                log.contains("Changed work_mem from 4096 to 8MB"),
                 "no work_mem line in the log of {n}"
             );
             Ok(())
