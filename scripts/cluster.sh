@@ -1,50 +1,162 @@
 #!/usr/bin/env bash
-# A local three-node pgha cluster on loopback behind HAProxy, for trying things out: the stand
-# the Patroni how-tos build by hand on several machines, in one command.
+# A local pgha cluster on loopback behind HAProxy, for trying things out: the stand the Patroni
+# how-tos build by hand on several machines, in one command.
 #
-#   scripts/cluster.sh up       # install missing packages (as root), build, start, wait, list
-#   scripts/cluster.sh status   # pghactl list + HAProxy's view of the servers
-#   scripts/cluster.sh down     # stop everything and remove the directory
+#   scripts/cluster.sh up [--nodes N] [--etcd 1|3|5] [--port-offset K]
+#                               # install missing packages (as root), build, start, wait, list
+#   scripts/cluster.sh status   # what runs, pghactl list, HAProxy's view of the servers
+#   scripts/cluster.sh stop     # stop every process, keep the data (`up` starts them again)
+#   scripts/cluster.sh down     # stop every process and remove the directory
 #
-# Layout (PGHA_LAB_DIR, default /tmp/pgha-lab): pgha, pghactl, node{1,2,3}.yml, node{1,2,3}.log,
-# node{1,2,3}.pid, etcd.pid, etcd.log, etcd/ (data), node{1,2,3}/ (data dir, pgpass, socket),
-# haproxy.cfg, haproxy.pid, haproxy.log.
-# etcd listens on 127.0.0.1:2379 (peer 2380), PostgreSQL on 5441-5443, the REST APIs on
-# 8011-8013; HAProxy (configured by `pghactl haproxy-config`) on 127.0.0.1:5000 (primary, checks
-# /primary), 5001 (replicas, checks /replica) and 7000 (stats page). As root, the agents (and so
-# PostgreSQL) run as the `postgres` user.
-# PGHA_LAB_BIN_DIR=DIR uses the pgha/pghactl found in DIR instead of building release binaries.
+# Settings (flags win over the environment; `up` records them in the lab directory, so
+# status/stop/down and a later `up` need none of them):
+#   PGHA_LAB_DIR=DIR           where everything lives (default /tmp/pgha-lab)
+#   PGHA_LAB_NODES=N           --nodes: PostgreSQL + agent pairs, node1..nodeN (default 3)
+#   PGHA_LAB_ETCD=M            --etcd: etcd members, 1 (default), 3 or 5
+#   PGHA_LAB_PORT_OFFSET=K     --port-offset: added to every port below (default 0), so a second
+#                              lab (a test, say) can run next to yours
+#   PGHA_LAB_BIN_DIR=DIR       use the pgha/pghactl found in DIR instead of a release build
+#
+# Ports (all on 127.0.0.1, each + K): etcd member k (1..M) listens for clients on 2279+100k
+# (2379, 2479, 2579, ...) and for peers on 2280+100k (2380, 2480, ...); node i (1..N) runs
+# PostgreSQL on 5440+i (5441, 5442, ...) and its REST API on 8010+i (8011, 8012, ...); HAProxy
+# (configured by `pghactl haproxy-config`) serves the primary on 5000 (checks /primary), the
+# replicas on 5001 (checks /replica) and its stats page on 7000.
+#
+# Layout of the lab directory: lab.env (N, M, K as `up` created them), pgha, pghactl,
+# node<i>.yml, node<i>.log, node<i>.pid, node<i>/ (data dir, pgpass, socket), etcd<k>.pid,
+# etcd<k>.log, etcd<k>/ (data), haproxy.cfg, haproxy.pid, haproxy.log.
+# Every process the script starts is recorded in a .pid file and stopped through it (after
+# checking that PID still runs a command mentioning the lab directory); PostgreSQL, which the
+# agents start, is found through its data directory's postmaster.pid. As root, the agents (and
+# so PostgreSQL) run as the `postgres` user.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BASE="${PGHA_LAB_DIR:-/tmp/pgha-lab}"
+[[ "$BASE" == /* ]] || BASE="$PWD/$BASE"
+BASE="${BASE%/}"
+STATE="$BASE/lab.env"
 SCOPE="pgha-lab"
-ETCD_PORT=2379
-ETCD_PEER_PORT=2380
-PG_PORTS=(5441 5442 5443)
-REST_PORTS=(8011 8012 8013)
-HAPROXY_PRIMARY_PORT=5000
-HAPROXY_REPLICA_PORT=5001
-HAPROXY_STATS_PORT=7000
 HAPROXY_BIN="${PGHA_LAB_HAPROXY:-/usr/sbin/haproxy}"
-BIN_DIR=/usr/lib/postgresql/15/bin
-WAIT_SECONDS=90
+PG_BIN_DIR=/usr/lib/postgresql/15/bin
+MAX_NODES=20
 
 log() { echo "cluster.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
+die() {
+    log "$*"
+    exit 1
+}
+
+usage() {
+    cat >&2 <<EOF
+usage: $0 up [--nodes N] [--etcd 1|3|5] [--port-offset K]
+       $0 status | stop | down
+Environment: PGHA_LAB_DIR (default /tmp/pgha-lab), PGHA_LAB_NODES, PGHA_LAB_ETCD,
+PGHA_LAB_PORT_OFFSET, PGHA_LAB_BIN_DIR; see the top of this script.
+EOF
+    exit 2
+}
 
 is_root() { [[ "$(id -u)" == 0 ]]; }
 
-# PID in file $1 if that process is alive and its command line mentions $BASE (so a recycled
+is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
+
+# ----- settings and ports -----
+
+# What the caller asked for (empty = not asked); resolved against lab.env by load_layout.
+WANT_NODES="${PGHA_LAB_NODES:-}"
+WANT_ETCD="${PGHA_LAB_ETCD:-}"
+WANT_OFFSET="${PGHA_LAB_PORT_OFFSET:-}"
+NODES=""
+ETCD_MEMBERS=""
+OFFSET=""
+LEGACY=0 # a lab made by the three-node version of this script (no lab.env, etcd.pid)
+
+# Reads lab.env without sourcing it: only the three known keys, only numbers.
+read_state() {
+    local k v
+    while IFS='=' read -r k v; do
+        is_uint "$v" || continue
+        case "$k" in
+            NODES) NODES="$v" ;;
+            ETCD_MEMBERS) ETCD_MEMBERS="$v" ;;
+            PORT_OFFSET) OFFSET="$v" ;;
+        esac
+    done <"$STATE"
+    [[ -n "$NODES" && -n "$ETCD_MEMBERS" && -n "$OFFSET" ]] || die "$STATE is incomplete"
+}
+
+write_state() {
+    printf 'NODES=%s\nETCD_MEMBERS=%s\nPORT_OFFSET=%s\n' "$NODES" "$ETCD_MEMBERS" "$OFFSET" >"$STATE"
+}
+
+# Settles NODES / ETCD_MEMBERS / OFFSET: those recorded by `up` when the lab exists (a request
+# for something else is an error for `up`, which cannot reshape a lab, and ignored otherwise),
+# else the requested ones or the defaults.
+load_layout() {
+    local cmd="$1"
+    if [[ -f "$STATE" ]]; then
+        read_state
+    elif [[ -f "$BASE/node1.yml" && -f "$BASE/etcd.pid" ]]; then
+        NODES=3 ETCD_MEMBERS=1 OFFSET=0 LEGACY=1
+    fi
+    if [[ -n "$NODES" ]]; then
+        local what want have
+        for what in "nodes:$WANT_NODES:$NODES" "etcd:$WANT_ETCD:$ETCD_MEMBERS" \
+            "port-offset:$WANT_OFFSET:$OFFSET"; do
+            IFS=: read -r what want have <<<"$what"
+            [[ -z "$want" || "$want" == "$have" ]] && continue
+            [[ "$cmd" == up ]] &&
+                die "the lab in $BASE was created with --$what $have, not $want: run 'scripts/cluster.sh down' first to change it"
+            log "note: the lab in $BASE has --$what $have; ignoring $want"
+        done
+        return 0
+    fi
+    NODES="${WANT_NODES:-3}"
+    ETCD_MEMBERS="${WANT_ETCD:-1}"
+    OFFSET="${WANT_OFFSET:-0}"
+    is_uint "$NODES" && NODES=$((10#$NODES)) && ((NODES >= 1 && NODES <= MAX_NODES)) ||
+        die "--nodes / PGHA_LAB_NODES must be a number from 1 to $MAX_NODES, not '$NODES'"
+    [[ "$ETCD_MEMBERS" =~ ^[135]$ ]] ||
+        die "--etcd / PGHA_LAB_ETCD must be 1, 3 or 5 (an odd etcd cluster), not '$ETCD_MEMBERS'"
+    is_uint "$OFFSET" && OFFSET=$((10#$OFFSET)) && ((OFFSET + 8010 + NODES <= 65535)) ||
+        die "--port-offset / PGHA_LAB_PORT_OFFSET must be a number keeping every port under 65536, not '$OFFSET'"
+}
+
+etcd_client_port() { echo $((2279 + 100 * $1 + OFFSET)); }
+etcd_peer_port() { echo $((2280 + 100 * $1 + OFFSET)); }
+pg_port() { echo $((5440 + $1 + OFFSET)); }
+rest_port() { echo $((8010 + $1 + OFFSET)); }
+
+set_haproxy_ports() {
+    HAPROXY_PRIMARY_PORT=$((5000 + OFFSET))
+    HAPROXY_REPLICA_PORT=$((5001 + OFFSET))
+    HAPROXY_STATS_PORT=$((7000 + OFFSET))
+}
+
+# "http://127.0.0.1:P1,http://127.0.0.1:P2,..." of every etcd member.
+etcd_endpoints() {
+    local k out=()
+    for ((k = 1; k <= ETCD_MEMBERS; k++)); do
+        out+=("http://127.0.0.1:$(etcd_client_port "$k")")
+    done
+    local IFS=,
+    echo "${out[*]}"
+}
+
+# ----- processes -----
+
+# PID in file $1 if that process is alive and its command line mentions "$BASE/" (so a recycled
 # PID is never taken for ours); empty otherwise.
 live_pid() {
-    local f="$1" pid
+    local f="$1" pid cmd
     [[ -f "$f" ]] || return 0
     pid="$(head -n1 "$f" | tr -dc '0-9')"
     [[ -n "$pid" && -d "/proc/$pid" ]] || return 0
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$BASE"; then
-        echo "$pid"
-    fi
+    cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 0
+    [[ "$cmd" == *"$BASE/"* ]] && echo "$pid"
+    return 0
 }
 
 # The live postmaster of data dir $1 (pid from postmaster.pid, cwd = the data dir).
@@ -56,6 +168,19 @@ live_postmaster() {
     if [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == "$(readlink -f "$data")" ]]; then
         echo "$pid"
     fi
+}
+
+# PIDs (and command lines) of live processes mentioning "$BASE/" on their command line, found
+# with bash alone: an external grep would see the directory in its own arguments.
+processes_mentioning_base() {
+    local d pid args
+    for d in /proc/[0-9]*; do
+        pid="${d#/proc/}"
+        [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
+        mapfile -d '' -t args 2>/dev/null <"$d/cmdline" || continue
+        [[ "${args[*]}" == *"$BASE/"* ]] && echo "$pid ${args[*]}"
+    done
+    return 0
 }
 
 # Waits up to $2 seconds for PID $1 to disappear.
@@ -82,36 +207,88 @@ stop_pid() { # pid, name, signal, grace seconds
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Dies naming the port and what the lab wanted it for.
+need_port() { # port, purpose
+    port_in_use "$1" || return 0
+    die "port 127.0.0.1:$1 (wanted for $2) is already in use: see what listens there with
+    ss -ltnp 'sport = :$1'
+and stop it, or move the whole lab with PGHA_LAB_PORT_OFFSET=K (or --port-offset K)"
+}
+
+# The user the agents (and PostgreSQL) run as: postgres as root, else whoever runs this.
+AGENT_USER=""
+is_root && AGENT_USER=postgres
+
+# The command prefix running a program as $AGENT_USER (nothing when that is the current user).
+# setpriv and env exec rather than fork, so a PID taken inside is the final program's.
+agent_prefix() {
+    AGENT_PREFIX=()
+    [[ -n "$AGENT_USER" ]] || return 0
+    local home
+    home="$(getent passwd "$AGENT_USER" | cut -d: -f6)"
+    AGENT_PREFIX=(setpriv --reuid="$AGENT_USER" --regid="$AGENT_USER" --clear-groups --
+        env HOME="${home:-/}" USER="$AGENT_USER" LOGNAME="$AGENT_USER")
+}
+
+# Runs "$@" in the background in a new session (so neither Ctrl-C nor a closing terminal reaches
+# it) with its output appended to log $1 and its own PID (not setsid's or setpriv's) written to
+# pid file $2; as $AGENT_USER when $3 is "agent". $4 names it in errors. Every step execs, so no
+# shell of ours stays behind waiting for it.
+spawn_detached() {
+    local logf="$1" pidfile="$2" who="$3" what="$4"
+    shift 4
+    : >"$pidfile"
+    AGENT_PREFIX=()
+    if [[ "$who" == agent ]]; then
+        agent_prefix
+        [[ -n "$AGENT_USER" ]] && chown "$AGENT_USER": "$pidfile"
+    fi
+    local inner='echo $$ > "$0"; exec "$@"'
+    (exec ${AGENT_PREFIX[@]+"${AGENT_PREFIX[@]}"} setsid sh -c "$inner" "$pidfile" "$@") \
+        </dev/null >>"$logf" 2>&1 &
+    local i
+    for ((i = 0; i < 50; i++)); do
+        [[ -s "$pidfile" ]] && return 0
+        sleep 0.1
+    done
+    die "could not start $what (no pid in $pidfile; see $logf)"
+}
+
 ctl() { "$BASE/pghactl" -c "$BASE/node1.yml" "$@"; }
+
+# ----- up -----
 
 ensure_packages() {
     local missing=()
-    [[ -x "$BIN_DIR/postgres" ]] || missing+=(postgresql-15)
+    [[ -x "$PG_BIN_DIR/postgres" ]] || missing+=(postgresql-15)
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
     [[ -x "$HAPROXY_BIN" ]] || missing+=(haproxy)
+    command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
     ((${#missing[@]} == 0)) && return 0
-    is_root || die "missing packages: ${missing[*]} (run as root to install them, or apt-get install them)"
+    is_root || die "missing Debian package(s): ${missing[*]}. Run this script as root (it installs them), or install them: sudo apt-get install ${missing[*]}"
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
     apt-get install -y --no-install-recommends "${missing[@]}"
 }
 
-write_config() { # index (1-based)
-    local i="$1" name="node$1" dir="$BASE/node$1"
-    local pg="${PG_PORTS[$((i - 1))]}" rest="${REST_PORTS[$((i - 1))]}"
+write_config() { # node index (1-based)
+    local i="$1" name="node$1" dir="$BASE/node$1" k hosts=""
+    for ((k = 1; k <= ETCD_MEMBERS; k++)); do
+        hosts+="    - \"127.0.0.1:$(etcd_client_port "$k")\""$'\n'
+    done
     cat >"$BASE/$name.yml" <<YAML
 # node configuration written by scripts/cluster.sh
 scope: "$SCOPE"
 namespace: "/service/"
 name: "$name"
 restapi:
-  listen: "127.0.0.1:$rest"
-  connect_address: "127.0.0.1:$rest"
+  listen: "127.0.0.1:$(rest_port "$i")"
+  connect_address: "127.0.0.1:$(rest_port "$i")"
 etcd3:
   hosts:
-    - "127.0.0.1:$ETCD_PORT"
+${hosts%$'\n'}
 bootstrap:
   dcs:
     ttl: 20
@@ -124,8 +301,8 @@ bootstrap:
       parameters:
         wal_level: "replica"
         hot_standby: "on"
-        max_wal_senders: 10
-        max_replication_slots: 10
+        max_wal_senders: $((NODES + 8))
+        max_replication_slots: $((NODES + 8))
         wal_log_hints: "on"
         max_connections: 100
         shared_buffers: "64MB"
@@ -134,10 +311,10 @@ bootstrap:
     - locale: "C.UTF-8"
     - "data-checksums"
 postgresql:
-  listen: "127.0.0.1:$pg"
-  connect_address: "127.0.0.1:$pg"
+  listen: "127.0.0.1:$(pg_port "$i")"
+  connect_address: "127.0.0.1:$(pg_port "$i")"
   data_dir: "$dir/data"
-  bin_dir: "$BIN_DIR"
+  bin_dir: "$PG_BIN_DIR"
   pgpass: "$dir/pgpass"
   authentication:
     superuser:
@@ -164,40 +341,107 @@ YAML
     chmod 0644 "$BASE/$name.yml"
 }
 
-# Runs "$@" in the background in a new session (so neither Ctrl-C nor a closing terminal reaches
-# it) with its output appended to log $1 and its own PID (not setsid's or runuser's) written to
-# pid file $2; as user $3 when that is not empty.
-spawn_detached() {
-    local logf="$1" pidfile="$2" user="$3" what="$4"
-    shift 3
-    : >"$pidfile"
-    [[ -n "$user" ]] && chown "$user": "$pidfile"
-    local inner='echo $$ > "$0"; exec "$@"'
-    if [[ -n "$user" ]]; then
-        (exec setsid runuser -u "$user" -- sh -c "$inner" "$pidfile" "$@") </dev/null >>"$logf" 2>&1 &
-    else
-        (exec setsid sh -c "$inner" "$pidfile" "$@") </dev/null >>"$logf" 2>&1 &
+# First `up`: directory, binaries, configuration; no process yet.
+create_lab() {
+    ensure_packages
+    if is_root; then
+        id postgres >/dev/null 2>&1 || die "no postgres user (install postgresql-15)"
     fi
-    local i
-    for ((i = 0; i < 50; i++)); do
-        [[ -s "$pidfile" ]] && return 0
-        sleep 0.1
+    # Every port before anything is created, so a clash leaves nothing behind.
+    local k i
+    for ((k = 1; k <= ETCD_MEMBERS; k++)); do
+        need_port "$(etcd_client_port "$k")" "the client port of etcd member etcd$k"
+        need_port "$(etcd_peer_port "$k")" "the peer port of etcd member etcd$k"
     done
-    die "could not start $what (no pid in $pidfile)"
+    for ((i = 1; i <= NODES; i++)); do
+        need_port "$(pg_port "$i")" "PostgreSQL of node$i"
+        need_port "$(rest_port "$i")" "the REST API of node$i"
+    done
+    need_port "$HAPROXY_PRIMARY_PORT" "HAProxy's primary (read-write) listener"
+    need_port "$HAPROXY_REPLICA_PORT" "HAProxy's replica (read-only) listener"
+    need_port "$HAPROXY_STATS_PORT" "HAProxy's stats page"
+
+    local target
+    if [[ -n "${PGHA_LAB_BIN_DIR:-}" ]]; then
+        target="$PGHA_LAB_BIN_DIR"
+        log "using the binaries in $target (PGHA_LAB_BIN_DIR), not building"
+    else
+        log "building (cargo build --release -p pgha-agent -p pgha-ctl)"
+        (cd "$REPO" && cargo build --release -p pgha-agent -p pgha-ctl)
+        target="${CARGO_TARGET_DIR:-$REPO/target}/release"
+    fi
+    [[ -x "$target/pgha" && -x "$target/pghactl" ]] || die "no pgha/pghactl in $target"
+
+    mkdir -p "$BASE"
+    chmod 0755 "$BASE"
+    # Recorded first, so `down` knows the shape even if the rest of `up` fails.
+    write_state
+    agent_prefix
+    ${AGENT_PREFIX[@]+"${AGENT_PREFIX[@]}"} test -x "$BASE" ||
+        die "$AGENT_USER cannot reach $BASE (a parent directory is not world-traversable): choose another PGHA_LAB_DIR, then 'PGHA_LAB_DIR=$BASE scripts/cluster.sh down'"
+    install -m 0755 "$target/pgha" "$target/pghactl" "$BASE/"
+    for ((k = 1; k <= ETCD_MEMBERS; k++)); do
+        mkdir -p "$BASE/etcd$k"
+        chmod 0700 "$BASE/etcd$k"
+    done
+    for ((i = 1; i <= NODES; i++)); do
+        mkdir -p "$BASE/node$i"
+        chmod 0755 "$BASE/node$i"
+        [[ -n "$AGENT_USER" ]] && chown "$AGENT_USER": "$BASE/node$i"
+        write_config "$i"
+    done
 }
 
-start_agent() {
-    local name="node$1" user=""
-    is_root && user=postgres
-    (cd "$BASE/$name" && spawn_detached "$BASE/$name.log" "$BASE/$name.pid" "$user" \
+start_etcd_member() { # member index
+    local k="$1" name="etcd$1" peers="" j
+    for ((j = 1; j <= ETCD_MEMBERS; j++)); do
+        peers+="${peers:+,}etcd$j=http://127.0.0.1:$(etcd_peer_port "$j")"
+    done
+    need_port "$(etcd_client_port "$k")" "the client port of etcd member $name"
+    need_port "$(etcd_peer_port "$k")" "the peer port of etcd member $name"
+    log "starting etcd member $name on 127.0.0.1:$(etcd_client_port "$k") (peer :$(etcd_peer_port "$k"))"
+    # --initial-cluster* only matter on the first start; later starts use the data dir.
+    (cd "$BASE" && spawn_detached "$BASE/$name.log" "$BASE/$name.pid" root "etcd member $name" \
+        etcd --name "$name" --data-dir "$BASE/$name" \
+        --listen-client-urls "http://127.0.0.1:$(etcd_client_port "$k")" \
+        --advertise-client-urls "http://127.0.0.1:$(etcd_client_port "$k")" \
+        --listen-peer-urls "http://127.0.0.1:$(etcd_peer_port "$k")" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$(etcd_peer_port "$k")" \
+        --initial-cluster "$peers" \
+        --initial-cluster-token "$SCOPE-$OFFSET" \
+        --initial-cluster-state new)
+}
+
+wait_etcd_healthy() {
+    local i k endpoints
+    endpoints="$(etcd_endpoints)"
+    for ((i = 0; i < 150; i++)); do
+        ETCDCTL_API=3 etcdctl --endpoints="$endpoints" --dial-timeout=1s --command-timeout=2s \
+            endpoint health >/dev/null 2>&1 && return 0
+        for ((k = 1; k <= ETCD_MEMBERS; k++)); do
+            [[ -n "$(live_pid "$BASE/etcd$k.pid")" ]] || die "etcd member etcd$k exited; see $BASE/etcd$k.log"
+        done
+        sleep 0.2
+    done
+    die "etcd ($endpoints) not healthy after 30s; see $BASE/etcd*.log (stop with: scripts/cluster.sh down)"
+}
+
+start_agent() { # node index
+    local i="$1" name="node$1"
+    # A postmaster left running without its agent keeps its port: the agent adopts it.
+    [[ -n "$(live_postmaster "$BASE/$name/data")" ]] || need_port "$(pg_port "$i")" "PostgreSQL of $name"
+    need_port "$(rest_port "$i")" "the REST API of $name"
+    log "starting agent $name (PostgreSQL 127.0.0.1:$(pg_port "$i"), REST :$(rest_port "$i"))"
+    (cd "$BASE/$name" && spawn_detached "$BASE/$name.log" "$BASE/$name.pid" agent "agent $name" \
         "$BASE/pgha" "$BASE/$name.yml")
 }
 
+# One leader running and every other node streaming, per `pghactl list`.
 healthy() {
     local out
     out="$(ctl list 2>/dev/null)" || return 1
     [[ "$(grep -cE '^\| *node[0-9]+ *\|[^|]*\| *Leader *\| *running *\|' <<<"$out")" == 1 ]] &&
-        [[ "$(grep -cE '^\| *node[0-9]+ *\|[^|]*\| *Replica *\| *streaming *\|' <<<"$out")" == 2 ]]
+        [[ "$(grep -cE '^\| *node[0-9]+ *\|[^|]*\| *Replica *\| *streaming *\|' <<<"$out")" == $((NODES - 1)) ]]
 }
 
 # HAProxy's configuration from the members in etcd, checked by HAProxy itself.
@@ -213,14 +457,13 @@ write_haproxy_config() {
 }
 
 start_haproxy() {
-    local p
-    for p in "$HAPROXY_PRIMARY_PORT" "$HAPROXY_REPLICA_PORT" "$HAPROXY_STATS_PORT"; do
-        port_in_use "$p" && die "port 127.0.0.1:$p (HAProxy) is already in use; stop what listens there (ss -ltnp 'sport = :$p') and run up again"
-    done
+    need_port "$HAPROXY_PRIMARY_PORT" "HAProxy's primary (read-write) listener"
+    need_port "$HAPROXY_REPLICA_PORT" "HAProxy's replica (read-only) listener"
+    need_port "$HAPROXY_STATS_PORT" "HAProxy's stats page"
     write_haproxy_config
     log "starting HAProxy: primary 127.0.0.1:$HAPROXY_PRIMARY_PORT, replicas :$HAPROXY_REPLICA_PORT, stats :$HAPROXY_STATS_PORT"
     # -db: stay in the foreground, so the PID we record is HAProxy's own.
-    (cd "$BASE" && spawn_detached "$BASE/haproxy.log" "$BASE/haproxy.pid" "" \
+    (cd "$BASE" && spawn_detached "$BASE/haproxy.log" "$BASE/haproxy.pid" root HAProxy \
         "$HAPROXY_BIN" -db -f "$BASE/haproxy.cfg")
     local i
     for ((i = 0; i < 50; i++)); do
@@ -229,14 +472,24 @@ start_haproxy() {
         sleep 0.1
     done
     ((i < 50)) || die "HAProxy did not open port $HAPROXY_STATS_PORT; see $BASE/haproxy.log"
-    # HAProxy starts with every server UP until its first failed check: wait until the checks
-    # have sorted them (one primary) before telling anyone to connect.
+    # HAProxy starts with every server UP until failed checks take it out (inter 3s, fall 3):
+    # wait until they have sorted them before telling anyone to connect.
     for ((i = 0; i < 150; i++)); do
-        [[ "$(haproxy_states 2>/dev/null | grep -cE '^  primary +node[0-9]+ +UP')" == 1 ]] && return 0
-        sleep 0.1
+        haproxy_sorted && return 0
+        sleep 0.2
     done
-    log "HAProxy does not route to exactly one primary yet:"
+    log "HAProxy does not route to one primary and $((NODES - 1)) replica(s) yet:"
     haproxy_states || true
+}
+
+# HAProxy has settled: every server plainly UP or DOWN (not "UP 1/3", going down), one primary
+# UP and every other node UP as a replica.
+haproxy_sorted() {
+    local states
+    states="$(haproxy_states 2>/dev/null)" || return 1
+    ! grep -qE '^  (primary|replicas) +node[0-9]+ +(UP|DOWN) ' <<<"$states" &&
+        [[ "$(grep -cE '^  primary +node[0-9]+ +UP$' <<<"$states")" == 1 ]] &&
+        [[ "$(grep -cE '^  replicas +node[0-9]+ +UP$' <<<"$states")" == $((NODES - 1)) ]]
 }
 
 # GET http://127.0.0.1:$1$2 (curl when present, else bash's /dev/tcp).
@@ -254,152 +507,224 @@ http_get() {
 # HAProxy's state of each server, from the stats page's CSV (pxname, svname, ..., status).
 haproxy_states() {
     local csv
-    csv="$(http_get "$HAPROXY_STATS_PORT" '/;csv')" || { log "HAProxy stats page not answering"; return 1; }
+    csv="$(http_get "$HAPROXY_STATS_PORT" '/;csv')" || {
+        log "HAProxy stats page not answering"
+        return 1
+    }
     awk -F, 'NR > 1 && $1 != "stats" && $2 != "FRONTEND" {
                  printf "  %-9s %-8s %s\n", $1, ($2 == "BACKEND" ? "(all)" : $2), $18 }' <<<"$csv"
 }
 
+# Is every process of the lab running?
+all_running() {
+    local k i
+    for ((k = 1; k <= ETCD_MEMBERS; k++)); do
+        [[ -n "$(live_pid "$BASE/etcd$k.pid")" ]] || return 1
+    done
+    for ((i = 1; i <= NODES; i++)); do
+        [[ -n "$(live_pid "$BASE/node$i.pid")" ]] || return 1
+    done
+    [[ -n "$(live_pid "$BASE/haproxy.pid")" ]]
+}
+
 cmd_up() {
-    if [[ -n "$(live_pid "$BASE/etcd.pid")" ]]; then
-        log "already running in $BASE"
-        [[ -n "$(live_pid "$BASE/haproxy.pid")" ]] || start_haproxy
+    if [[ -d "$BASE" && ! -f "$STATE" ]]; then
+        ((LEGACY)) && die "$BASE was made by an older scripts/cluster.sh: 'scripts/cluster.sh down' first"
+        die "$BASE exists but is no lab directory (no lab.env): remove it or choose another PGHA_LAB_DIR"
+    fi
+    if [[ -f "$STATE" ]] && all_running; then
+        log "already running in $BASE; nothing to do"
         cmd_status || true
         return 0
     fi
-    ensure_packages
-    if is_root; then
-        id postgres >/dev/null 2>&1 || die "no postgres user (install postgresql-15)"
-    fi
-    local p
-    for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "${PG_PORTS[@]}" "${REST_PORTS[@]}" \
-        "$HAPROXY_PRIMARY_PORT" "$HAPROXY_REPLICA_PORT" "$HAPROXY_STATS_PORT"; do
-        port_in_use "$p" && die "port 127.0.0.1:$p is already in use (another etcd/PostgreSQL/HAProxy/cluster?); stop it first"
-    done
-    [[ -e "$BASE" ]] && die "$BASE exists but nothing of ours runs there: remove it (scripts/cluster.sh down) first"
-
-    local target
-    if [[ -n "${PGHA_LAB_BIN_DIR:-}" ]]; then
-        target="$PGHA_LAB_BIN_DIR"
-        log "using the binaries in $target (PGHA_LAB_BIN_DIR), not building"
+    local start=$SECONDS k i
+    if [[ -f "$STATE" ]]; then
+        log "starting what is not running in $BASE ($NODES nodes, $ETCD_MEMBERS etcd member(s), port offset $OFFSET)"
     else
-        log "building (cargo build --release -p pgha-agent -p pgha-ctl)"
-        (cd "$REPO" && cargo build --release -p pgha-agent -p pgha-ctl)
-        target="${CARGO_TARGET_DIR:-$REPO/target}/release"
+        create_lab
     fi
-    [[ -x "$target/pgha" && -x "$target/pghactl" ]] || die "no pgha/pghactl in $target"
 
-    mkdir -p "$BASE"
-    chmod 0755 "$BASE"
-    install -m 0755 "$target/pgha" "$target/pghactl" "$BASE/"
-
-    log "starting etcd on 127.0.0.1:$ETCD_PORT"
-    (cd "$BASE" && spawn_detached "$BASE/etcd.log" "$BASE/etcd.pid" "" \
-        etcd --name default --data-dir "$BASE/etcd" \
-        --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
-        --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-        --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-        --initial-cluster "default=http://127.0.0.1:$ETCD_PEER_PORT")
-    local i
-    for ((i = 0; i < 100; i++)); do
-        ETCDCTL_API=3 etcdctl --endpoints="http://127.0.0.1:$ETCD_PORT" --dial-timeout=1s \
-            endpoint health >/dev/null 2>&1 && break
-        [[ -n "$(live_pid "$BASE/etcd.pid")" ]] || die "etcd exited; see $BASE/etcd.log"
-        sleep 0.2
+    # Every member before waiting: a member of a cluster of three waits for its peers.
+    for ((k = 1; k <= ETCD_MEMBERS; k++)); do
+        [[ -n "$(live_pid "$BASE/etcd$k.pid")" ]] || start_etcd_member "$k"
     done
-    ((i < 100)) || die "etcd did not become healthy; see $BASE/etcd.log"
-
-    for i in 1 2 3; do
-        mkdir -p "$BASE/node$i"
-        chmod 0755 "$BASE/node$i"
-        is_root && chown postgres: "$BASE/node$i"
-        write_config "$i"
-    done
-    for i in 1 2 3; do
-        start_agent "$i"
+    wait_etcd_healthy
+    for ((i = 1; i <= NODES; i++)); do
+        [[ -n "$(live_pid "$BASE/node$i.pid")" ]] || start_agent "$i"
     done
 
-    log "waiting (up to ${WAIT_SECONDS}s) for a leader and two streaming replicas"
-    local start=$SECONDS
+    local wait_seconds=$((60 + 15 * NODES))
+    log "waiting (up to ${wait_seconds}s) for a leader and $((NODES - 1)) streaming replica(s)"
     until healthy; do
-        if ((SECONDS - start > WAIT_SECONDS)); then
+        if ((SECONDS - start > wait_seconds)); then
             ctl list || true
-            die "not healthy after ${WAIT_SECONDS}s; logs: $BASE/node{1,2,3}.log (stop with: scripts/cluster.sh down)"
+            die "not healthy after ${wait_seconds}s; logs: $BASE/node*.log (stop with: scripts/cluster.sh down)"
         fi
-        sleep 2
+        sleep 1
     done
-    start_haproxy
+    [[ -n "$(live_pid "$BASE/haproxy.pid")" ]] || start_haproxy
     ctl list
+    local last=$((NODES))
     cat <<EOF
 
-pgha cluster '$SCOPE' is up in $BASE (took $((SECONDS - start))s after start).
+pgha cluster '$SCOPE' is up in $BASE (took $((SECONDS - start))s): $NODES node(s), $ETCD_MEMBERS etcd member(s), port offset $OFFSET.
   list:     $BASE/pghactl -c $BASE/node1.yml list
   primary:  PGPASSWORD=lab-su-pass psql -h 127.0.0.1 -p $HAPROXY_PRIMARY_PORT -U postgres   (HAProxy, read-write)
   replicas: PGPASSWORD=lab-su-pass psql -h 127.0.0.1 -p $HAPROXY_REPLICA_PORT -U postgres   (HAProxy, read-only)
   stats:    http://127.0.0.1:$HAPROXY_STATS_PORT/
-  nodes:    PGPASSWORD=lab-su-pass psql -h 127.0.0.1 -p 5441 -U postgres   (5441-5443)
-  REST:     curl http://127.0.0.1:8011/patroni                             (8011-8013)
-  metrics:  curl http://127.0.0.1:8011/metrics
-  logs:     $BASE/node{1,2,3}.log, $BASE/etcd.log, $BASE/haproxy.log
-  stop:     scripts/cluster.sh down
+  nodes:    PGPASSWORD=lab-su-pass psql -h 127.0.0.1 -p $(pg_port 1) -U postgres   (ports $(pg_port 1)-$(pg_port "$last"))
+  REST:     curl http://127.0.0.1:$(rest_port 1)/patroni                             (ports $(rest_port 1)-$(rest_port "$last"))
+  metrics:  curl http://127.0.0.1:$(rest_port 1)/metrics
+  etcd:     $(etcd_endpoints)
+  logs:     $BASE/node*.log, $BASE/etcd*.log, $BASE/haproxy.log
+  stop:     scripts/cluster.sh stop (keeps the data) | down (removes $BASE)
 EOF
 }
 
-cmd_down() {
-    if [[ ! -d "$BASE" ]]; then
-        log "nothing to stop: $BASE does not exist"
-        return 0
-    fi
-    local i p pid pids=()
+# ----- stop / down / status -----
+
+# Stops every process of the lab through its PID file (HAProxy, then all agents at once, then
+# any postmaster left without its agent, then etcd). $1: signal for such a postmaster (INT =
+# fast clean shutdown to keep the data, QUIT when it is about to be deleted).
+stop_all() {
+    local pm_sig="$1" i k p pid pids=()
     pid="$(live_pid "$BASE/haproxy.pid")"
-    [[ -n "$pid" ]] && { log "stopping HAProxy (pid $pid)"; stop_pid "$pid" haproxy TERM 5; }
+    if [[ -n "$pid" ]]; then
+        log "stopping HAProxy (pid $pid)"
+        stop_pid "$pid" haproxy TERM 5
+    fi
     # All agents at once (one by one, each stop of a leader would start a failover).
-    for i in 1 2 3; do
+    for ((i = 1; i <= NODES; i++)); do
         pid="$(live_pid "$BASE/node$i.pid")"
         [[ -n "$pid" ]] || continue
         log "stopping agent node$i (pid $pid)"
         kill -TERM "$pid" 2>/dev/null || true
         pids+=("$pid:node$i")
     done
-    for p in "${pids[@]}"; do
+    for p in ${pids[@]+"${pids[@]}"}; do
         stop_pid "${p%%:*}" "agent ${p#*:}" TERM 30
     done
-    for i in 1 2 3; do
+    for ((i = 1; i <= NODES; i++)); do
         pid="$(live_postmaster "$BASE/node$i/data")"
-        [[ -n "$pid" ]] && { log "stopping postgres of node$i (pid $pid)"; stop_pid "$pid" "postgres node$i" QUIT 5; }
+        if [[ -n "$pid" ]]; then
+            log "stopping postgres of node$i (pid $pid)"
+            stop_pid "$pid" "postgres node$i" "$pm_sig" 10
+        fi
     done
-    pid="$(live_pid "$BASE/etcd.pid")"
-    [[ -n "$pid" ]] && { log "stopping etcd (pid $pid)"; stop_pid "$pid" etcd TERM 10; }
+    local files=()
+    for ((k = 1; k <= ETCD_MEMBERS; k++)); do files+=("$BASE/etcd$k.pid"); done
+    ((LEGACY)) && files+=("$BASE/etcd.pid")
+    for p in "${files[@]}"; do
+        pid="$(live_pid "$p")"
+        if [[ -n "$pid" ]]; then
+            log "stopping $(basename "$p" .pid) (pid $pid)"
+            stop_pid "$pid" "$(basename "$p" .pid)" TERM 10
+        fi
+    done
+    # Children of the agents (pg_basebackup, pg_rewind...) end with them; give them a moment.
+    local left=""
+    for ((i = 0; i < 50; i++)); do
+        left="$(processes_mentioning_base)"
+        [[ -z "$left" ]] && return 0
+        sleep 0.1
+    done
+    log "processes of $BASE still running (not started by this script, so not killed):"
+    log "$left"
+    return 1
+}
+
+cmd_stop() {
+    if [[ ! -f "$STATE" ]] && ((!LEGACY)); then
+        log "nothing to stop: no lab in $BASE"
+        return 0
+    fi
+    stop_all INT || die "stopped what this script started, but something is left (see above)"
+    log "stopped; the data stays in $BASE ('scripts/cluster.sh up' starts it again, 'down' removes it)"
+}
+
+cmd_down() {
+    if [[ ! -e "$BASE" ]]; then
+        log "nothing to stop: $BASE does not exist"
+        return 0
+    fi
+    [[ -f "$STATE" ]] || ((LEGACY)) ||
+        die "$BASE is no lab directory (no lab.env): not touching it"
+    stop_all QUIT || die "not removing $BASE while those run; stop them and run down again"
     rm -rf "$BASE"
     log "stopped; removed $BASE"
 }
 
 cmd_status() {
-    if [[ -z "$(live_pid "$BASE/etcd.pid")" ]]; then
-        log "not running (no etcd of ours in $BASE)"
+    if [[ ! -f "$STATE" ]]; then
+        log "no lab in $BASE (scripts/cluster.sh up creates one)"
         return 1
     fi
-    local i pid
-    for i in 1 2 3; do
-        pid="$(live_pid "$BASE/node$i.pid")"
-        if [[ -n "$pid" ]]; then log "agent node$i: running, pid $pid"; else log "agent node$i: NOT running"; fi
+    echo "lab $BASE: $NODES node(s), $ETCD_MEMBERS etcd member(s), port offset $OFFSET"
+    local i k pid rc=0 etcd_up=0
+    for ((k = 1; k <= ETCD_MEMBERS; k++)); do
+        pid="$(live_pid "$BASE/etcd$k.pid")"
+        if [[ -n "$pid" ]]; then
+            echo "etcd$k: running, pid $pid, 127.0.0.1:$(etcd_client_port "$k")"
+            etcd_up=$((etcd_up + 1))
+        else
+            echo "etcd$k: NOT running"
+            rc=1
+        fi
     done
-    ctl list
+    for ((i = 1; i <= NODES; i++)); do
+        pid="$(live_pid "$BASE/node$i.pid")"
+        if [[ -n "$pid" ]]; then
+            echo "node$i: agent running, pid $pid, PostgreSQL 127.0.0.1:$(pg_port "$i"), REST :$(rest_port "$i")"
+        else
+            echo "node$i: agent NOT running"
+            rc=1
+        fi
+    done
+    # pghactl waits for etcd a while before giving up: only ask it when a member runs.
+    if ((etcd_up > 0)); then
+        ctl list || rc=1
+    fi
     pid="$(live_pid "$BASE/haproxy.pid")"
     if [[ -z "$pid" ]]; then
-        log "HAProxy: NOT running (scripts/cluster.sh up starts it)"
-        return 0
+        echo "HAProxy: NOT running (scripts/cluster.sh up starts it)"
+        return 1
     fi
     echo "HAProxy (pid $pid): primary :$HAPROXY_PRIMARY_PORT, replicas :$HAPROXY_REPLICA_PORT, stats http://127.0.0.1:$HAPROXY_STATS_PORT/"
-    haproxy_states || true
+    haproxy_states || rc=1
+    return "$rc"
 }
 
-case "${1:-}" in
-    up) cmd_up ;;
-    down) cmd_down ;;
-    status) cmd_status ;;
-    *)
-        echo "usage: $0 up|down|status" >&2
-        exit 2
-        ;;
-esac
+main() {
+    local cmd="${1:-}"
+    [[ -n "$cmd" ]] || usage
+    shift
+    while (($#)); do
+        case "$1" in
+            --nodes) WANT_NODES="${2:?--nodes needs a number}" && shift ;;
+            --nodes=*) WANT_NODES="${1#*=}" ;;
+            --etcd) WANT_ETCD="${2:?--etcd needs 1, 3 or 5}" && shift ;;
+            --etcd=*) WANT_ETCD="${1#*=}" ;;
+            --port-offset) WANT_OFFSET="${2:?--port-offset needs a number}" && shift ;;
+            --port-offset=*) WANT_OFFSET="${1#*=}" ;;
+            -h | --help) usage ;;
+            *)
+                log "unknown argument: $1"
+                usage
+                ;;
+        esac
+        shift
+    done
+    case "$cmd" in
+        up | down | stop | status) ;;
+        -h | --help | help) usage ;;
+        *)
+            log "unknown command: $cmd"
+            usage
+            ;;
+    esac
+    load_layout "$cmd"
+    set_haproxy_ports
+    "cmd_$cmd"
+}
+
+main "$@"

@@ -2,7 +2,7 @@
 //! seconds or sooner when the DCS watch sees the leader key change.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +46,9 @@ pub struct Agent {
     finished: Option<JobOutcome>,
     status_tx: watch::Sender<Arc<NodeStatus>>,
     wake: Arc<Notify>,
+    /// Set while this node waits for another member (to bootstrap, to run, to stream): then
+    /// member key changes wake the loop too.
+    wake_on_members: Arc<AtomicBool>,
     last_member: Option<MemberData>,
     dcs_last_seen: Option<i64>,
     /// The role postgres last ran as, reported while it is down.
@@ -122,6 +125,7 @@ impl Agent {
             finished: None,
             status_tx,
             wake,
+            wake_on_members: Arc::new(AtomicBool::new(true)),
             last_member: None,
             dcs_last_seen: None,
             last_role: None,
@@ -143,7 +147,9 @@ impl Agent {
         for w in &self.policy_warnings {
             warn!("{w}");
         }
-        let _watch = self.dcs.watch(self.wake.clone());
+        let _watch = self
+            .dcs
+            .watch(self.wake.clone(), self.wake_on_members.clone());
         loop {
             if *shutdown.borrow() {
                 self.shutdown().await;
@@ -245,7 +251,23 @@ impl Agent {
         self.stats.last_decision = decision.message.clone();
         self.stats.last_cycle_seconds = cycle_started.elapsed().as_secs_f64();
         self.publish(cluster.as_ref(), &obs).await;
+        self.wake_on_members
+            .store(!self.settled(&obs.local), Ordering::Relaxed);
         None
+    }
+
+    /// Running as the leader with the lock, or as a streaming replica, with no job under way:
+    /// nothing this node does next depends on another member's key changing.
+    fn settled(&self, local: &LocalPg) -> bool {
+        let LocalPg::Initialized {
+            process: PgProcess::Running(r),
+            ..
+        } = local
+        else {
+            return false;
+        };
+        self.job.is_none()
+            && ((!r.in_recovery && self.state.has_lock) || (r.in_recovery && r.streaming))
     }
 
     fn refresh_policy(&mut self, cluster: &Cluster) {

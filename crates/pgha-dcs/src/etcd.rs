@@ -1,6 +1,6 @@
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -451,14 +451,16 @@ impl EtcdDcs {
     }
 
     /// Watches the cluster prefix in the background and signals `notify` whenever a key that
-    /// matters to the HA loop (leader, failover, config, initialize) changes or is deleted.
+    /// matters to the HA loop (leader, failover, config, initialize) changes or is deleted, and
+    /// also on member keys while `members_too` is set (a node waiting for another member to
+    /// come up; settled members update their keys every loop and need not wake each other).
     /// Reconnects on its own; a broken watch only means the loop falls back to `loop_wait`.
-    pub fn watch(&self, notify: Arc<Notify>) -> WatchHandle {
+    pub fn watch(&self, notify: Arc<Notify>, members_too: Arc<AtomicBool>) -> WatchHandle {
         let client = self.client.clone();
         let prefix = self.settings.prefix.clone();
         WatchHandle(tokio::spawn(async move {
             loop {
-                if let Err(e) = watch_once(client.clone(), &prefix, &notify).await {
+                if let Err(e) = watch_once(client.clone(), &prefix, &notify, &members_too).await {
                     debug!("watch on {prefix} ended: {e}");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -467,7 +469,12 @@ impl EtcdDcs {
     }
 }
 
-async fn watch_once(mut client: Client, prefix: &str, notify: &Notify) -> Result<(), EtcdError> {
+async fn watch_once(
+    mut client: Client,
+    prefix: &str,
+    notify: &Notify,
+    members_too: &AtomicBool,
+) -> Result<(), EtcdError> {
     let mut stream = client
         .watch(prefix, Some(WatchOptions::new().with_prefix()))
         .await?;
@@ -475,8 +482,10 @@ async fn watch_once(mut client: Client, prefix: &str, notify: &Notify) -> Result
         let wake = resp.events().iter().any(|ev| {
             ev.kv().is_some_and(|kv| {
                 let key = String::from_utf8_lossy(kv.key());
-                key.strip_prefix(prefix)
-                    .is_some_and(|rel| WAKE_KEYS.contains(&rel))
+                key.strip_prefix(prefix).is_some_and(|rel| {
+                    WAKE_KEYS.contains(&rel)
+                        || (rel.starts_with("members/") && members_too.load(Ordering::Relaxed))
+                })
             })
         });
         if wake {

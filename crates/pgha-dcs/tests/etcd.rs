@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,12 +111,31 @@ async fn leader_race_conditional_writes_lease_expiry_and_watch() {
 
     // The watch wakes us when the leader key goes away.
     let notify = Arc::new(Notify::new());
-    let _watch = b.watch(notify.clone());
+    let members_too = Arc::new(AtomicBool::new(false));
+    let _watch = b.watch(notify.clone(), members_too.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(a.delete_leader("a").await.unwrap());
     tokio::time::timeout(Duration::from_secs(2), notify.notified())
         .await
         .expect("the watch woke us within 2 s of the leader key's deletion");
+
+    // Member keys wake us only when asked for.
+    a.touch_member("a", &MemberData::default()).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), notify.notified())
+            .await
+            .is_err(),
+        "a member key change woke a settled member"
+    );
+    members_too.store(true, std::sync::atomic::Ordering::Relaxed);
+    let data = MemberData {
+        state: Some("running".into()),
+        ..MemberData::default()
+    };
+    a.touch_member("a", &data).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), notify.notified())
+        .await
+        .expect("the watch woke us within 2 s of a member key change");
 
     // Member keys live on the lease: they vanish when it is no longer renewed.
     b.touch_member("b", &MemberData::default()).await.unwrap();

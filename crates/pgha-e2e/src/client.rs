@@ -41,7 +41,7 @@ fn http() -> &'static reqwest::Client {
 /// Rows of a simple query as text (`None` = SQL NULL).
 pub type Rows = Vec<Vec<Option<String>>>;
 
-fn collect_rows(msgs: Vec<SimpleQueryMessage>) -> Rows {
+pub fn collect_rows(msgs: Vec<SimpleQueryMessage>) -> Rows {
     msgs.into_iter()
         .filter_map(|m| match m {
             SimpleQueryMessage::Row(r) => {

@@ -37,6 +37,7 @@ mod switchover_writes;
 
 // Production fit: HAProxy, /metrics, logs, packaging, load.
 mod prod_haproxy;
+mod prod_lab;
 mod prod_logs;
 mod prod_packaging;
 mod prod_pgbench;
