@@ -20,7 +20,7 @@ one etcd for the whole run, then for each run and each implementation a fresh 3-
               the first acknowledged insert on a new primary
 
 Scenarios: Patroni and pgha at default timings (ttl 30 / loop_wait 10 / retry_timeout 10), and
-pgha at its fastest safe timings (ttl 10 / loop_wait 1 / retry_timeout 3), reported separately.
+pgha at its fastest safe timings (ttl 5 / loop_wait 1 / retry_timeout 2: the smallest values pgha accepts), reported separately.
 Runs are interleaved (run 1 of every scenario, then run 2, ...) so a change in the background
 load of the machine hits every implementation alike.
 
@@ -1363,8 +1363,8 @@ def main():
     ap.add_argument("--healthy-timeout", type=float, default=180)
     ap.add_argument("--scenarios", default="patroni,pgha,pgha-fast",
                     help="comma-separated subset of patroni,pgha,pgha-fast (default: all three)")
-    ap.add_argument("--fast-timings", default="10/1/3", metavar="TTL/LOOP_WAIT/RETRY_TIMEOUT",
-                    help="pgha's fastest safe timings for the pgha-fast scenario (default 10/1/3)")
+    ap.add_argument("--fast-timings", default="5/1/2", metavar="TTL/LOOP_WAIT/RETRY_TIMEOUT",
+                    help="pgha's fastest safe timings for the pgha-fast scenario (default 5/1/2)")
     ap.add_argument("--max-minutes", type=float, default=0, help="hard limit (default: 2 × estimate + 10 min)")
     ap.add_argument("--workdir", required=False, help="(run.sh) empty world-traversable work directory")
     ap.add_argument("--pgha-bin", help="(run.sh) directory with pgha and pghactl")

@@ -129,8 +129,10 @@ fn main() -> ExitCode {
     for w in &loaded.warnings {
         warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the agent waits on the network almost all the time, and handing events
+    // between worker threads cost more CPU than the work itself (futex wake-ups). Blocking
+    // work (removing a data directory) goes to tokio's blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
