@@ -863,6 +863,24 @@ def step_switchover(ctx, c, leader):
     return res
 
 
+def wait_for_heartbeat(node, timeout):
+    """Waits for a new "the leader with the lock" line in the node's log; seconds waited."""
+    t0 = time.monotonic()
+    with open(node.log, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        buf = b""
+        while time.monotonic() - t0 < timeout:
+            chunk = f.read()
+            if chunk:
+                buf += chunk
+                if b"the leader with the lock" in buf:
+                    return time.monotonic() - t0
+                buf = buf[-4096:]
+            else:
+                time.sleep(0.005)
+    raise BenchError(f"{node.name} logged no leader heartbeat within {timeout}s")
+
+
 def step_failover(ctx, c, leader):
     ensure_table(c, leader)
     ln = c.by_name(leader)
@@ -872,9 +890,11 @@ def step_failover(ctx, c, leader):
         lport = str(ln.pg_port)
         w.wait_for(lambda rows: sum(1 for r in rows if r["ok"] and r["port"] == lport) >= 50, 30,
                    "50 acknowledged inserts before the kill")
-        # Random phase relative to the HA loop, so the median over runs means something.
-        delay = random.uniform(0, c.timing.loop_wait)
-        time.sleep(delay)
+        # The same phase of the HA loop for both implementations: right after the leader logs
+        # its heartbeat, i.e. just after it renewed its lock. A random phase adds up to
+        # loop_wait of noise per run that three runs cannot average out (seen: 20.8-30.2 s at
+        # loop_wait 10); this way each run measures ttl plus the cluster's reaction.
+        delay = wait_for_heartbeat(ln, c.timing.loop_wait * 2 + 10)
         pm = postmaster_of(ln.data_dir)
         if not pm or not pm[0]:
             raise BenchError(f"no live postmaster for {leader} in {ln.data_dir}")
@@ -1262,8 +1282,11 @@ def render_md(doc):
     L.append("- Switchover: `POST /switchover {\"leader\", \"candidate\"}` on the leader's own REST API. Window = the "
              "longest gap between consecutive acknowledged inserts from the request until the first acknowledged "
              "insert on the new primary. Lost = acknowledged ids missing on the new primary.")
-    L.append("- Failover: after a random delay in [0, loop_wait) (random phase against the HA loop), `kill -9` of "
-             "the leader's agent and then its postmaster; time until the first acknowledged insert on another node.")
+    L.append("- Failover: right after the leader logs its heartbeat (`the leader with the lock`, just after it "
+             "renewed its lock; the same phase of the HA loop for both implementations), `kill -9` of the leader's "
+             "agent and then its postmaster; time until the first acknowledged insert on another node. The lock's "
+             "lease then runs its full ttl, so the figure is ttl plus the cluster's reaction; etcd revokes expired "
+             "leases on a 0.5 s tick.")
     L.append("")
     return "\n".join(L)
 

@@ -316,11 +316,22 @@ async fn log_changed_parameters(
 /// when it changed and notes what only a restart applies.
 async fn apply_config(agent: &mut Agent, role: &Role, cluster: Option<&Cluster>) -> Result<()> {
     let mut server = agent.server_config_for(role, cluster);
+    let started = agent
+        .last_probe
+        .as_ref()
+        .map(|p| p.postmaster_start_time.clone());
+    let applied = (server.clone(), started);
+    if !agent.force_reload && agent.applied_config.as_ref() == Some(&applied) {
+        return Ok(());
+    }
+    agent.applied_config = None;
     let outcome = agent
         .pg
         .write_config(&mut server)
         .await
         .context("write postgresql.conf")?;
+    // A standby holding the primary's higher settings keeps checking the control file.
+    let settled = outcome.held.is_empty();
     log_changed_parameters(agent, &outcome.changed_parameters).await;
     if outcome.command_line_changes != agent.cmdline_pending {
         for (name, old, new) in &outcome.command_line_changes {
@@ -336,6 +347,9 @@ async fn apply_config(agent: &mut Agent, role: &Role, cluster: Option<&Cluster>)
         agent.force_reload = false;
         agent.pg.reload().await.context("reload postgres")?;
         info!("Reloading PostgreSQL configuration.");
+    }
+    if settled {
+        agent.applied_config = Some(applied);
     }
     Ok(())
 }

@@ -66,6 +66,9 @@ pub struct Agent {
     pub(crate) force_reload: bool,
     /// Postmaster command-line settings that differ from what runs: a restart is pending.
     pub(crate) cmdline_pending: Vec<(String, Option<String>, Option<String>)>,
+    /// The configuration last applied and the start time of the postmaster it was applied to:
+    /// while both stay the same there is nothing to write (checked every loop).
+    pub(crate) applied_config: Option<(pgha_postgres::ServerConfig, Option<String>)>,
     stats: pgha_api::LoopStats,
 }
 
@@ -139,6 +142,7 @@ impl Agent {
             scheduled_restart: None,
             force_reload: false,
             cmdline_pending: Vec::new(),
+            applied_config: None,
             stats: pgha_api::LoopStats::default(),
         }
     }

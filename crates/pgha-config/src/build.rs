@@ -165,6 +165,16 @@ fn restapi(ctx: &mut Ctx, v: Option<&Value>) -> RestApi {
             listen.clone()
         }
     };
+    let certfile = string(ctx, "restapi.certfile", get(m, "certfile"));
+    if certfile.is_some() {
+        // Serving plain HTTP while member keys advertise https would break every client.
+        ctx.problem(
+            "restapi.certfile",
+            "HTTPS on the REST API is not supported by pgha yet; remove restapi.certfile (and \
+             keyfile) and terminate TLS in front of the agent if you need it"
+                .to_string(),
+        );
+    }
     let verify_client = string(ctx, "restapi.verify_client", get(m, "verify_client"));
     if let Some(vc) = &verify_client {
         if !matches!(vc.as_str(), "none" | "optional" | "required") {
@@ -178,7 +188,7 @@ fn restapi(ctx: &mut Ctx, v: Option<&Value>) -> RestApi {
         listen,
         connect_address,
         authentication: auth(ctx, "restapi.authentication", get(m, "authentication")),
-        certfile: string(ctx, "restapi.certfile", get(m, "certfile")),
+        certfile,
         keyfile: string(ctx, "restapi.keyfile", get(m, "keyfile")),
         cafile: string(ctx, "restapi.cafile", get(m, "cafile")),
         verify_client,

@@ -284,3 +284,17 @@ fn any_input_is_an_error_not_a_panic() {
         assert!(parse_str(yaml).is_err(), "{yaml:?}");
     }
 }
+
+#[test]
+fn rest_api_tls_is_refused_not_silently_ignored() {
+    let yaml = VALID.replace(
+        "  listen: 127.0.0.1:8008\n",
+        "  listen: 127.0.0.1:8008\n  certfile: /etc/ssl/pgha.pem\n  keyfile: /etc/ssl/pgha.key\n",
+    );
+    let p = problems(&yaml);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("restapi.certfile: HTTPS on the REST API is not supported"),
+        "{p:?}"
+    );
+}

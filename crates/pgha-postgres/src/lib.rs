@@ -67,6 +67,7 @@ pub struct LocalPostgres {
     conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     /// What a standby held back last time, so the log says it once.
     held_settings: std::sync::Mutex<Vec<HeldSetting>>,
+    canonical_data_dir: std::sync::OnceLock<PathBuf>,
 }
 
 impl std::fmt::Debug for LocalPostgres {
@@ -87,6 +88,7 @@ impl LocalPostgres {
             os_user: None,
             conn: tokio::sync::Mutex::new(None),
             held_settings: std::sync::Mutex::new(Vec::new()),
+            canonical_data_dir: std::sync::OnceLock::new(),
         }
     }
 

@@ -62,11 +62,12 @@ fn process_alive(pid: i32) -> bool {
 
 /// Is `pid` a live postgres whose working directory (the postmaster chdirs into its data
 /// directory) is `data_dir`? Where /proc cannot tell, a live process is trusted.
-fn is_our_postmaster(pid: i32, data_dir: &Path) -> bool {
+fn is_our_postmaster(pid: i32, data_dir: Option<&Path>) -> bool {
     if pid <= 0 || !process_alive(pid) {
         return false;
     }
-    if !Path::new("/proc/self").exists() {
+    static HAVE_PROC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*HAVE_PROC.get_or_init(|| Path::new("/proc/self").exists()) {
         return true;
     }
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
@@ -81,11 +82,8 @@ fn is_our_postmaster(pid: i32, data_dir: &Path) -> bool {
         }
         Err(_) => return false,
     }
-    match (
-        std::fs::read_link(proc_dir.join("cwd")),
-        std::fs::canonicalize(data_dir),
-    ) {
-        (Ok(cwd), Ok(dir)) => cwd == dir,
+    match (std::fs::read_link(proc_dir.join("cwd")), data_dir) {
+        (Ok(cwd), Some(dir)) => cwd == dir,
         // Not allowed to look (another user): the name check has to do.
         _ => true,
     }
@@ -156,7 +154,17 @@ impl LocalPostgres {
     pub fn postmaster_pid(&self) -> Option<i32> {
         let text = std::fs::read_to_string(self.params.data_dir.join("postmaster.pid")).ok()?;
         let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        is_our_postmaster(pid, &self.params.data_dir).then_some(pid)
+        is_our_postmaster(pid, self.canonical_data_dir()).then_some(pid)
+    }
+
+    /// The data directory with symlinks resolved, as a postmaster's cwd shows it; resolved once
+    /// (it is checked every loop), None while it cannot be resolved.
+    fn canonical_data_dir(&self) -> Option<&Path> {
+        if let Some(p) = self.canonical_data_dir.get() {
+            return Some(p);
+        }
+        let resolved = std::fs::canonicalize(&self.params.data_dir).ok()?;
+        Some(self.canonical_data_dir.get_or_init(|| resolved))
     }
 
     /// Command-line GUCs the last started postmaster got (from `postmaster.opts`).
@@ -460,10 +468,10 @@ mod tests {
         // We are alive but not a postgres.
         assert!(!is_our_postmaster(
             std::process::id() as i32,
-            Path::new("/")
+            Some(Path::new("/"))
         ));
-        assert!(!is_our_postmaster(0, Path::new("/")));
-        assert!(!is_our_postmaster(-1, Path::new("/")));
+        assert!(!is_our_postmaster(0, Some(Path::new("/"))));
+        assert!(!is_our_postmaster(-1, None));
     }
 
     #[test]

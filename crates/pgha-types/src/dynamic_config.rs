@@ -124,6 +124,18 @@ impl DynamicConfig {
         p.check_timeline = flag(m.get("check_timeline"), false);
         p.failsafe_mode = flag(m.get("failsafe_mode"), false);
         p.synchronous_mode = flag(m.get("synchronous_mode"), false);
+        if p.synchronous_mode {
+            warnings.push(
+                "synchronous_mode is not implemented by pgha: replication stays asynchronous"
+                    .into(),
+            );
+        }
+        if m.get("standby_cluster").is_some_and(|v| !v.is_null()) {
+            warnings.push(
+                "standby_cluster is not implemented by pgha: this cluster runs its own primary"
+                    .into(),
+            );
+        }
         if let Some(Value::Object(pg)) = m.get("postgresql") {
             p.use_pg_rewind = flag(pg.get("use_pg_rewind"), false);
             p.use_slots = flag(pg.get("use_slots"), true);
@@ -237,6 +249,23 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert!(check_timings(6, 2, 10).unwrap_err().starts_with("ttl:"));
         assert!(check_timings(10, 1, 3).is_ok());
+    }
+
+    #[test]
+    fn unimplemented_modes_are_named_in_warnings() {
+        let c = DynamicConfig::parse(
+            r#"{"synchronous_mode":true,"standby_cluster":{"host":"10.0.0.1","port":5432}}"#,
+        )
+        .unwrap();
+        let (p, w) = c.policy();
+        assert!(p.synchronous_mode);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("synchronous_mode is not implemented"));
+        assert!(w[1].starts_with("standby_cluster is not implemented"));
+        let (_, w) = DynamicConfig::parse(r#"{"synchronous_mode":false}"#)
+            .unwrap()
+            .policy();
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]
