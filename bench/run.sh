@@ -46,6 +46,11 @@ command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v ipcs >/dev/null 2>&1 || missing+=(util-linux)
 [[ -x /usr/bin/python3 ]] || missing+=(python3)
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+if [[ -z "${PGHA_BENCH_BIN_DIR:-}" ]]; then
+    # Building pgha (etcd-client) needs protoc and the well-known .proto files.
+    command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+    [[ -f /usr/include/google/protobuf/descriptor.proto ]] || missing+=(libprotobuf-dev)
+fi
 if ((${#missing[@]})); then
     apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
 fi

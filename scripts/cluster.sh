@@ -265,6 +265,11 @@ ensure_packages() {
     command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
     [[ -x "$HAPROXY_BIN" ]] || missing+=(haproxy)
     command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
+    # Building the binaries (etcd-client) needs protoc and the well-known .proto files.
+    if [[ -z "${PGHA_LAB_BIN_DIR:-}" ]]; then
+        command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+        [[ -f /usr/include/google/protobuf/descriptor.proto ]] || missing+=(libprotobuf-dev)
+    fi
     ((${#missing[@]} == 0)) && return 0
     is_root || die "missing Debian package(s): ${missing[*]}. Run this script as root (it installs them), or install them: sudo apt-get install ${missing[*]}"
     log "installing ${missing[*]}"
