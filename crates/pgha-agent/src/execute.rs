@@ -118,6 +118,14 @@ pub async fn run(
             Ok(true)
         }
         Action::SyncSlots { members } => {
+            // This cycle's probe listed the slots already: query them only to change them.
+            if agent
+                .last_probe
+                .as_ref()
+                .is_some_and(|p| p.slots_match(members))
+            {
+                return Ok(true);
+            }
             let changes = agent
                 .pg
                 .sync_slots(members)

@@ -177,8 +177,21 @@ impl Agent {
         self.reap_job().await;
         let (request, reply_to) = self.take_request();
         let cycle_started = std::time::Instant::now();
-        let read = self.dcs.load_cluster().await;
-        self.stats.dcs_read_seconds = cycle_started.elapsed().as_secs_f64();
+        let session = self.keep_session().await;
+        let read_started = std::time::Instant::now();
+        let read = match &session {
+            // etcd's quorum renewed our lease just now: the watch-fed view is good enough.
+            Session::Renewed => self.dcs.load_cluster_cached().await,
+            // Down for the whole retry budget already: reading would only wait that long again.
+            Session::Failed(DcsError::Unreachable { endpoints, detail }) => {
+                Err(DcsError::Unreachable {
+                    endpoints: endpoints.clone(),
+                    detail: detail.clone(),
+                })
+            }
+            _ => self.dcs.load_cluster().await,
+        };
+        self.stats.dcs_read_seconds = read_started.elapsed().as_secs_f64();
         if read.is_err() {
             self.stats.dcs_errors_total += 1;
         }
@@ -203,7 +216,7 @@ impl Agent {
         if let Some(c) = &cluster {
             self.refresh_policy(c);
         }
-        let lock = self.renew_session(cluster.as_ref()).await;
+        let lock = self.renew_lock(cluster.as_ref(), session).await;
         let local = self.observe_local().await;
         let mut obs = Observation {
             now: now_ms(),
@@ -292,18 +305,48 @@ impl Agent {
             .store(self.policy.loop_wait, Ordering::Relaxed);
     }
 
-    /// Keeps our lease (and with it our member key) alive; when the DCS names us leader, renews
-    /// the lock first of all, as the core expects.
-    async fn renew_session(&mut self, cluster: Option<&Cluster>) -> LockRenewal {
+    /// Renews our lease (and with it our member key and, while we lead, the lock) before
+    /// anything else in the cycle.
+    async fn keep_session(&mut self) -> Session {
+        if self.dcs.lease_id().await.is_none() {
+            return Session::NoLease;
+        }
+        match self.dcs.refresh_lease().await {
+            Ok(()) => Session::Renewed,
+            Err(DcsError::LeaseExpired(id)) => {
+                // Our member key went with the lease; it is written again on a fresh one.
+                self.last_member = None;
+                Session::Expired(id)
+            }
+            Err(e) => Session::Failed(e),
+        }
+    }
+
+    /// Makes sure we have a lease, and tells the core whether the lock is still ours: when the
+    /// DCS names us leader, the renewal of our lease at the start of the cycle renewed it.
+    async fn renew_lock(&mut self, cluster: Option<&Cluster>, session: Session) -> LockRenewal {
         let Some(cluster) = cluster else {
             return LockRenewal::NotHeld;
         };
         if let Err(e) = self.dcs.ensure_lease(self.policy.ttl).await {
             warn!("could not create an etcd lease: {e}");
         }
-        match cluster.leader.as_ref() {
-            Some(l) if l.name == self.cfg.name => {
-                match self.dcs.update_leader(&self.cfg.name, l.lease).await {
+        let leads = cluster.leader.as_ref().filter(|l| l.name == self.cfg.name);
+        let Some(leader) = leads else {
+            if let Session::Failed(e) = &session {
+                warn!("could not renew our etcd lease: {e}");
+            }
+            return LockRenewal::NotHeld;
+        };
+        match session {
+            Session::Renewed | Session::NoLease => {
+                // After a lease re-creation (an agent restart within ttl) the key still sits
+                // on the old lease: move it to ours while it names us.
+                match self
+                    .dcs
+                    .keep_leader_on_our_lease(&self.cfg.name, leader.lease)
+                    .await
+                {
                     Ok(true) => LockRenewal::Renewed,
                     Ok(false) => {
                         warn!("the leader key changed under us; the lock is lost");
@@ -311,26 +354,17 @@ impl Agent {
                     }
                     Err(e) => {
                         error!("failed to update leader lock: {e}");
-                        if matches!(e, DcsError::LeaseExpired(_)) {
-                            self.last_member = None;
-                        }
                         LockRenewal::Failed
                     }
                 }
             }
-            _ => {
-                match self.dcs.refresh_lease().await {
-                    Ok(()) => {}
-                    Err(DcsError::LeaseExpired(_)) => {
-                        // Our member key went with the lease; write it again on a fresh one.
-                        self.last_member = None;
-                        if let Err(e) = self.dcs.ensure_lease(self.policy.ttl).await {
-                            warn!("could not create an etcd lease: {e}");
-                        }
-                    }
-                    Err(e) => warn!("could not renew our etcd lease: {e}"),
-                }
-                LockRenewal::NotHeld
+            Session::Expired(id) => {
+                error!("failed to update leader lock: our etcd lease {id:x} has expired");
+                LockRenewal::Failed
+            }
+            Session::Failed(e) => {
+                error!("failed to update leader lock: {e}");
+                LockRenewal::Failed
             }
         }
     }
@@ -685,6 +719,16 @@ impl Agent {
     ) -> pgha_postgres::ServerConfig {
         server_config(&self.cfg, &self.policy, role, cluster)
     }
+}
+
+/// How renewing our lease went at the start of a cycle.
+enum Session {
+    Renewed,
+    /// No lease yet (first cycle, or after a revoke): `renew_lock` grants one.
+    NoLease,
+    /// etcd forgot the lease (we were away longer than ttl): our keys are gone.
+    Expired(i64),
+    Failed(DcsError),
 }
 
 pub(crate) fn stop_mode(m: StopMode) -> pgha_postgres::StopMode {

@@ -1,18 +1,20 @@
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, Error as EtcdError, GetOptions, PutOptions, Txn,
-    TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, Error as EtcdError, EventType, GetOptions,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, ResponseHeader, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use pgha_types::{Cluster, KeyValue, MemberData};
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::cache::KeyCache;
 use crate::DcsError;
 
 /// Where and how to reach etcd, and under which prefix the cluster lives.
@@ -40,7 +42,14 @@ pub struct EtcdDcs {
     settings: EtcdSettings,
     /// (lease id, ttl seconds) of this agent's session.
     lease: Mutex<Option<(i64, u64)>>,
+    /// The open keep-alive stream of that lease: renewing on it is one message each way,
+    /// where a new stream per renewal costs a stream setup and teardown every loop.
+    keeper: Mutex<Option<(LeaseKeeper, LeaseKeepAliveStream)>>,
     retry_budget_ms: AtomicU64,
+    /// The cluster as the watch keeps it (only while `watch` runs).
+    cache: Arc<std::sync::Mutex<KeyCache>>,
+    /// Revision of our newest write under the prefix: a cached view older than it is not used.
+    written: AtomicI64,
 }
 
 /// A background watch on the cluster prefix; dropping it stops the watch.
@@ -87,7 +96,10 @@ impl EtcdDcs {
             client,
             settings,
             lease: Mutex::new(None),
+            keeper: Mutex::new(None),
             retry_budget_ms: AtomicU64::new(budget),
+            cache: Arc::default(),
+            written: AtomicI64::new(0),
         })
     }
 
@@ -142,27 +154,36 @@ impl EtcdDcs {
     /// Reads every key under the cluster prefix in one request.
     pub async fn load_cluster(&self) -> Result<Cluster, DcsError> {
         let prefix = self.settings.prefix.clone();
-        let resp = self
-            .call("read cluster", |mut c| {
+        let (keys, _) = self
+            .call("read cluster", |c| {
                 let prefix = prefix.clone();
-                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+                async move { read_prefix(c, &prefix).await }
             })
             .await?;
-        let keys: Vec<KeyValue> = resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let key = String::from_utf8_lossy(kv.key());
-                let rel = key.strip_prefix(&self.settings.prefix)?.to_string();
-                Some(KeyValue {
-                    key: rel,
-                    value: String::from_utf8_lossy(kv.value()).into_owned(),
-                    lease: kv.lease(),
-                    mod_revision: kv.mod_revision(),
-                })
-            })
-            .collect();
         Ok(Cluster::from_keys(&keys))
+    }
+
+    /// The cluster as the watch has kept it, without a request; a range read when the watch is
+    /// not in place or has not yet delivered our own newest write. The HA loop calls this only
+    /// right after renewing the lease, so etcd's quorum answered a moment ago.
+    pub async fn load_cluster_cached(&self) -> Result<Cluster, DcsError> {
+        let min = self.written.load(Ordering::Acquire);
+        let cached = self
+            .cache
+            .lock()
+            .map(|mut c| c.snapshot(min))
+            .unwrap_or_default();
+        match cached {
+            Some(c) => Ok(c),
+            None => self.load_cluster().await,
+        }
+    }
+
+    /// Remembers the revision a successful write of ours under the prefix created.
+    fn wrote(&self, header: Option<&ResponseHeader>) {
+        if let Some(h) = header {
+            self.written.fetch_max(h.revision(), Ordering::AcqRel);
+        }
     }
 
     /// Our lease id, creating a lease with `ttl` seconds when there is none yet or the ttl
@@ -194,24 +215,52 @@ impl EtcdDcs {
         let Some((id, _)) = *self.lease.lock().await else {
             return Err(DcsError::LeaseExpired(0));
         };
-        let res = self
+        let mut keeper = self.keeper.lock().await;
+        if let Some((k, stream)) = keeper.as_mut().filter(|(k, _)| k.id() == id) {
+            let budget = Duration::from_millis(self.retry_budget_ms.load(Ordering::Relaxed));
+            let renewal = async {
+                k.keep_alive().await?;
+                stream.message().await
+            };
+            match tokio::time::timeout(attempt_timeout(budget), renewal).await {
+                Ok(Ok(Some(resp))) if resp.ttl() > 0 => return Ok(()),
+                Ok(Ok(Some(_))) => {
+                    *keeper = None;
+                    drop(keeper);
+                    return Err(self.lease_gone(id).await);
+                }
+                // A broken or silent stream: open a new one below, with the usual retries.
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => *keeper = None,
+            }
+        }
+        let opened = self
             .call("renew lease", |mut c| async move {
                 match c.lease_keep_alive(id).await {
-                    Ok(_) => Ok(true),
-                    Err(EtcdError::LeaseKeepAliveError(_)) => Ok(false),
+                    Ok(kept) => Ok(Some(kept)),
+                    Err(EtcdError::LeaseKeepAliveError(_)) => Ok(None),
                     Err(e) => Err(e),
                 }
             })
             .await?;
-        if res {
-            Ok(())
-        } else {
-            let mut guard = self.lease.lock().await;
-            if guard.map(|(i, _)| i) == Some(id) {
-                *guard = None;
+        match opened {
+            Some(kept) => {
+                *keeper = Some(kept);
+                Ok(())
             }
-            Err(DcsError::LeaseExpired(id))
+            None => {
+                drop(keeper);
+                Err(self.lease_gone(id).await)
+            }
         }
+    }
+
+    /// etcd no longer knows lease `id`: forget it so that `ensure_lease` grants a new one.
+    async fn lease_gone(&self, id: i64) -> DcsError {
+        let mut guard = self.lease.lock().await;
+        if guard.map(|(i, _)| i) == Some(id) {
+            *guard = None;
+        }
+        DcsError::LeaseExpired(id)
     }
 
     /// Publishes our member record on our lease.
@@ -219,14 +268,16 @@ impl EtcdDcs {
         let lease = self.current_lease().await?;
         let key = self.key(&format!("members/{name}"));
         let value = serde_json_compact(data);
-        self.call("write member key", |mut c| {
-            let (key, value) = (key.clone(), value.clone());
-            async move {
-                c.put(key, value, Some(PutOptions::new().with_lease(lease)))
-                    .await
-            }
-        })
-        .await?;
+        let resp = self
+            .call("write member key", |mut c| {
+                let (key, value) = (key.clone(), value.clone());
+                async move {
+                    c.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                        .await
+                }
+            })
+            .await?;
+        self.wrote(resp.header());
         Ok(())
     }
 
@@ -264,6 +315,7 @@ impl EtcdDcs {
             })
             .await?;
         if resp.succeeded() {
+            self.wrote(resp.header());
             return Ok(true);
         }
         // A retried request whose first attempt already won finds its own key here.
@@ -274,6 +326,15 @@ impl EtcdDcs {
     /// if it sits on another one (after a lease re-creation) — only while it still names us.
     pub async fn update_leader(&self, name: &str, leader_lease: i64) -> Result<bool, DcsError> {
         self.refresh_lease().await?;
+        self.keep_leader_on_our_lease(name, leader_lease).await
+    }
+
+    /// The second half of `update_leader`, for a caller that has just renewed the lease.
+    pub async fn keep_leader_on_our_lease(
+        &self,
+        name: &str,
+        leader_lease: i64,
+    ) -> Result<bool, DcsError> {
         let lease = self.current_lease().await?;
         if leader_lease == lease {
             return Ok(true);
@@ -299,6 +360,9 @@ impl EtcdDcs {
                 }
             })
             .await?;
+        if resp.succeeded() {
+            self.wrote(resp.header());
+        }
         Ok(resp.succeeded())
     }
 
@@ -317,6 +381,9 @@ impl EtcdDcs {
                 }
             })
             .await?;
+        if resp.succeeded() {
+            self.wrote(resp.header());
+        }
         Ok(resp.succeeded())
     }
 
@@ -360,6 +427,9 @@ impl EtcdDcs {
             .await?;
         // Only a success counts: the value (e.g. the empty initialize claim) cannot tell our
         // write apart from a competitor's, so an ambiguous retry is treated as a lost race.
+        if resp.succeeded() {
+            self.wrote(resp.header());
+        }
         Ok(resp.succeeded())
     }
 
@@ -393,6 +463,9 @@ impl EtcdDcs {
                         }
                     })
                     .await?;
+                if resp.succeeded() {
+                    self.wrote(resp.header());
+                }
                 Ok(resp.succeeded())
             }
         }
@@ -401,21 +474,29 @@ impl EtcdDcs {
     /// Plain write of a key without a lease (`status`, `history`, `failover`, ...).
     pub async fn put_key(&self, rel: &str, value: &str) -> Result<(), DcsError> {
         let key = self.key(rel);
-        self.call("write key", |mut c| {
-            let (key, value) = (key.clone(), value.to_string());
-            async move { c.put(key, value, None).await }
-        })
-        .await?;
+        let resp = self
+            .call("write key", |mut c| {
+                let (key, value) = (key.clone(), value.to_string());
+                async move { c.put(key, value, None).await }
+            })
+            .await?;
+        self.wrote(resp.header());
         Ok(())
     }
 
     pub async fn delete_key(&self, rel: &str) -> Result<(), DcsError> {
         let key = self.key(rel);
-        self.call("delete key", |mut c| {
-            let key = key.clone();
-            async move { c.delete(key, None).await }
-        })
-        .await?;
+        let resp = self
+            .call("delete key", |mut c| {
+                let key = key.clone();
+                async move { c.delete(key, None).await }
+            })
+            .await?;
+        // Deleting nothing creates no revision: the header's is then etcd's newest, which
+        // the watch of our prefix may never reach.
+        if resp.deleted() > 0 {
+            self.wrote(resp.header());
+        }
         Ok(())
     }
 
@@ -442,6 +523,7 @@ impl EtcdDcs {
         let Some((id, _)) = self.lease.lock().await.take() else {
             return Ok(());
         };
+        *self.keeper.lock().await = None;
         self.call(
             "revoke lease",
             |mut c| async move { c.lease_revoke(id).await },
@@ -450,17 +532,24 @@ impl EtcdDcs {
         Ok(())
     }
 
-    /// Watches the cluster prefix in the background and signals `notify` whenever a key that
-    /// matters to the HA loop (leader, failover, config, initialize) changes or is deleted, and
-    /// also on member keys while `members_too` is set (a node waiting for another member to
-    /// come up; settled members update their keys every loop and need not wake each other).
-    /// Reconnects on its own; a broken watch only means the loop falls back to `loop_wait`.
+    /// Watches the cluster prefix in the background: keeps the cache `load_cluster_cached`
+    /// serves, and signals `notify` whenever a key that matters to the HA loop (leader,
+    /// failover, config, initialize) changes or is deleted, and also on member keys while
+    /// `members_too` is set (a node waiting for another member to come up; settled members
+    /// need not wake each other). Reconnects on its own; while it is broken the cache is not
+    /// used and the loop falls back to a range read every `loop_wait`.
     pub fn watch(&self, notify: Arc<Notify>, members_too: Arc<AtomicBool>) -> WatchHandle {
         let client = self.client.clone();
         let prefix = self.settings.prefix.clone();
+        let cache = self.cache.clone();
         WatchHandle(tokio::spawn(async move {
             loop {
-                if let Err(e) = watch_once(client.clone(), &prefix, &notify, &members_too).await {
+                let result =
+                    watch_once(client.clone(), &prefix, &cache, &notify, &members_too).await;
+                if let Ok(mut c) = cache.lock() {
+                    c.mark_lost();
+                }
+                if let Err(e) = result {
                     debug!("watch on {prefix} ended: {e}");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -469,34 +558,84 @@ impl EtcdDcs {
     }
 }
 
+/// One range read of every key under `prefix`: the keys (relative to it) and the revision the
+/// read was taken at.
+async fn read_prefix(mut client: Client, prefix: &str) -> Result<(Vec<KeyValue>, i64), EtcdError> {
+    let resp = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let keys = resp
+        .kvs()
+        .iter()
+        .filter_map(|kv| key_value(prefix, kv))
+        .collect();
+    Ok((keys, revision))
+}
+
+fn key_value(prefix: &str, kv: &etcd_client::KeyValue) -> Option<KeyValue> {
+    let key = String::from_utf8_lossy(kv.key());
+    Some(KeyValue {
+        key: key.strip_prefix(prefix)?.to_string(),
+        value: String::from_utf8_lossy(kv.value()).into_owned(),
+        lease: kv.lease(),
+        mod_revision: kv.mod_revision(),
+    })
+}
+
+/// Fills the cache with a range read, then follows every change after it until the watch ends.
 async fn watch_once(
-    mut client: Client,
+    client: Client,
     prefix: &str,
+    cache: &std::sync::Mutex<KeyCache>,
     notify: &Notify,
     members_too: &AtomicBool,
 ) -> Result<(), EtcdError> {
+    let (keys, revision) = read_prefix(client.clone(), prefix).await?;
+    if let Ok(mut c) = cache.lock() {
+        c.reset(keys, revision);
+    }
     let mut stream = client
-        .watch(prefix, Some(WatchOptions::new().with_prefix()))
+        .clone()
+        .watch(
+            prefix,
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
+            ),
+        )
         .await?;
     while let Some(resp) = stream.message().await? {
-        let wake = resp.events().iter().any(|ev| {
-            ev.kv().is_some_and(|kv| {
-                let key = String::from_utf8_lossy(kv.key());
-                key.strip_prefix(prefix).is_some_and(|rel| {
-                    WAKE_KEYS.contains(&rel)
-                        || (rel.starts_with("members/") && members_too.load(Ordering::Relaxed))
-                })
-            })
-        });
-        if wake {
-            notify.notify_one();
-        }
         if resp.canceled() {
             warn!(
-                "etcd cancelled the watch on {prefix}: {}",
-                resp.cancel_reason()
+                "etcd cancelled the watch on {prefix}: {} (compacted at {})",
+                resp.cancel_reason(),
+                resp.compact_revision()
             );
             break;
+        }
+        let mut wake = false;
+        if let Ok(mut c) = cache.lock() {
+            if resp.created() {
+                c.mark_synced();
+            }
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let Some(kv) = key_value(prefix, kv) else {
+                    continue;
+                };
+                wake |= WAKE_KEYS.contains(&kv.key.as_str())
+                    || (kv.key.starts_with("members/") && members_too.load(Ordering::Relaxed));
+                match ev.event_type() {
+                    EventType::Put => c.put(kv),
+                    EventType::Delete => c.delete(&kv.key, kv.mod_revision),
+                }
+            }
+        }
+        // The cache already holds what woke the loop.
+        if wake {
+            notify.notify_one();
         }
     }
     Ok(())

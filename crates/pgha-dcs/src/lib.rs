@@ -5,6 +5,7 @@
 //! is a create-if-absent transaction, and every later write or delete of `leader` is conditional
 //! on the key still naming this member.
 
+mod cache;
 mod error;
 mod etcd;
 

@@ -189,3 +189,90 @@ async fn unreachable_etcd_is_reported_within_the_retry_budget() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn the_watch_fed_view_follows_every_change_and_our_own_writes() {
+    let Some(etcd) = start_etcd() else { return };
+    let prefix = "/service/cache/";
+    let a = client(vec![etcd.url.clone()], prefix).await;
+    let b = client(vec![etcd.url.clone()], prefix).await;
+    a.put_key("initialize", "7000").await.unwrap();
+
+    // Without a watch the cached read is a plain range read.
+    assert_eq!(
+        a.load_cluster_cached().await.unwrap().initialize.as_deref(),
+        Some("7000")
+    );
+
+    let notify = Arc::new(Notify::new());
+    let _watch = a.watch(notify.clone(), Arc::new(AtomicBool::new(false)));
+    b.ensure_lease(10).await.unwrap();
+    assert!(b.acquire_leader("b").await.unwrap());
+    tokio::time::timeout(Duration::from_secs(3), notify.notified())
+        .await
+        .expect("the watch saw b take the lock");
+    assert_eq!(
+        a.load_cluster_cached().await.unwrap().leader_name(),
+        Some("b")
+    );
+
+    // Another member's deletion reaches the view through the watch alone.
+    assert!(b.delete_leader("b").await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while a.load_cluster_cached().await.unwrap().leader.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the view kept a deleted leader key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // What we wrote ourselves is in the very next read, event or not.
+    for i in 0..20 {
+        let value = format!("{{\"leader\":\"pg{i}\"}}");
+        a.put_key("failover", &value).await.unwrap();
+        let c = a.load_cluster_cached().await.unwrap();
+        assert_eq!(
+            c.failover.as_ref().and_then(|f| f.leader.clone()),
+            Some(format!("pg{i}"))
+        );
+    }
+
+    // The view is served without asking etcd: it answers even while etcd is stopped (SIGSTOP;
+    // the Etcd guard's SIGKILL still ends a stopped etcd if an assertion fails here).
+    let pid = etcd.child.id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let served = tokio::time::timeout(Duration::from_millis(500), a.load_cluster_cached()).await;
+    signal("-CONT");
+    let c = served.expect("a cached read needs no request").unwrap();
+    assert_eq!(c.initialize.as_deref(), Some("7000"));
+}
+
+#[tokio::test]
+async fn a_lease_revoked_elsewhere_is_reported_on_the_open_keepalive_stream() {
+    let Some(etcd) = start_etcd() else { return };
+    let a = client(vec![etcd.url.clone()], "/service/lease/").await;
+    let id = a.ensure_lease(10).await.unwrap();
+    for _ in 0..3 {
+        a.refresh_lease().await.expect("renewed on the open stream");
+    }
+    let mut raw = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    raw.lease_revoke(id).await.unwrap();
+    match a.refresh_lease().await {
+        Err(pgha_dcs::DcsError::LeaseExpired(gone)) => assert_eq!(gone, id),
+        other => panic!("expected LeaseExpired, got {other:?}"),
+    }
+    let fresh = a.ensure_lease(10).await.unwrap();
+    assert_ne!(fresh, id);
+    a.refresh_lease().await.expect("the new lease renews");
+}

@@ -68,6 +68,8 @@ pub struct LocalPostgres {
     /// What a standby held back last time, so the log says it once.
     held_settings: std::sync::Mutex<Vec<HeldSetting>>,
     canonical_data_dir: std::sync::OnceLock<PathBuf>,
+    /// The postmaster last found to be ours, watched through a pidfd (see `postmaster_pid`).
+    verified_postmaster: std::sync::Mutex<Option<process::PidWatch>>,
 }
 
 impl std::fmt::Debug for LocalPostgres {
@@ -89,6 +91,7 @@ impl LocalPostgres {
             conn: tokio::sync::Mutex::new(None),
             held_settings: std::sync::Mutex::new(Vec::new()),
             canonical_data_dir: std::sync::OnceLock::new(),
+            verified_postmaster: std::sync::Mutex::new(None),
         }
     }
 

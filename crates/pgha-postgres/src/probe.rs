@@ -21,7 +21,7 @@ pub struct ReplicationRow {
 }
 
 /// What the running server says about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Probe {
     pub in_recovery: bool,
     /// `server_version_num`, e.g. 150018.
@@ -53,6 +53,21 @@ pub struct Probe {
     pub pending_restart: Vec<(String, String, String)>,
     /// Physical replication slots: (name, active, restart_lsn).
     pub slots: Vec<(String, bool, Option<Lsn>)>,
+}
+
+impl Probe {
+    /// Whether the physical slots seen by this probe already match `wanted`: each exists, and
+    /// no inactive slot outside it waits to be dropped. Then `sync_slots` has nothing to do and
+    /// the leader's loop need not query the slots again.
+    pub fn slots_match(&self, wanted: &[String]) -> bool {
+        wanted
+            .iter()
+            .all(|w| self.slots.iter().any(|(name, _, _)| name == w))
+            && self
+                .slots
+                .iter()
+                .all(|(name, active, _)| *active || wanted.contains(name))
+    }
 }
 
 /// What `sync_slots` did.
@@ -332,6 +347,31 @@ impl LocalPostgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_match_only_when_nothing_is_to_create_or_drop() {
+        let probe = |slots: &[(&str, bool)]| Probe {
+            slots: slots
+                .iter()
+                .map(|(n, active)| (n.to_string(), *active, None))
+                .collect(),
+            ..Probe::default()
+        };
+        let wanted = vec!["pg2".to_string(), "pg3".to_string()];
+        assert!(probe(&[("pg2", true), ("pg3", false)]).slots_match(&wanted));
+        assert!(
+            !probe(&[("pg2", true)]).slots_match(&wanted),
+            "pg3 is missing"
+        );
+        assert!(
+            !probe(&[("pg2", true), ("pg3", true), ("old", false)]).slots_match(&wanted),
+            "an inactive unknown slot is to be dropped"
+        );
+        assert!(
+            probe(&[("pg2", true), ("pg3", true), ("backup", true)]).slots_match(&wanted),
+            "active slots are never dropped"
+        );
+    }
 
     #[test]
     fn walfile_timeline() {

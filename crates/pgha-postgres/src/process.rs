@@ -60,6 +60,34 @@ fn process_alive(pid: i32) -> bool {
     }
 }
 
+/// A handle on one process (a pidfd), which unlike its PID cannot come to name another one.
+#[derive(Debug)]
+pub(crate) struct PidWatch {
+    pub(crate) pid: i32,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl PidWatch {
+    /// None where the kernel has no pidfds (before 5.3) or the process is gone already.
+    pub(crate) fn open(pid: i32) -> Option<PidWatch> {
+        let raw = rustix::process::Pid::from_raw(pid)?;
+        let fd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).ok()?;
+        Some(PidWatch { pid, fd })
+    }
+
+    /// The process has exited (a zombie counts): its pidfd polls readable.
+    pub(crate) fn exited(&self) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // An error is treated as an exit: the full check runs again, nothing worse.
+        !matches!(poll(&mut fds, Some(&now)), Ok(0))
+    }
+}
+
 /// Is `pid` a live postgres whose working directory (the postmaster chdirs into its data
 /// directory) is `data_dir`? Where /proc cannot tell, a live process is trusted.
 fn is_our_postmaster(pid: i32, data_dir: Option<&Path>) -> bool {
@@ -151,10 +179,29 @@ impl Drop for RemoveOnDrop {
 impl LocalPostgres {
     /// PID of the postmaster of our data directory, from `postmaster.pid`, only when that
     /// process is alive and really is that postgres.
+    ///
+    /// Looking at another process's command line and cwd in /proc is the costliest part of an
+    /// idle loop, so it is done once per postmaster: after that, a pidfd on the verified process
+    /// tells whether that very process is still there, even if its PID is reused.
     pub fn postmaster_pid(&self) -> Option<i32> {
         let text = std::fs::read_to_string(self.params.data_dir.join("postmaster.pid")).ok()?;
         let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        is_our_postmaster(pid, self.canonical_data_dir()).then_some(pid)
+        let mut verified = self
+            .verified_postmaster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if verified
+            .as_ref()
+            .is_some_and(|w| w.pid == pid && !w.exited())
+        {
+            return Some(pid);
+        }
+        *verified = None;
+        if !is_our_postmaster(pid, self.canonical_data_dir()) {
+            return None;
+        }
+        *verified = PidWatch::open(pid);
+        Some(pid)
     }
 
     /// The data directory with symlinks resolved, as a postmaster's cwd shows it; resolved once
@@ -436,6 +483,33 @@ impl LocalPostgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_watch_sees_its_process_exit_even_as_a_zombie() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let Some(watch) = PidWatch::open(child.id() as i32) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("skipping: no pidfd support in this kernel");
+            return;
+        };
+        assert!(!watch.exited());
+        child.kill().expect("kill sleep");
+        // Not reaped yet: a zombie, which kill(pid, 0) would still find.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !watch.exited() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "exit not seen within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait().expect("reap sleep");
+        assert!(watch.exited());
+    }
 
     #[test]
     fn postmaster_options_are_shell_quoted() {
