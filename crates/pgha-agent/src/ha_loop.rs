@@ -328,8 +328,13 @@ impl Agent {
         let Some(cluster) = cluster else {
             return LockRenewal::NotHeld;
         };
-        if let Err(e) = self.dcs.ensure_lease(self.policy.ttl).await {
-            warn!("could not create an etcd lease: {e}");
+        let before = self.dcs.lease_id().await;
+        match self.dcs.ensure_lease(self.policy.ttl).await {
+            // A new lease (first one, after expiry, or for a new ttl): the member key still
+            // sits on the old one, which nobody renews now; write it again on this one.
+            Ok(id) if before != Some(id) => self.last_member = None,
+            Ok(_) => {}
+            Err(e) => warn!("could not create an etcd lease: {e}"),
         }
         let leads = cluster.leader.as_ref().filter(|l| l.name == self.cfg.name);
         let Some(leader) = leads else {

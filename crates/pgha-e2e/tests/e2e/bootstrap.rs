@@ -260,6 +260,31 @@ fn bootstrap_three_nodes() -> Result<()> {
     let (_, rows) = parse_list(&out)?;
     ensure!(rows.len() == 3, "pghactl -d: {out}");
 
+    // A new ttl puts every agent on a new lease: the leader key and every member key move onto
+    // it (an idle member's key, left on the old lease, would expire with it).
+    stdout_ok(
+        &c.ctl(&["edit-config", "--force", "-s", "ttl=12"])?,
+        "pghactl edit-config -s ttl=12",
+    )?;
+    c.wait(
+        "the leader key and every member key on a lease granted with ttl=12",
+        // A few loops (loop_wait is 1): sooner than the member data happens to change.
+        Duration::from_secs(5),
+        || {
+            let mut keys = vec!["leader".to_string()];
+            keys.extend(c.node_names().iter().map(|n| format!("members/{n}")));
+            for key in &keys {
+                let kv = c.etcd_get_kv(key)?.ok_or_else(|| anyhow!("no {key} key"))?;
+                let (granted, _) = c.etcd_client().lease_ttl(kv.lease)?;
+                ensure!(
+                    granted == 12,
+                    "{key} is on a lease granted with ttl {granted}"
+                );
+            }
+            Ok(())
+        },
+    )?;
+
     c.pass();
     Ok(())
 }
