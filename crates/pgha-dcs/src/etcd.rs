@@ -76,7 +76,11 @@ impl EtcdDcs {
             .with_connect_timeout(per_attempt)
             .with_timeout(per_attempt)
             // etcd answers pings more often than every 5 s with GOAWAY too_many_pings.
-            .with_keep_alive(Duration::from_secs(10), per_attempt);
+            .with_keep_alive(Duration::from_secs(10), per_attempt)
+            // An etcd member cut off from its cluster's leader refuses our requests and ends our
+            // watch instead of serving what it last knew: the watch-fed view of the cluster is
+            // only used while the watch is alive, so it never goes stale behind a partition.
+            .with_require_leader(true);
         if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
             opts = opts.with_user(u.clone(), p.clone());
         }
