@@ -1,5 +1,6 @@
 //! The etcd adapter against a real etcd (Debian's etcd-server) on loopback: the leader race,
-//! conditional leader writes, lease expiry, the watch, and moving past a dead endpoint.
+//! conditional leader writes, lease expiry, the watch and the view it keeps, a member that loses
+//! its leader, and moving past a dead endpoint.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -70,6 +71,16 @@ fn start_etcd() -> Option<Etcd> {
         url,
         _dir: dir,
     })
+}
+
+/// Sends `sig` (e.g. "-STOP") to an etcd this test started, by its PID.
+fn signal(etcd: &Etcd, sig: &str) {
+    let pid = etcd.child.id().to_string();
+    let ok = Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
 }
 
 async fn client(endpoints: Vec<String>, prefix: &str) -> EtcdDcs {
@@ -240,18 +251,9 @@ async fn the_watch_fed_view_follows_every_change_and_our_own_writes() {
 
     // The view is served without asking etcd: it answers even while etcd is stopped (SIGSTOP;
     // the Etcd guard's SIGKILL still ends a stopped etcd if an assertion fails here).
-    let pid = etcd.child.id().to_string();
-    let signal = |sig: &str| {
-        let ok = Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} {pid}");
-    };
-    signal("-STOP");
+    signal(&etcd, "-STOP");
     let served = tokio::time::timeout(Duration::from_millis(500), a.load_cluster_cached()).await;
-    signal("-CONT");
+    signal(&etcd, "-CONT");
     let c = served.expect("a cached read needs no request").unwrap();
     assert_eq!(c.initialize.as_deref(), Some("7000"));
 }
@@ -275,4 +277,106 @@ async fn a_lease_revoked_elsewhere_is_reported_on_the_open_keepalive_stream() {
     let fresh = a.ensure_lease(10).await.unwrap();
     assert_ne!(fresh, id);
     a.refresh_lease().await.expect("the new lease renews");
+}
+
+/// Three etcd members on loopback (or None when etcd is not installed); dropping it kills all.
+fn start_etcd_cluster() -> Option<Vec<Etcd>> {
+    if !std::path::Path::new("/usr/bin/etcd").exists() {
+        eprintln!("skipping: /usr/bin/etcd is not installed (apt-get install etcd-server)");
+        return None;
+    }
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let initial: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+        .collect();
+    let initial = initial.join(",");
+    let mut members = Vec::new();
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("/usr/bin/etcd")
+            .args(["--name", &format!("m{i}")])
+            .args(["--data-dir", &dir.path().join("data").to_string_lossy()])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &initial])
+            .args(["--initial-cluster-token", "pgha-dcs-test"])
+            // Quick elections, so that losing the leader shows within a second or two.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        members.push(Etcd {
+            child,
+            url,
+            _dir: dir,
+        });
+    }
+    for m in &members {
+        let port: u16 = m.url.rsplit(':').next().unwrap().parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not start within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Some(members)
+}
+
+#[tokio::test]
+async fn a_member_that_loses_its_leader_ends_the_watch_fed_view() {
+    let Some(members) = start_etcd_cluster() else {
+        return;
+    };
+    // Only member 0's endpoint: everything this client sees comes through it.
+    let a = client(vec![members[0].url.clone()], "/service/quorum/").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.put_key("initialize", "42").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the etcd cluster elected no leader"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _watch = a.watch(Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = a.load_cluster_cached().await.unwrap();
+        if c.initialize.as_deref() == Some("42") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no view of the cluster");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give the watch time to be in place, so that the copy is what would be served below.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Members 1 and 2 stop: member 0 is alone, without a leader. What it last knew must not
+    // keep being served as the cluster.
+    signal(&members[1], "-STOP");
+    signal(&members[2], "-STOP");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let outcome = loop {
+        let read = tokio::time::timeout(Duration::from_secs(5), a.load_cluster_cached()).await;
+        if !matches!(read, Ok(Ok(_))) {
+            break Ok(());
+        }
+        if Instant::now() > deadline {
+            break Err("the cut-off member kept serving the cluster from the watch for 15 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    signal(&members[1], "-CONT");
+    signal(&members[2], "-CONT");
+    outcome.unwrap();
 }
