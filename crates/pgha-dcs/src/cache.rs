@@ -1,6 +1,6 @@
 //! The cluster as the watch has seen it. A range read fills it, the watch's events keep it
 //! current, so an idle HA cycle reads the cluster without a request to etcd (as Patroni's etcd3
-//! cache does). Whoever reads it decides whether it may be trusted: see `EtcdDcs::load_cluster_cached`.
+//! cache does). When it may be trusted is decided by `EtcdDcs::load_cluster_cached`.
 
 use std::collections::BTreeMap;
 
