@@ -183,12 +183,7 @@ impl Agent {
             // etcd's quorum renewed our lease just now: the watch-fed view is good enough.
             Session::Renewed => self.dcs.load_cluster_cached().await,
             // Down for the whole retry budget already: reading would only wait that long again.
-            Session::Failed(DcsError::Unreachable { endpoints, detail }) => {
-                Err(DcsError::Unreachable {
-                    endpoints: endpoints.clone(),
-                    detail: detail.clone(),
-                })
-            }
+            Session::Failed(e) if e.is_unreachable() => Err(e.clone()),
             _ => self.dcs.load_cluster().await,
         };
         self.stats.dcs_read_seconds = read_started.elapsed().as_secs_f64();

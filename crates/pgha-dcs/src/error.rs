@@ -1,5 +1,5 @@
 /// What went wrong talking to the DCS, split by what the HA loop does about it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DcsError {
     /// No endpoint answered within the retry budget: the loop treats the DCS as down.
     #[error("etcd is unreachable ({endpoints}): {detail}")]

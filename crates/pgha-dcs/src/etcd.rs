@@ -326,14 +326,9 @@ impl EtcdDcs {
         Ok(txn_get_matches(&resp.op_responses(), name, Some(lease)))
     }
 
-    /// Keeps our leadership: renews the lease, and moves the leader key onto our current lease
-    /// if it sits on another one (after a lease re-creation) — only while it still names us.
-    pub async fn update_leader(&self, name: &str, leader_lease: i64) -> Result<bool, DcsError> {
-        self.refresh_lease().await?;
-        self.keep_leader_on_our_lease(name, leader_lease).await
-    }
-
-    /// The second half of `update_leader`, for a caller that has just renewed the lease.
+    /// Keeps our leadership once the lease is renewed (`refresh_lease`, which renews the lock
+    /// with it): moves the leader key onto our current lease if it sits on another one (after a
+    /// lease re-creation) — only while it still names us.
     pub async fn keep_leader_on_our_lease(
         &self,
         name: &str,
@@ -589,7 +584,7 @@ fn key_value(prefix: &str, kv: &etcd_client::KeyValue) -> Option<KeyValue> {
 
 /// Fills the cache with a range read, then follows every change after it until the watch ends.
 async fn watch_once(
-    client: Client,
+    mut client: Client,
     prefix: &str,
     cache: &std::sync::Mutex<KeyCache>,
     notify: &Notify,
@@ -600,7 +595,6 @@ async fn watch_once(
         c.reset(keys, revision);
     }
     let mut stream = client
-        .clone()
         .watch(
             prefix,
             Some(

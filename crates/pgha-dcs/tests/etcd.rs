@@ -32,45 +32,62 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// Starts etcd, or returns None (test skipped with a note) when it is not installed.
-fn start_etcd() -> Option<Etcd> {
-    if !std::path::Path::new("/usr/bin/etcd").exists() {
+fn etcd_installed() -> bool {
+    let there = std::path::Path::new("/usr/bin/etcd").exists();
+    if !there {
         eprintln!("skipping: /usr/bin/etcd is not installed (apt-get install etcd-server)");
-        return None;
     }
+    there
+}
+
+/// Starts member `name` of the etcd cluster `initial` (`name=peer-url,...`) on loopback.
+fn spawn_member(name: &str, client: u16, peer: u16, initial: &str, extra: &[&str]) -> Etcd {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (client, peer) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let child = Command::new("/usr/bin/etcd")
+        .args(["--name", name])
+        .args(["--data-dir", &dir.path().join("data").to_string_lossy()])
         .args([
-            "--data-dir",
-            &dir.path().join("data").to_string_lossy(),
             "--listen-client-urls",
             &url,
             "--advertise-client-urls",
             &url,
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &format!("default={peer_url}"),
         ])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", initial])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start etcd");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-        assert!(Instant::now() < deadline, "etcd did not start within 20 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(Etcd {
+    Etcd {
         child,
         url,
         _dir: dir,
-    })
+    }
+}
+
+fn wait_listening(etcd: &Etcd) {
+    let port: u16 = etcd.url.rsplit(':').next().unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "etcd did not start within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts etcd, or returns None (test skipped with a note) when it is not installed.
+fn start_etcd() -> Option<Etcd> {
+    if !etcd_installed() {
+        return None;
+    }
+    let (client, peer) = (free_port(), free_port());
+    let initial = format!("default=http://127.0.0.1:{peer}");
+    let etcd = spawn_member("default", client, peer, &initial, &[]);
+    wait_listening(&etcd);
+    Some(etcd)
 }
 
 /// Sends `sig` (e.g. "-STOP") to an etcd this test started, by its PID.
@@ -114,7 +131,8 @@ async fn leader_race_conditional_writes_lease_expiry_and_watch() {
     let c = a.load_cluster().await.unwrap();
     let leader = c.leader.clone().expect("leader key");
     assert_eq!(leader.name, "a");
-    assert!(a.update_leader("a", leader.lease).await.unwrap());
+    a.refresh_lease().await.unwrap();
+    assert!(a.keep_leader_on_our_lease("a", leader.lease).await.unwrap());
 
     // Exactly one wins the bootstrap race too.
     assert!(a.initialize(true, "").await.unwrap());
@@ -281,8 +299,7 @@ async fn a_lease_revoked_elsewhere_is_reported_on_the_open_keepalive_stream() {
 
 /// Three etcd members on loopback (or None when etcd is not installed); dropping it kills all.
 fn start_etcd_cluster() -> Option<Vec<Etcd>> {
-    if !std::path::Path::new("/usr/bin/etcd").exists() {
-        eprintln!("skipping: /usr/bin/etcd is not installed (apt-get install etcd-server)");
+    if !etcd_installed() {
         return None;
     }
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
@@ -292,44 +309,21 @@ fn start_etcd_cluster() -> Option<Vec<Etcd>> {
         .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
         .collect();
     let initial = initial.join(",");
-    let mut members = Vec::new();
-    for (i, (client, peer)) in ports.iter().enumerate() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("/usr/bin/etcd")
-            .args(["--name", &format!("m{i}")])
-            .args(["--data-dir", &dir.path().join("data").to_string_lossy()])
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &initial])
-            .args(["--initial-cluster-token", "pgha-dcs-test"])
-            // Quick elections, so that losing the leader shows within a second or two.
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd");
-        members.push(Etcd {
-            child,
-            url,
-            _dir: dir,
-        });
-    }
-    for m in &members {
-        let port: u16 = m.url.rsplit(':').next().unwrap().parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not start within 20 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    // Quick elections, so that losing the leader shows within a second or two.
+    let extra = [
+        "--initial-cluster-token",
+        "pgha-dcs-test",
+        "--heartbeat-interval",
+        "50",
+        "--election-timeout",
+        "500",
+    ];
+    let members: Vec<Etcd> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (client, peer))| spawn_member(&format!("m{i}"), *client, *peer, &initial, &extra))
+        .collect();
+    members.iter().for_each(wait_listening);
     Some(members)
 }
 

@@ -56,18 +56,62 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Whether the physical slots seen by this probe already match `wanted`: each exists, and
-    /// no inactive slot outside it waits to be dropped. Then `sync_slots` has nothing to do and
-    /// the leader's loop need not query the slots again.
+    /// Whether the physical slots seen by this probe already match `wanted` by the rules of
+    /// `sync_slots`. Then it has nothing to do and the leader's loop need not query the slots.
     pub fn slots_match(&self, wanted: &[String]) -> bool {
-        wanted
+        let seen: Vec<SlotRow> = self
+            .slots
             .iter()
-            .all(|w| self.slots.iter().any(|(name, _, _)| name == w))
-            && self
-                .slots
-                .iter()
-                .all(|(name, active, _)| *active || wanted.contains(name))
+            .map(|(name, active, _)| SlotRow {
+                name: name.clone(),
+                kind: "physical".into(),
+                active: *active,
+                // The probe does not say; a temporary slot is active anyway while it exists.
+                temporary: false,
+            })
+            .collect();
+        let plan = plan_slots(wanted, &seen);
+        plan.create.is_empty() && plan.drop.is_empty()
     }
+}
+
+/// A row of `pg_replication_slots`.
+struct SlotRow {
+    name: String,
+    kind: String,
+    active: bool,
+    temporary: bool,
+}
+
+/// What `sync_slots` is to do about `existing`.
+#[derive(Debug, Default)]
+struct SlotPlan {
+    /// Wanted physical slots that do not exist.
+    create: Vec<String>,
+    /// Inactive, non-temporary physical slots nobody wants.
+    drop: Vec<String>,
+    /// Wanted names taken by a slot of another kind (name, kind): left alone.
+    clashing: Vec<(String, String)>,
+}
+
+fn plan_slots(wanted: &[String], existing: &[SlotRow]) -> SlotPlan {
+    let mut plan = SlotPlan::default();
+    for name in wanted {
+        if plan.create.contains(name) {
+            continue;
+        }
+        match existing.iter().find(|e| &e.name == name) {
+            Some(e) if e.kind != "physical" => plan.clashing.push((name.clone(), e.kind.clone())),
+            Some(_) => {}
+            None => plan.create.push(name.clone()),
+        }
+    }
+    plan.drop = existing
+        .iter()
+        .filter(|e| e.kind == "physical" && !e.active && !e.temporary && !wanted.contains(&e.name))
+        .map(|e| e.name.clone())
+        .collect();
+    plan
 }
 
 /// What `sync_slots` did.
@@ -289,42 +333,30 @@ impl LocalPostgres {
             )
             .await?,
         );
-        let existing: Vec<(String, String, bool, bool)> = existing
+        let existing: Vec<SlotRow> = existing
             .iter()
-            .map(|r| {
-                (
-                    r.get(0).unwrap_or_default().to_string(),
-                    r.get(1).unwrap_or_default().to_string(),
-                    parse_bool(r.get(2)),
-                    parse_bool(r.get(3)),
-                )
+            .map(|r| SlotRow {
+                name: r.get(0).unwrap_or_default().to_string(),
+                kind: r.get(1).unwrap_or_default().to_string(),
+                active: parse_bool(r.get(2)),
+                temporary: parse_bool(r.get(3)),
             })
             .collect();
-        let mut changes = SlotChanges::default();
-        for name in wanted {
-            if changes.created.contains(name) {
-                continue;
-            }
-            match existing.iter().find(|e| &e.0 == name) {
-                Some((_, kind, _, _)) if kind != "physical" => {
-                    tracing::warn!(slot = %name, kind = %kind, "a non-physical slot has the name of a wanted physical slot; leaving it");
-                }
-                Some(_) => {}
-                None => {
-                    let sql = format!(
-                        "SELECT pg_catalog.pg_create_physical_replication_slot({}, true)",
-                        quote_literal(name)
-                    );
-                    self.simple_query(&sql, limit).await?;
-                    tracing::debug!(slot = %name, "created physical replication slot");
-                    changes.created.push(name.clone());
-                }
-            }
+        let plan = plan_slots(wanted, &existing);
+        for (name, kind) in &plan.clashing {
+            tracing::warn!(slot = %name, kind = %kind, "a non-physical slot has the name of a wanted physical slot; leaving it");
         }
-        for (name, kind, active, temporary) in &existing {
-            if kind != "physical" || *active || *temporary || wanted.contains(name) {
-                continue;
-            }
+        let mut changes = SlotChanges::default();
+        for name in plan.create {
+            let sql = format!(
+                "SELECT pg_catalog.pg_create_physical_replication_slot({}, true)",
+                quote_literal(&name)
+            );
+            self.simple_query(&sql, limit).await?;
+            tracing::debug!(slot = %name, "created physical replication slot");
+            changes.created.push(name);
+        }
+        for name in &plan.drop {
             let sql = format!(
                 "SELECT pg_catalog.pg_drop_replication_slot({})",
                 quote_literal(name)
@@ -347,6 +379,33 @@ impl LocalPostgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_plan_leaves_active_temporary_and_foreign_slots_alone() {
+        let row = |name: &str, kind: &str, active: bool, temporary: bool| SlotRow {
+            name: name.into(),
+            kind: kind.into(),
+            active,
+            temporary,
+        };
+        let wanted = vec!["pg2".to_string(), "pg3".to_string(), "pg2".to_string()];
+        let plan = plan_slots(
+            &wanted,
+            &[
+                row("pg3", "logical", false, false),
+                row("gone", "physical", false, false),
+                row("busy", "physical", true, false),
+                row("tmp", "physical", false, true),
+                row("cdc", "logical", false, false),
+            ],
+        );
+        assert_eq!(plan.create, vec!["pg2".to_string()]);
+        assert_eq!(plan.drop, vec!["gone".to_string()]);
+        assert_eq!(
+            plan.clashing,
+            vec![("pg3".to_string(), "logical".to_string())]
+        );
+    }
 
     #[test]
     fn slots_match_only_when_nothing_is_to_create_or_drop() {
