@@ -129,6 +129,8 @@ pub struct Node {
     pub pg: PgEndpoint,
     pub rest: RestEndpoint,
     agent: Mutex<AgentProc>,
+    /// Extra environment for this node's agent, on top of `ClusterOptions::agent_env`.
+    env: Mutex<Vec<(String, String)>>,
 }
 
 impl Node {
@@ -286,6 +288,7 @@ impl Cluster {
             },
             spec,
             agent: Mutex::new(AgentProc::default()),
+            env: Mutex::new(Vec::new()),
         });
         Ok(name)
     }
@@ -314,6 +317,21 @@ impl Cluster {
 
     pub fn rest(&self, name: &str) -> RestEndpoint {
         self.node(name).rest.clone()
+    }
+
+    /// Sets an environment variable for this node's agent from its next start on.
+    pub fn set_node_env(&self, name: &str, key: &str, value: &str) {
+        let mut env = self.node(name).env.lock().unwrap_or_else(|p| p.into_inner());
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Replaces the node's configuration file (read at its agent's next start or SIGHUP).
+    pub fn write_config(&self, name: &str, yaml: &str) -> Result<()> {
+        let path = self.config_path(name);
+        fs::write(&path, yaml).with_context(|| format!("write {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
+        Ok(())
     }
 
     pub fn config_path(&self, name: &str) -> PathBuf {
@@ -355,6 +373,10 @@ impl Cluster {
         }
         if self.run_as.is_some() {
             cmd.env("USER", "postgres").env("LOGNAME", "postgres");
+        }
+        let node_env = node.env.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (k, v) in self.opts.agent_env.iter().chain(node_env.iter()) {
+            cmd.env(k, v);
         }
         run_as(&mut cmd, self.run_as);
         // If the test process dies without running Drop, the agents get SIGTERM (they then stop

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub const SUPERUSER: &str = "postgres";
 pub const SUPERUSER_PASSWORD: &str = "e2e-su-pass";
@@ -27,6 +28,20 @@ pub struct ClusterOptions {
     pub shared_buffers: String,
     /// PostgreSQL binaries (`bin_dir`).
     pub bin_dir: String,
+    /// Changes a scenario makes to every node's YAML after the harness rendered it.
+    pub customize: Option<Customize>,
+    /// Extra environment of every agent (`PATRONI_*` overrides, ...).
+    pub agent_env: Vec<(String, String)>,
+}
+
+/// A scenario's edit of a node's configuration: gets the node and its parsed YAML.
+#[derive(Clone)]
+pub struct Customize(pub Arc<dyn Fn(&NodeSpec, &mut serde_yaml_ng::Value) + Send + Sync>);
+
+impl std::fmt::Debug for Customize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Customize(..)")
+    }
 }
 
 impl Default for ClusterOptions {
@@ -41,6 +56,8 @@ impl Default for ClusterOptions {
             max_wal_senders: 10,
             shared_buffers: "32MB".to_string(),
             bin_dir: DEFAULT_BIN_DIR.to_string(),
+            customize: None,
+            agent_env: Vec::new(),
         }
     }
 }
@@ -53,6 +70,21 @@ impl ClusterOptions {
 
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n;
+        self
+    }
+
+    /// Edit every node's YAML after rendering (see [`Customize`]).
+    pub fn customize(
+        mut self,
+        f: impl Fn(&NodeSpec, &mut serde_yaml_ng::Value) + Send + Sync + 'static,
+    ) -> Self {
+        self.customize = Some(Customize(Arc::new(f)));
+        self
+    }
+
+    /// Set an environment variable for every agent.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.agent_env.push((key.to_string(), value.to_string()));
         self
     }
 }
@@ -89,8 +121,45 @@ fn q(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-/// Renders the node's YAML configuration.
+/// Renders the node's YAML configuration, with the scenario's [`Customize`] applied.
 pub fn render_node_config(spec: &NodeSpec, opts: &ClusterOptions) -> String {
+    let base = render_base_config(spec, opts);
+    let Some(Customize(f)) = &opts.customize else {
+        return base;
+    };
+    let mut v: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&base).expect("the harness renders valid YAML");
+    f(spec, &mut v);
+    serde_yaml_ng::to_string(&v).expect("a YAML value serialises")
+}
+
+/// Sets `path` (created as mappings where missing) in a YAML document to `value`; `Null`
+/// removes the key instead.
+pub fn yaml_set(doc: &mut serde_yaml_ng::Value, path: &[&str], value: serde_yaml_ng::Value) {
+    use serde_yaml_ng::{Mapping, Value};
+    let (last, parents) = path.split_last().expect("a non-empty path");
+    let mut cur = doc;
+    for p in parents {
+        if !cur.is_mapping() {
+            *cur = Value::Mapping(Mapping::new());
+        }
+        let m = cur.as_mapping_mut().expect("made a mapping above");
+        cur = m
+            .entry(Value::String((*p).to_string()))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+    }
+    if !cur.is_mapping() {
+        *cur = Value::Mapping(Mapping::new());
+    }
+    let m = cur.as_mapping_mut().expect("made a mapping above");
+    if value.is_null() {
+        m.remove(*last);
+    } else {
+        m.insert(Value::String((*last).to_string()), value);
+    }
+}
+
+fn render_base_config(spec: &NodeSpec, opts: &ClusterOptions) -> String {
     let mut y = String::new();
     let w = &mut y;
     let dir = spec.dir.display().to_string();
