@@ -717,7 +717,13 @@ impl Agent {
         role: &Role,
         cluster: Option<&Cluster>,
     ) -> pgha_postgres::ServerConfig {
-        server_config(&self.cfg, &self.policy, role, cluster)
+        server_config(
+            &self.cfg,
+            &self.policy,
+            role,
+            cluster,
+            self.pg.major_version(),
+        )
     }
 }
 

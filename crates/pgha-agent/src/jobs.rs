@@ -40,7 +40,7 @@ fn fail(what: &str) -> impl Fn(pgha_postgres::PgError) -> String + '_ {
 async fn bootstrap(ctx: &JobCtx) -> Result<String, String> {
     let (cfg, pg) = (&ctx.cfg, &ctx.pg);
     pg.initdb().await.map_err(fail("initdb failed"))?;
-    let mut server = server_config(cfg, &ctx.policy, &Role::Primary, None);
+    let mut server = server_config(cfg, &ctx.policy, &Role::Primary, None, pg.major_version());
     if !cfg.bootstrap.pg_hba.is_empty() {
         server.hba = cfg.bootstrap.pg_hba.clone();
     }
@@ -118,7 +118,13 @@ async fn clone_from(ctx: &JobCtx, from: &str) -> Result<String, String> {
 
 async fn start(ctx: &JobCtx, role: &Role) -> Result<String, String> {
     let pg = &ctx.pg;
-    let mut server = server_config(&ctx.cfg, &ctx.policy, role, ctx.cluster.as_ref());
+    let mut server = server_config(
+        &ctx.cfg,
+        &ctx.policy,
+        role,
+        ctx.cluster.as_ref(),
+        pg.major_version(),
+    );
     pg.write_pgpass()
         .map_err(fail("writing the pgpass file failed"))?;
     pg.write_config(&mut server)

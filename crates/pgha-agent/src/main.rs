@@ -177,6 +177,18 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
             )
         })?;
     let dcs = Arc::new(loop_connect(etcd).await?);
+    // Before anything touches postgres or the DCS: two agents of one name would fight over
+    // one member key and one slot.
+    if let Ok(cluster) = dcs.load_cluster().await {
+        if let Some(url) = peers::name_taken(&cluster, &cfg.name, &cfg.restapi.api_url()).await {
+            error!(
+                { logging::CRITICAL_FIELD } = true,
+                "Can't start; there is already a node named '{}' running", cfg.name
+            );
+            info!("member {} answers at {url}", cfg.name);
+            return Ok(Exit::Critical);
+        }
+    }
     let pg = Arc::new(LocalPostgres::new(settings::pg_params(&cfg)));
     let wake = Arc::new(tokio::sync::Notify::new());
     let loop_wait = Arc::new(AtomicU64::new(policy.loop_wait));

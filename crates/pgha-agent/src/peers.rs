@@ -57,6 +57,30 @@ pub fn parse_reply(body: &Value) -> PeerReply {
     }
 }
 
+/// Another agent already runs under `me`: the member key of that name exists and its REST API
+/// answers `GET /liveness` (any HTTP answer counts). A key that still carries our own
+/// `api_url` is this agent's previous life (killed before its key expired): nothing else can
+/// serve on the address we just bound, so it is not asked.
+pub async fn name_taken(cluster: &Cluster, me: &str, own_api_url: &str) -> Option<String> {
+    let member = cluster.member(me)?;
+    let api_url = member.data.api_url.as_deref()?;
+    if api_url == own_api_url {
+        return None;
+    }
+    let liveness = match api_url.rfind("/patroni") {
+        Some(at) => format!("{}/liveness", &api_url[..at]),
+        None => format!("{}/liveness", api_url.trim_end_matches('/')),
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .ok()?;
+    match http.get(&liveness).send().await {
+        Ok(_) => Some(api_url.to_string()),
+        Err(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -103,12 +103,14 @@ pub fn effective_policy(cfg: &Config, dynamic: &DynamicConfig) -> (ClusterPolicy
     (p, warnings)
 }
 
-/// postgresql.conf, command line, pg_hba and standby settings for running as `role`.
+/// postgresql.conf, command line, pg_hba and standby settings for running as `role` on
+/// PostgreSQL `major` (settings written for other versions are translated; 0 = unknown).
 pub fn server_config(
     cfg: &Config,
     policy: &ClusterPolicy,
     role: &Role,
     cluster: Option<&Cluster>,
+    major: u32,
 ) -> ServerConfig {
     let pg = &cfg.postgresql;
     let (parameters, command_line) = build_parameters(
@@ -117,6 +119,7 @@ pub fn server_config(
         &pg.listen_addresses(),
         pg.port(),
         &cfg.scope,
+        major,
     );
     let hba = match &policy.pg_hba {
         Some(h) if pg.pg_hba.is_empty() => h.clone(),

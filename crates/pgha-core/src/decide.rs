@@ -170,6 +170,22 @@ fn after_failed_job(
             if cluster.initialize.as_deref() == Some("") {
                 d.act(Action::CancelInitialization);
             }
+            let cause = failure_cause(&done.message);
+            if d.next.bootstrap_failure_cause.as_deref() == Some(cause.as_str()) {
+                d.next.bootstrap_failures += 1;
+            } else {
+                d.next.bootstrap_failures = 1;
+                d.next.bootstrap_failure_cause = Some(cause.clone());
+            }
+            if d.next.bootstrap_failures >= BOOTSTRAP_ATTEMPTS {
+                // The same failure again: another initdb would only fail the same way. Stop,
+                // and leave this attempt's data directory for the operator to look at.
+                let msg = format!(
+                    "bootstrap failed {BOOTSTRAP_ATTEMPTS} times in a row: {cause}; giving up (the data directory of the last attempt is kept for inspection)"
+                );
+                d.act(Action::Exit(msg.clone()));
+                return Some(msg);
+            }
             d.act(Action::RemoveDataDirectory);
             Some(format!(
                 "removing initialize key after failed attempt to bootstrap the cluster: {}",
@@ -200,6 +216,40 @@ fn after_failed_job(
             d.next.configured_as = None;
             None
         }
+    }
+}
+
+/// Identical bootstrap failures in a row after which the agent stops trying.
+const BOOTSTRAP_ATTEMPTS: u32 = 3;
+
+/// The line of a failed job's message that says why: PostgreSQL's FATAL (or PANIC) line,
+/// preceded by the line naming the culprit when the FATAL only says the configuration file
+/// "contains errors"; else the first line. Timestamps and pids are left out so two
+/// attempts' causes compare equal.
+pub(crate) fn failure_cause(message: &str) -> String {
+    let lines: Vec<&str> = message.lines().map(str::trim).collect();
+    let Some(at) = lines
+        .iter()
+        .position(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+    else {
+        return lines.first().copied().unwrap_or("").to_string();
+    };
+    // "2026-12-05 20:29:38.289 GMT [26990] FATAL:  ..." → "FATAL:  ...".
+    let strip = |l: &str| -> String {
+        ["LOG:", "FATAL:", "PANIC:", "ERROR:", "WARNING:"]
+            .iter()
+            .filter_map(|level| l.find(level))
+            .min()
+            .map_or_else(|| l.to_string(), |i| l[i..].to_string())
+    };
+    let fatal = strip(lines[at]);
+    let before = at
+        .checked_sub(1)
+        .map(|i| lines[i])
+        .filter(|l| fatal.contains("contains errors") && !l.is_empty());
+    match before {
+        Some(b) => format!("{}; {fatal}", strip(b)),
+        None => fatal,
     }
 }
 

@@ -213,6 +213,9 @@ pub struct HaState {
     pub unresponsive_since: Option<u64>,
     /// The next clone must come from the leader, not a `clonefrom` member (reinit --from-leader).
     pub clone_from_leader: bool,
+    /// Bootstraps of a new cluster that failed in a row for the same cause, and that cause.
+    pub bootstrap_failures: u32,
+    pub bootstrap_failure_cause: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -496,6 +496,73 @@ fn failed_bootstrap_gives_up_the_initialize_key() {
 }
 
 #[test]
+fn identical_bootstrap_failures_stop_the_agent_keeping_the_data_directory() {
+    let log = "the new cluster did not become ready: postgres exited during startup; last lines of its log:\n\
+               2026-12-05 20:29:38.289 GMT [26990] LOG:  unrecognized configuration parameter \"wal_keep_segments\" in file \"/d/postgresql.conf\" line 11\n\
+               2026-12-05 20:29:38.289 GMT [26990] FATAL:  configuration file \"/d/postgresql.conf\" contains errors";
+    let c = Cluster::from_keys(&[kv("initialize", "")]);
+    let mut o = Obs::new("pg1", c, LocalPg::Empty);
+    let mut state = HaState::default();
+    for attempt in 1..=3 {
+        // Another pid and time every attempt: the cause is still the same.
+        o.0.finished = Some(JobOutcome {
+            kind: JobKind::Bootstrap,
+            ok: false,
+            message: log.replace("26990", &format!("2699{attempt}")),
+        });
+        let d = o.decide_from(&state);
+        state = d.next.clone();
+        if attempt < 3 {
+            assert_eq!(
+                d.actions,
+                vec![Action::CancelInitialization, Action::RemoveDataDirectory]
+            );
+            continue;
+        }
+        assert_eq!(d.actions.len(), 2, "{:?}", d.actions);
+        assert_eq!(d.actions[0], Action::CancelInitialization);
+        let Action::Exit(msg) = &d.actions[1] else {
+            panic!("expected an exit, got {:?}", d.actions)
+        };
+        assert!(
+            msg.contains("unrecognized configuration parameter \"wal_keep_segments\"")
+                && msg.contains("FATAL:  configuration file")
+                && msg.contains("failed 3 times"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("26990") && !msg.contains("2026-12-05"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn a_different_bootstrap_failure_starts_the_count_again() {
+    let c = Cluster::from_keys(&[kv("initialize", "")]);
+    let mut o = Obs::new("pg1", c, LocalPg::Empty);
+    let mut state = HaState::default();
+    for msg in [
+        "initdb failed: disk full",
+        "initdb failed: disk full",
+        "post_bootstrap failed: exit 1",
+    ] {
+        o.0.finished = Some(JobOutcome {
+            kind: JobKind::Bootstrap,
+            ok: false,
+            message: msg.into(),
+        });
+        let d = o.decide_from(&state);
+        assert!(
+            !d.actions.iter().any(|a| matches!(a, Action::Exit(_))),
+            "{msg}"
+        );
+        state = d.next;
+    }
+    assert_eq!(state.bootstrap_failures, 1);
+}
+
+#[test]
 fn long_action_in_progress_blocks_other_actions_but_lock_stays_held() {
     let mut o = Obs::new(
         "pg1",

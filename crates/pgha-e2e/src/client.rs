@@ -162,6 +162,29 @@ impl RestEndpoint {
         })
     }
 
+    /// POST `body` (with Basic auth when `auth` is given): (status, body).
+    pub fn post(
+        &self,
+        path: &str,
+        body: &str,
+        auth: Option<(&str, &str)>,
+    ) -> Result<(u16, String)> {
+        let url = self.url(path);
+        runtime().block_on(async {
+            let mut req = http().post(&url).body(body.to_string());
+            if let Some((user, password)) = auth {
+                req = req.basic_auth(user, Some(password));
+            }
+            let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+            let status = resp.status().as_u16();
+            let text = resp
+                .text()
+                .await
+                .with_context(|| format!("read body of POST {url}"))?;
+            Ok((status, text))
+        })
+    }
+
     /// GET and parse the body as JSON, whatever the status.
     pub fn get_json(&self, path: &str) -> Result<(u16, serde_json::Value)> {
         let (status, body) = self.get(path)?;

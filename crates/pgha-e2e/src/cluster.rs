@@ -321,7 +321,11 @@ impl Cluster {
 
     /// Sets an environment variable for this node's agent from its next start on.
     pub fn set_node_env(&self, name: &str, key: &str, value: &str) {
-        let mut env = self.node(name).env.lock().unwrap_or_else(|p| p.into_inner());
+        let mut env = self
+            .node(name)
+            .env
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         env.retain(|(k, _)| k != key);
         env.push((key.to_string(), value.to_string()));
     }

@@ -36,7 +36,10 @@ pub struct ClusterOptions {
 
 /// A scenario's edit of a node's configuration: gets the node and its parsed YAML.
 #[derive(Clone)]
-pub struct Customize(pub Arc<dyn Fn(&NodeSpec, &mut serde_yaml_ng::Value) + Send + Sync>);
+pub struct Customize(pub Arc<EditYaml>);
+
+/// The signature of a [`Customize`] edit.
+pub type EditYaml = dyn Fn(&NodeSpec, &mut serde_yaml_ng::Value) + Send + Sync;
 
 impl std::fmt::Debug for Customize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -389,6 +389,10 @@ impl LocalPostgres {
             .filter(|(k, _)| !RECOVERY_GUCS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        // A setting postgres rejects would keep it from starting: leave it out.
+        for r in self.drop_rejected(&mut params).await {
+            cfg.parameters.remove(&r.name);
+        }
         let user_hba_file = params.contains_key("hba_file");
         let hba_path = p.config_dir.join(HBA_CONF);
         if !user_hba_file && (!cfg.hba.is_empty() || hba_path.exists()) {

@@ -66,6 +66,9 @@ impl LocalPostgres {
         &self,
         params: &Map<String, Value>,
     ) -> Result<Vec<String>, PgError> {
+        // Judged as this server will run them: wal_keep_segments is fine on 15 (it becomes
+        // wal_keep_size), as Patroni accepts it.
+        let params = &crate::translate_parameters(params, self.major_version());
         let names: Vec<String> = params.keys().cloned().collect();
         let specs = self.guc_specs(&names).await?;
         Ok(check_parameters(params, &specs))

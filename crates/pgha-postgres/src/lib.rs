@@ -20,6 +20,7 @@ mod bootstrap;
 pub mod cluster_wide;
 mod cmd;
 mod conf;
+mod conf_check;
 mod controldata;
 mod error;
 mod guc;
@@ -28,6 +29,7 @@ mod probe;
 mod process;
 mod replica;
 mod sql;
+mod versions;
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +39,7 @@ pub use conf::{
     parse_conf_parameters, primary_conninfo, render_hba, render_pgpass, render_postgresql_conf,
     ConfigWriteOutcome, ServerConfig, StandbyConfig, CONF_HEADER,
 };
+pub use conf_check::{first_rejection, Rejected};
 pub use controldata::ControlData;
 pub use error::PgError;
 pub use guc::{check_parameters, GucSpec};
@@ -45,6 +48,7 @@ pub use probe::{Probe, ReplicationRow, SlotChanges};
 pub use process::StopMode;
 pub use replica::{parse_timeline_history, ConnTarget, TimelineSwitch};
 pub use sql::{quote_ident, quote_literal};
+pub use versions::{parse_major_version, translate_parameters, version_num};
 
 /// What is in the data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +74,10 @@ pub struct LocalPostgres {
     canonical_data_dir: std::sync::OnceLock<PathBuf>,
     /// The postmaster last found to be ours, watched through a pidfd (see `postmaster_pid`).
     verified_postmaster: std::sync::Mutex<Option<process::PidWatch>>,
+    /// Which settings the installed postgres rejected, for the last set asked about.
+    conf_check: conf_check::CheckCache,
+    /// Major version of the installed binaries (0: unknown), read once.
+    major_version: std::sync::OnceLock<u32>,
 }
 
 impl std::fmt::Debug for LocalPostgres {
@@ -92,7 +100,33 @@ impl LocalPostgres {
             held_settings: std::sync::Mutex::new(Vec::new()),
             canonical_data_dir: std::sync::OnceLock::new(),
             verified_postmaster: std::sync::Mutex::new(None),
+            conf_check: std::sync::Mutex::new(None),
+            major_version: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Major version of the PostgreSQL binaries in `bin_dir` (15 for 15.18), from
+    /// `postgres --version`, read once; 0 when it cannot be run (no translation then).
+    pub fn major_version(&self) -> u32 {
+        *self.major_version.get_or_init(|| {
+            let bin = self.bin("postgres");
+            match std::process::Command::new(&bin).arg("--version").output() {
+                Ok(out) => {
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    versions::parse_major_version(&text).unwrap_or_else(|| {
+                        tracing::warn!(
+                            "cannot tell the PostgreSQL version from {} --version: {text:?}",
+                            bin.display()
+                        );
+                        0
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!("cannot run {} --version: {e}", bin.display());
+                    0
+                }
+            }
+        })
     }
 
     /// Run every external command as `user` (looked up in the passwd database) and give the

@@ -8,6 +8,8 @@ use std::time::Duration;
 use pgha_types::CLUSTER_WIDE_GUCS;
 use serde_json::{Map, Value};
 
+use crate::versions::translate_parameters;
+
 /// A database role the agent knows the credentials of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgUser {
@@ -113,13 +115,18 @@ fn is_cluster_wide(name: &str) -> bool {
 /// * `listen_addresses`, `port`, `cluster_name` (= scope) and `hot_standby = on` are forced and
 ///   also go on the command line; values for them in either map are ignored.
 /// * `config_file` and `data_directory` are ignored (the agent decides where files live).
+/// * Both maps are first translated for PostgreSQL `major` ([`translate_parameters`]; 0 =
+///   unknown, no translation): `wal_keep_segments: 8` is `wal_keep_size = 128MB` on 13+.
 pub fn build_parameters(
     dynamic: &Map<String, Value>,
     local: &Map<String, Value>,
     listen_addresses: &str,
     port: u16,
     scope: &str,
+    major: u32,
 ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let dynamic = &translate_parameters(dynamic, major);
+    let local = &translate_parameters(local, major);
     let mut conf = BTreeMap::new();
     for (name, value) in dynamic.iter().chain(local.iter()) {
         if is_cluster_wide(name)
@@ -219,7 +226,7 @@ mod tests {
             "port": 9999,
             "data_directory": "/elsewhere",
         }));
-        let (conf, cmd) = build_parameters(&dynamic, &local, "*", 5432, "demo");
+        let (conf, cmd) = build_parameters(&dynamic, &local, "*", 5432, "demo", 15);
         assert_eq!(conf["shared_buffers"], "64MB");
         assert_eq!(conf["work_mem"], "8MB");
         assert_eq!(conf["unix_socket_directories"], "/tmp");
@@ -241,7 +248,7 @@ mod tests {
             "max_prepared_transactions": "-5",
             "wal_level": "minimal",
         }));
-        let (conf, cmd) = build_parameters(&dynamic, &Map::new(), "127.0.0.1", 5433, "scope1");
+        let (conf, cmd) = build_parameters(&dynamic, &Map::new(), "127.0.0.1", 5433, "scope1", 15);
         assert_eq!(cmd["max_connections"], "25");
         assert_eq!(cmd["max_wal_senders"], "3");
         assert_eq!(cmd["max_replication_slots"], "10");
@@ -264,7 +271,7 @@ mod tests {
     fn forced_values_ignore_user_input() {
         let dynamic =
             map(json!({"hot_standby": "off", "cluster_name": "x", "listen_addresses": "0.0.0.0"}));
-        let (conf, cmd) = build_parameters(&dynamic, &Map::new(), "*", 1, "s");
+        let (conf, cmd) = build_parameters(&dynamic, &Map::new(), "*", 1, "s", 15);
         assert_eq!(cmd["hot_standby"], "on");
         assert_eq!(cmd["cluster_name"], "s");
         assert_eq!(cmd["listen_addresses"], "*");
@@ -276,10 +283,24 @@ mod tests {
         let dynamic =
             map(json!({"archive_mode": true, "archive_command": "cp %p /a/%f", "x": 1.5}));
         let local = map(json!({"archive_mode": null, "y": false}));
-        let (conf, _) = build_parameters(&dynamic, &local, "*", 1, "s");
+        let (conf, _) = build_parameters(&dynamic, &local, "*", 1, "s", 15);
         assert!(!conf.contains_key("archive_mode"));
         assert_eq!(conf["archive_command"], "cp %p /a/%f");
         assert_eq!(conf["x"], "1.5");
         assert_eq!(conf["y"], "off");
+    }
+
+    #[test]
+    fn sample_wal_keep_segments_reaches_postgres_as_wal_keep_size() {
+        let dynamic = map(json!({"wal_keep_segments": 8, "wal_level": "hot_standby"}));
+        let (conf, cmd) = build_parameters(&dynamic, &Map::new(), "*", 1, "s", 15);
+        assert_eq!(conf["wal_keep_size"], "128MB");
+        assert!(!conf.contains_key("wal_keep_segments"));
+        assert_eq!(cmd["wal_level"], "replica");
+        let (conf, _) = build_parameters(&dynamic, &Map::new(), "*", 1, "s", 0);
+        assert_eq!(
+            conf["wal_keep_segments"], "8",
+            "unknown version: left as written"
+        );
     }
 }

@@ -95,6 +95,7 @@ fn server_config(
         "127.0.0.1",
         port,
         "pgha-test",
+        15,
     );
     ServerConfig {
         parameters,
@@ -162,8 +163,24 @@ async fn lifecycle_with_real_postgres() {
     // Primary.
     pg1.initdb().await.expect("initdb");
     let mut cfg1 = server_config(&base, "node1", port1, None);
+    // Settings this postgres rejects stay out of postgresql.conf (it would not start).
+    for (k, v) in [
+        ("work_mem", "abc"),
+        ("wal_keep_segments", "8"),
+        ("archive_mode", "maybe"),
+        ("pgha_test.custom", "1"),
+    ] {
+        cfg1.parameters.insert(k.into(), v.into());
+    }
     let outcome = pg1.write_config(&mut cfg1).await.expect("write_config");
     assert!(outcome.changed);
+    let conf = std::fs::read_to_string(p1.data_dir.join("postgresql.conf")).expect("conf");
+    for rejected in ["work_mem", "wal_keep_segments", "archive_mode"] {
+        assert!(!conf.contains(rejected), "{rejected} written:\n{conf}");
+        assert!(!cfg1.parameters.contains_key(rejected));
+    }
+    assert!(conf.contains("pgha_test.custom = '1'"), "{conf}");
+    assert!(conf.contains("shared_buffers = '16MB'"), "{conf}");
     assert!(p1.data_dir.join("postgresql.base.conf").exists());
     pg1.start(&cfg1).await.expect("start");
     pg1.wait_ready(Duration::from_secs(30))

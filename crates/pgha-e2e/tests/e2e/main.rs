@@ -30,8 +30,10 @@ mod pause_mode;
 mod pending_restart;
 mod postmaster_crash;
 mod reload_reinit;
+mod sample_configs;
 mod scheduled_switchover;
 mod sigterm_leader;
+mod startup_refusals;
 mod switchover_rest;
 mod switchover_writes;
 
