@@ -65,10 +65,7 @@ pub fn pg_params(cfg: &Config) -> PgParams {
         scope: cfg.scope.clone(),
         data_dir,
         config_dir: pg.config_dir_or_data(),
-        bin_dir: pg
-            .bin_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin")),
+        bin_dir: pg.bin_dir.clone().unwrap_or_else(default_bin_dir),
         listen_addresses: listen,
         port: pg.port(),
         local_host,
@@ -81,6 +78,16 @@ pub fn pg_params(cfg: &Config) -> PgParams {
         initdb_options: cfg.bootstrap.initdb.iter().map(|o| o.to_arg()).collect(),
         basebackup_options: pg.basebackup.iter().map(|o| o.to_arg()).collect(),
     }
+}
+
+/// Without `postgresql.bin_dir`, Patroni runs the binaries found in PATH: the first PATH
+/// directory holding both `postgres` and `pg_ctl`; else Debian's PostgreSQL 15 directory.
+fn default_bin_dir() -> PathBuf {
+    let from_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .find(|d| d.is_absolute() && d.join("postgres").is_file() && d.join("pg_ctl").is_file())
+    });
+    from_path.unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
 /// The dynamic configuration in force: the DCS `config` key, or `bootstrap.dcs` until the
