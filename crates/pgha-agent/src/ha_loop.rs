@@ -70,6 +70,8 @@ pub struct Agent {
     /// while both stay the same there is nothing to write (checked every loop).
     pub(crate) applied_config: Option<(pgha_postgres::ServerConfig, Option<String>)>,
     stats: pgha_api::LoopStats,
+    /// The dynamic configuration last saved as patroni.dynamic.json.
+    saved_dynamic: Option<pgha_types::DynamicConfig>,
 }
 
 /// Everything the agent is wired to.
@@ -144,6 +146,7 @@ impl Agent {
             cmdline_pending: Vec::new(),
             applied_config: None,
             stats: pgha_api::LoopStats::default(),
+            saved_dynamic: None,
         }
     }
 
@@ -283,6 +286,15 @@ impl Agent {
     }
 
     fn refresh_policy(&mut self, cluster: &Cluster) {
+        if let Some(config) = &cluster.config {
+            if self.saved_dynamic.as_ref() != Some(config) {
+                match crate::dynamic_cache::save(&self.cfg.postgresql.data_dir, config) {
+                    Ok(true) => self.saved_dynamic = Some(config.clone()),
+                    Ok(false) => {}
+                    Err(e) => warn!("could not save {}: {e}", crate::dynamic_cache::FILE),
+                }
+            }
+        }
         let (policy, warnings) =
             effective_policy(&self.cfg, &dynamic_config(&self.cfg, Some(cluster)));
         if warnings != self.policy_warnings {

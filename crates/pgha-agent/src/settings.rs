@@ -90,11 +90,12 @@ fn default_bin_dir() -> PathBuf {
     from_path.unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
-/// The dynamic configuration in force: the DCS `config` key, or `bootstrap.dcs` until the
-/// cluster has one.
+/// The dynamic configuration in force: the DCS `config` key, else the last one seen
+/// (`patroni.dynamic.json`), else `bootstrap.dcs`.
 pub fn dynamic_config(cfg: &Config, cluster: Option<&Cluster>) -> DynamicConfig {
     cluster
         .and_then(|c| c.config.clone())
+        .or_else(|| crate::dynamic_cache::load(&cfg.postgresql.data_dir))
         .unwrap_or_else(|| DynamicConfig(cfg.bootstrap.dcs.clone()))
 }
 

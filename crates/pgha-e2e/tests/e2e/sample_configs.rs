@@ -150,6 +150,22 @@ fn patroni_sample_configs_bring_up_a_cluster() -> Result<()> {
         );
     }
 
+    // Every member keeps the last dynamic configuration in patroni.dynamic.json.
+    let config = c.etcd_json("config")?;
+    for n in c.node_names() {
+        let path = c.data_dir(&n).join("patroni.dynamic.json");
+        c.wait(
+            &format!("{n}'s patroni.dynamic.json"),
+            Duration::from_secs(30),
+            || {
+                let saved: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+                ensure!(saved == config, "{n}: {saved} != {config}");
+                Ok(())
+            },
+        )?;
+    }
+
     // The archive_command's relative ../wal_archive is next to the data directory.
     pg.sql("SELECT pg_switch_wal(); CHECKPOINT")?;
     pg.sql("CREATE TABLE sample_t AS SELECT 1 AS x; SELECT pg_switch_wal()")?;
