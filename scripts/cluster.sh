@@ -563,6 +563,11 @@ cmd_up() {
     until healthy; do
         if ((SECONDS - start > wait_seconds)); then
             ctl list || true
+            # What each agent was doing when we gave up: the cause is usually in its last lines.
+            for ((i = 1; i <= NODES; i++)); do
+                echo "---- last lines of $BASE/node$i.log ----" >&2
+                tail -n 15 "$BASE/node$i.log" >&2 2>/dev/null || true
+            done
             die "not healthy after ${wait_seconds}s; logs: $BASE/node*.log (stop with: scripts/cluster.sh down)"
         fi
         sleep 1
