@@ -42,10 +42,17 @@ pub fn pg_params(cfg: &Config) -> PgParams {
     let auth = &pg.authentication;
     let listen = pg.listen_addresses();
     let first = listen.split(',').next().unwrap_or("").trim().to_string();
-    let local_host = if first.is_empty() || first == "*" || first == "0.0.0.0" || first == "::" {
+    let tcp_host = if first.is_empty() || first == "*" || first == "0.0.0.0" || first == "::" {
         "127.0.0.1".to_string()
     } else {
         first
+    };
+    // use_unix_socket: the agent's own connections go through the first absolute
+    // unix_socket_directories entry (a relative one cannot be connected to); TCP otherwise.
+    let local_host = if pgha_types::tag_is_true(pg.extra.get("use_unix_socket")) {
+        unix_socket_dir(pg.parameters.get("unix_socket_directories")).unwrap_or(tcp_host)
+    } else {
+        tcp_host
     };
     let data_dir = pg.data_dir.clone();
     // postgres's own log goes next to the data directory, never inside it: pg_basebackup and
@@ -78,6 +85,15 @@ pub fn pg_params(cfg: &Config) -> PgParams {
         initdb_options: cfg.bootstrap.initdb.iter().map(|o| o.to_arg()).collect(),
         basebackup_options: pg.basebackup.iter().map(|o| o.to_arg()).collect(),
     }
+}
+
+/// The first absolute directory of a `unix_socket_directories` value.
+fn unix_socket_dir(value: Option<&serde_json::Value>) -> Option<String> {
+    let text = pgha_postgres::render_value(value?)?;
+    text.split(',')
+        .map(str::trim)
+        .find(|d| d.starts_with('/'))
+        .map(str::to_string)
 }
 
 /// Without `postgresql.bin_dir`, Patroni runs the binaries found in PATH: the first PATH

@@ -210,3 +210,32 @@ fn patroni_sample_configs_bring_up_a_cluster() -> Result<()> {
     c.pass();
     Ok(())
 }
+
+/// `use_unix_socket: true`: the agent's own connections (probe, roles, checks) go through the
+/// first absolute `unix_socket_directories` entry, not TCP.
+#[test]
+fn use_unix_socket_connects_through_the_socket() -> Result<()> {
+    if skip("use_unix_socket_connects_through_the_socket") {
+        return Ok(());
+    }
+    let opts = ClusterOptions::default().nodes(1).customize(|_, doc| {
+        yaml_set(doc, &["postgresql", "use_unix_socket"], Value::Bool(true));
+    });
+    let c = Cluster::start_healthy(opts)?;
+    let pg = c.pg("node1");
+    c.wait("the agent's connection on the unix socket", Duration::from_secs(20), || {
+        let n = pg.sql_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgha' AND client_addr IS NULL AND backend_type = 'client backend'",
+        )?;
+        let tcp = pg.sql_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgha' AND client_addr IS NOT NULL",
+        )?;
+        ensure!(
+            n.as_deref() != Some("0") && tcp.as_deref() == Some("0"),
+            "agent connections: {n:?} on the socket, {tcp:?} over TCP"
+        );
+        Ok(())
+    })?;
+    c.pass();
+    Ok(())
+}
