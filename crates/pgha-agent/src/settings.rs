@@ -87,6 +87,42 @@ pub fn pg_params(cfg: &Config) -> PgParams {
     }
 }
 
+/// A standby's `recovery_conf` (dynamic, then local on top), Patroni's way of giving replicas
+/// restore_command, archive_cleanup_command, recovery_min_apply_delay, ...; where it streams
+/// from stays ours to decide.
+fn add_recovery_conf(
+    parameters: &mut std::collections::BTreeMap<String, String>,
+    policy: &ClusterPolicy,
+    cfg: &Config,
+) {
+    let local = cfg
+        .postgresql
+        .extra
+        .get("recovery_conf")
+        .and_then(|v| v.as_object());
+    for (name, value) in policy
+        .recovery_conf
+        .iter()
+        .chain(local.into_iter().flatten())
+    {
+        let name = name.to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "primary_conninfo" | "primary_slot_name" | "recovery_target_timeline" | "standby_mode"
+        ) {
+            continue;
+        }
+        match pgha_postgres::render_value(value) {
+            Some(v) => {
+                parameters.insert(name, v);
+            }
+            None => {
+                parameters.remove(&name);
+            }
+        }
+    }
+}
+
 /// The first absolute directory of a `unix_socket_directories` value.
 fn unix_socket_dir(value: Option<&serde_json::Value>) -> Option<String> {
     let text = pgha_postgres::render_value(value?)?;
@@ -149,9 +185,20 @@ pub fn server_config(
         Some(h) if pg.pg_hba.is_empty() => h.clone(),
         _ => pg.pg_hba.clone(),
     };
+    let mut parameters = parameters;
     let standby = match role {
         Role::Primary => None,
+        // nostream: replay from the archive only (restore_command); no upstream, no slot.
+        Role::Replica { .. } if pgha_types::tag_is_true(cfg.tags.get("nostream")) => {
+            add_recovery_conf(&mut parameters, policy, cfg);
+            Some(StandbyConfig {
+                primary_host: String::new(),
+                primary_port: 0,
+                primary_slot_name: None,
+            })
+        }
         Role::Replica { leader } => {
+            add_recovery_conf(&mut parameters, policy, cfg);
             let upstream = leader
                 .as_deref()
                 .and_then(|l| cluster.and_then(|c| c.member(l)))

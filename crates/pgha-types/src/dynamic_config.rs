@@ -39,6 +39,8 @@ pub struct ClusterPolicy {
     pub synchronous_mode: bool,
     pub parameters: Map<String, Value>,
     pub pg_hba: Option<Vec<String>>,
+    /// `postgresql.recovery_conf`: settings a standby runs with (restore_command, ...).
+    pub recovery_conf: Map<String, Value>,
 }
 
 impl Default for ClusterPolicy {
@@ -57,6 +59,7 @@ impl Default for ClusterPolicy {
             synchronous_mode: false,
             parameters: Map::new(),
             pg_hba: None,
+            recovery_conf: Map::new(),
         }
     }
 }
@@ -141,6 +144,9 @@ impl DynamicConfig {
             p.use_slots = flag(pg.get("use_slots"), true);
             if let Some(Value::Object(params)) = pg.get("parameters") {
                 p.parameters = params.clone();
+            }
+            if let Some(Value::Object(rc)) = pg.get("recovery_conf") {
+                p.recovery_conf = rc.clone();
             }
             if let Some(Value::Array(hba)) = pg.get("pg_hba") {
                 p.pg_hba = Some(

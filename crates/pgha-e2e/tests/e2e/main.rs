@@ -24,6 +24,7 @@ mod foreign_datadir;
 mod garbage_keys;
 mod harness;
 mod kill_leader;
+mod nostream_archive;
 mod ops_common;
 mod patronictl_compat;
 mod pause_mode;
