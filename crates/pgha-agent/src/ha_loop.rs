@@ -250,6 +250,9 @@ impl Agent {
         if critical.is_some() {
             return critical;
         }
+        if let Some(c) = &cluster {
+            self.save_dynamic_cache(c, &obs.local);
+        }
         if races && self.state.has_lock {
             info!("{}", decision.message);
         }
@@ -285,16 +288,25 @@ impl Agent {
             && ((!r.in_recovery && self.state.has_lock) || (r.in_recovery && r.streaming))
     }
 
-    fn refresh_policy(&mut self, cluster: &Cluster) {
-        if let Some(config) = &cluster.config {
-            if self.saved_dynamic.as_ref() != Some(config) {
-                match crate::dynamic_cache::save(&self.cfg.postgresql.data_dir, config) {
-                    Ok(true) => self.saved_dynamic = Some(config.clone()),
-                    Ok(false) => {}
-                    Err(e) => warn!("could not save {}: {e}", crate::dynamic_cache::FILE),
-                }
-            }
+    /// Keeps `patroni.dynamic.json` current, but only in a data directory that belongs to this
+    /// cluster: a foreign one (system ID mismatch) is left exactly as it was found.
+    fn save_dynamic_cache(&mut self, cluster: &Cluster, local: &LocalPg) {
+        let Some(config) = &cluster.config else {
+            return;
+        };
+        let ours = matches!(local, LocalPg::Initialized { system_id, .. }
+            if cluster.initialize.as_deref() == Some(system_id.as_str()));
+        if !ours || self.saved_dynamic.as_ref() == Some(config) {
+            return;
         }
+        match crate::dynamic_cache::save(&self.cfg.postgresql.data_dir, config) {
+            Ok(true) => self.saved_dynamic = Some(config.clone()),
+            Ok(false) => {}
+            Err(e) => warn!("could not save {}: {e}", crate::dynamic_cache::FILE),
+        }
+    }
+
+    fn refresh_policy(&mut self, cluster: &Cluster) {
         let (policy, warnings) =
             effective_policy(&self.cfg, &dynamic_config(&self.cfg, Some(cluster)));
         if warnings != self.policy_warnings {
