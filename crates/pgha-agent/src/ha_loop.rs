@@ -219,7 +219,8 @@ impl Agent {
         let mut obs = Observation {
             now: now_ms(),
             me: self.cfg.name.clone(),
-            nofailover: pgha_types::tag_is_true(self.cfg.tags.get("nofailover")),
+            nofailover: pgha_types::nofailover_of(&self.cfg.tags),
+            failover_priority: pgha_types::failover_priority_of(&self.cfg.tags),
             dcs: dcs_view,
             policy: self.policy.clone(),
             lock,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use pgha_core::{PeerReply, PeerStatus};
-use pgha_types::{tag_is_true, Cluster};
+use pgha_types::{failover_priority_of, nofailover_of, Cluster};
 use serde_json::Value;
 use tracing::info;
 
@@ -45,6 +45,7 @@ pub async fn probe_peers(
 /// Reads a `/patroni` body (ours or a real Patroni's).
 pub fn parse_reply(body: &Value) -> PeerReply {
     let xlog = &body["xlog"];
+    let tags = body["tags"].as_object();
     let pos = |k: &str| xlog.get(k).and_then(Value::as_u64).unwrap_or(0);
     PeerReply {
         running: body["state"].as_str() == Some("running"),
@@ -52,7 +53,8 @@ pub fn parse_reply(body: &Value) -> PeerReply {
         wal_position: pos("location")
             .max(pos("received_location"))
             .max(pos("replayed_location")),
-        nofailover: tag_is_true(body["tags"].get("nofailover")),
+        nofailover: tags.is_some_and(nofailover_of),
+        failover_priority: tags.map_or(1, failover_priority_of),
         timeline: body["timeline"].as_u64().unwrap_or(0) as u32,
     }
 }

@@ -400,6 +400,25 @@ fn tags(ctx: &mut Ctx, v: Option<&Value>) -> Map<String, Value> {
             ));
         }
     }
+    for priority in ["failover_priority", "sync_priority"] {
+        let Some(v) = tags.get(priority) else {
+            continue;
+        };
+        let n = match v {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        match n {
+            None => ctx.warn(format!(
+                "tags.{priority}: {v} is not an integer; it counts as 1 (the default)"
+            )),
+            Some(n) if n < 0 => ctx.warn(format!(
+                "tags.{priority}: {n} is negative; it counts as 0 (never chosen)"
+            )),
+            Some(_) => {}
+        }
+    }
     tags
 }
 

@@ -1,6 +1,6 @@
 use pgha_types::Cluster;
 
-use crate::race::{healthiest_verdict, RaceVerdict};
+use crate::race::{healthiest_verdict, Candidate, RaceVerdict};
 use crate::{requests, switchover};
 use crate::{
     wanted_slots, Action, DcsView, Decision, HaState, JobKind, JobOutcome, LocalPg, LockRenewal,
@@ -19,6 +19,9 @@ pub fn decide(state: &HaState, obs: &Observation) -> Decision {
         DcsView::Reachable(cluster) => {
             d.next.has_lock =
                 cluster.leader_name() == Some(obs.me.as_str()) && obs.lock == LockRenewal::Renewed;
+            if let Some(l) = cluster.leader_name() {
+                d.next.last_leader = Some(l.to_string());
+            }
             with_cluster(&mut d, obs, cluster)
         }
     };
@@ -568,14 +571,15 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
     }
     match process {
         PgProcess::Running(r) => {
-            match healthiest_verdict(
+            let candidate = Candidate {
                 me,
-                r,
-                obs.nofailover,
-                &obs.policy,
-                cluster,
-                obs.peers.as_deref(),
-            ) {
+                local: r,
+                nofailover: obs.nofailover,
+                failover_priority: obs.failover_priority,
+                former_leader: d.next.last_leader.as_deref(),
+                check_lag: switchover::due(cluster, obs.now).is_none(),
+            };
+            match healthiest_verdict(&candidate, &obs.policy, cluster, obs.peers.as_deref()) {
                 RaceVerdict::NeedPeers => {
                     d.act(Action::ProbePeers);
                     format!("Lock owner: None; I am {me}")

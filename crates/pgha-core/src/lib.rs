@@ -20,7 +20,7 @@ pub use model::{
     LocalPg, LockRenewal, Observation, PeerReply, PeerStatus, PgProcess, PgRunning, Reply,
     RestartRequest, Role, SettingBelowPrimary, StopMode,
 };
-pub use race::{healthiest_verdict, RaceVerdict};
+pub use race::{healthiest_verdict, Candidate, RaceVerdict};
 pub use rewind::{assess_divergence, Divergence};
 pub use slots::{slot_name, wanted_slots};
 

@@ -94,6 +94,8 @@ pub struct PeerReply {
     pub is_primary: bool,
     pub wal_position: u64,
     pub nofailover: bool,
+    /// Its `failover_priority` (0 with `nofailover`, 1 by default).
+    pub failover_priority: i64,
     pub timeline: u32,
 }
 
@@ -156,8 +158,10 @@ pub struct Observation {
     /// Unix milliseconds.
     pub now: u64,
     pub me: String,
-    /// The member's `nofailover` tag.
+    /// The member may not promote: `nofailover`, or `failover_priority` 0.
     pub nofailover: bool,
+    /// The member's `failover_priority`: among equally advanced candidates the higher wins.
+    pub failover_priority: i64,
     pub dcs: DcsView,
     pub policy: ClusterPolicy,
     pub lock: LockRenewal,
@@ -216,6 +220,8 @@ pub struct HaState {
     /// Bootstraps of a new cluster that failed in a row for the same cause, and that cause.
     pub bootstrap_failures: u32,
     pub bootstrap_failure_cause: Option<String>,
+    /// The leader seen most recently: when it is gone, its priority does not hold back the race.
+    pub last_leader: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

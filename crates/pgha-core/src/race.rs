@@ -14,25 +14,41 @@ pub enum RaceVerdict {
     NotHealthiest(String),
 }
 
+/// This node as a contender in the leader race.
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    pub me: &'a str,
+    pub local: &'a PgRunning,
+    /// Not allowed to promote (`nofailover`, or `failover_priority` 0).
+    pub nofailover: bool,
+    pub failover_priority: i64,
+    /// The leader seen last: a former leader still answering (e.g. after a switchover) does
+    /// not keep us out of the race with its higher priority.
+    pub former_leader: Option<&'a str>,
+    /// Whether `maximum_lag_on_failover` applies; an operator's switchover or failover
+    /// without a candidate skips it, as with Patroni.
+    pub check_lag: bool,
+}
+
 /// Decides whether this node should race for the leader lock. A node races only if it may
-/// fail over (no `nofailover` tag), its WAL is within `maximum_lag_on_failover` of the last
-/// position the old leader published, no peer is still a running primary, and no healthy peer
-/// that may fail over is ahead of it. Peers that do not answer are left out: a dead node cannot
-/// take the lock anyway, and waiting for it would stall the failover.
+/// fail over (no `nofailover` tag, `failover_priority` above 0), its WAL is within
+/// `maximum_lag_on_failover` of the last position the old leader published, no peer is still
+/// a running primary, no healthy peer that may fail over is ahead of it, and none at the same
+/// position has a higher `failover_priority`. Peers that do not answer are left out: a dead
+/// node cannot take the lock anyway, and waiting for it would stall the failover.
 pub fn healthiest_verdict(
-    me: &str,
-    local: &PgRunning,
-    nofailover: bool,
+    c: &Candidate<'_>,
     policy: &ClusterPolicy,
     cluster: &Cluster,
     peers: Option<&[PeerStatus]>,
 ) -> RaceVerdict {
-    if nofailover {
+    let (me, local) = (c.me, c.local);
+    if c.nofailover {
         return RaceVerdict::NotHealthiest(
             "following a different leader because I am not allowed to promote".into(),
         );
     }
-    if local.in_recovery {
+    if c.check_lag && local.in_recovery {
         if let Some(optime) = cluster.status.optime {
             let lag = optime.saturating_sub(local.wal_position);
             if lag > policy.maximum_lag_on_failover {
@@ -73,6 +89,19 @@ pub fn healthiest_verdict(
             return RaceVerdict::NotHealthiest(format!(
                 "{} is on a newer timeline ({}) than mine ({})",
                 peer.name, reply.timeline, local.timeline
+            ));
+        }
+        // Only a peer with postgres up and a position counts; the former leader's priority
+        // is no reason to wait, it gave the lock up or lost it.
+        let outranks = !reply.nofailover
+            && reply.wal_position > 0
+            && reply.wal_position == local.wal_position
+            && reply.failover_priority > c.failover_priority
+            && c.former_leader != Some(peer.name.as_str());
+        if outranks {
+            return RaceVerdict::NotHealthiest(format!(
+                "{} is as far as I am and ranks higher: failover_priority {} > mine {}",
+                peer.name, reply.failover_priority, c.failover_priority
             ));
         }
     }

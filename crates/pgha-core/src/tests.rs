@@ -85,6 +85,7 @@ impl Obs {
             now: 1_000_000,
             me: me.into(),
             nofailover: false,
+            failover_priority: 1,
             dcs: DcsView::Reachable(Box::new(cluster)),
             policy: ClusterPolicy {
                 ttl: 10,
@@ -104,22 +105,36 @@ impl Obs {
         self.0.lock = l;
         self
     }
-    fn peers(mut self, peers: Vec<(&str, Option<(bool, u64)>)>) -> Obs {
+    fn peers(self, peers: Vec<(&str, Option<(bool, u64)>)>) -> Obs {
+        let ranked = peers
+            .into_iter()
+            .map(|(name, r)| (name, r.map(|(primary, pos)| (primary, pos, 1))))
+            .collect();
+        self.ranked_peers(ranked)
+    }
+    /// Peers as (name, (is_primary, wal position, failover_priority)).
+    fn ranked_peers(mut self, peers: Vec<(&str, Option<(bool, u64, i64)>)>) -> Obs {
         self.0.peers = Some(
             peers
                 .into_iter()
                 .map(|(name, r)| PeerStatus {
                     name: name.into(),
-                    reply: r.map(|(is_primary, pos)| PeerReply {
+                    reply: r.map(|(is_primary, pos, priority)| PeerReply {
                         running: true,
                         is_primary,
                         wal_position: pos,
-                        nofailover: false,
+                        nofailover: priority <= 0,
+                        failover_priority: priority,
                         timeline: 1,
                     }),
                 })
                 .collect(),
         );
+        self
+    }
+    fn priority(mut self, p: i64) -> Obs {
+        self.0.failover_priority = p;
+        self.0.nofailover = p <= 0;
         self
     }
     fn decide(&self) -> Decision {
@@ -186,7 +201,8 @@ fn replica_repoints_to_a_new_leader() {
             leader: "pg3".into()
         }]
     );
-    assert_eq!(d.next, following("pg3"));
+    assert_eq!(d.next.configured_as, following("pg3").configured_as);
+    assert_eq!(d.next.last_leader.as_deref(), Some("pg3"));
 }
 
 #[test]
@@ -312,6 +328,84 @@ fn leader_race_defers_to_a_peer_that_is_ahead() {
         .decide();
     assert!(d.actions.is_empty());
     assert_eq!(d.message, "Wal position of pg3 is ahead of my wal position");
+}
+
+#[test]
+fn leader_race_defers_to_an_equally_advanced_peer_of_higher_priority() {
+    let d = Obs::new("pg2", cluster(None), running(true, 1000))
+        .priority(1)
+        .ranked_peers(vec![("pg1", None), ("pg3", Some((false, 1000, 2)))])
+        .decide();
+    assert!(d.actions.is_empty());
+    assert_eq!(
+        d.message,
+        "pg3 is as far as I am and ranks higher: failover_priority 2 > mine 1"
+    );
+}
+
+#[test]
+fn leader_race_higher_priority_wins_among_equals() {
+    let d = Obs::new("pg3", cluster(None), running(true, 1000))
+        .priority(2)
+        .ranked_peers(vec![("pg1", None), ("pg2", Some((false, 1000, 1)))])
+        .decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::AcquireLock, Action::StartJob(JobKind::Promote)]
+    );
+}
+
+#[test]
+fn leader_race_priority_does_not_outweigh_wal_position() {
+    // A lower-priority node that received more WAL still wins: losing writes is worse.
+    let d = Obs::new("pg2", cluster(None), running(true, 1200))
+        .priority(1)
+        .ranked_peers(vec![("pg1", None), ("pg3", Some((false, 1000, 5)))])
+        .decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::AcquireLock, Action::StartJob(JobKind::Promote)]
+    );
+}
+
+#[test]
+fn leader_race_ignores_the_former_leaders_priority() {
+    let state = HaState {
+        last_leader: Some("pg1".into()),
+        ..HaState::default()
+    };
+    let d = Obs::new("pg2", cluster(None), running(true, 1000))
+        .ranked_peers(vec![("pg1", Some((false, 1000, 9))), ("pg3", None)])
+        .decide_from(&state);
+    assert_eq!(
+        d.actions,
+        vec![Action::AcquireLock, Action::StartJob(JobKind::Promote)]
+    );
+}
+
+#[test]
+fn failover_priority_zero_never_races() {
+    let d = Obs::new("pg2", cluster(None), running(true, 2000))
+        .priority(0)
+        .ranked_peers(vec![("pg1", None), ("pg3", Some((false, 1000, 1)))])
+        .decide();
+    assert!(d.actions.is_empty());
+    assert!(
+        d.message.contains("not allowed to promote"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn a_peer_with_priority_zero_does_not_hold_back_the_race() {
+    let d = Obs::new("pg2", cluster(None), running(true, 1000))
+        .ranked_peers(vec![("pg1", None), ("pg3", Some((false, 5000, 0)))])
+        .decide();
+    assert_eq!(
+        d.actions,
+        vec![Action::AcquireLock, Action::StartJob(JobKind::Promote)]
+    );
 }
 
 #[test]

@@ -15,7 +15,9 @@ pub use dynamic_config::{
     MIN_RETRY_TIMEOUT, MIN_TTL,
 };
 pub use lsn::{Lsn, LsnParseError};
-pub use member::{tag_is_true, Member, MemberData, ScheduledRestart};
+pub use member::{
+    failover_priority_of, nofailover_of, tag_is_true, Member, MemberData, ScheduledRestart,
+};
 
 /// Version string published in member keys and `/patroni`. Patroni clients compare it to decide
 /// which features a member supports, so it reports the Patroni release whose interface we match.

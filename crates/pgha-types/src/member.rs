@@ -96,23 +96,20 @@ impl Member {
         tag_is_true(self.data.tags.get(tag))
     }
 
+    /// Not allowed to promote: `nofailover`, or `failover_priority` 0 without it.
     pub fn nofailover(&self) -> bool {
-        self.tag_bool("nofailover")
+        nofailover_of(&self.data.tags)
     }
 
     /// A candidate for promotion: running, and neither tagged `nofailover` nor given a
     /// `failover_priority` of 0 or less (which means the same when `nofailover` is absent).
     pub fn may_promote(&self) -> bool {
-        let priority_off = || match self.data.tags.get("failover_priority") {
-            Some(Value::Number(n)) => n.as_f64().is_some_and(|p| p <= 0.0),
-            Some(Value::String(s)) => s.trim().parse::<f64>().is_ok_and(|p| p <= 0.0),
-            _ => false,
-        };
-        let nofailover = match self.data.tags.get("nofailover") {
-            Some(_) => self.nofailover(),
-            None => priority_off(),
-        };
-        self.is_running() && !nofailover
+        self.is_running() && !nofailover_of(&self.data.tags)
+    }
+
+    /// The member's `failover_priority` (see [`failover_priority_of`]).
+    pub fn failover_priority(&self) -> i64 {
+        failover_priority_of(&self.data.tags)
     }
 
     pub fn is_running(&self) -> bool {
@@ -142,6 +139,32 @@ impl Member {
     }
 }
 
+/// Whether tags forbid promotion: the `nofailover` tag when it is set at all (it wins over
+/// `failover_priority`), else a `failover_priority` of 0 or less.
+pub fn nofailover_of(tags: &Map<String, Value>) -> bool {
+    match tags.get("nofailover") {
+        Some(v) if !v.is_null() => tag_is_true(Some(v)),
+        _ => priority_tag(tags.get("failover_priority")).is_some_and(|p| p <= 0),
+    }
+}
+
+/// The rank among equally advanced failover candidates: 0 when `nofailover` is set, else
+/// `failover_priority`, 1 when absent or not a number (Patroni's default).
+pub fn failover_priority_of(tags: &Map<String, Value>) -> i64 {
+    if tag_is_true(tags.get("nofailover")) {
+        return 0;
+    }
+    priority_tag(tags.get("failover_priority")).unwrap_or(1)
+}
+
+fn priority_tag(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    }
+}
+
 /// Patroni treats tag values `true`, `"true"`, `"on"`, `"yes"`, 1 as set.
 pub fn tag_is_true(v: Option<&Value>) -> bool {
     match v {
@@ -157,6 +180,31 @@ pub fn tag_is_true(v: Option<&Value>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tags(json: &str) -> Map<String, Value> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn failover_priority_and_nofailover_derive_from_each_other() {
+        let cases = [
+            (r#"{}"#, false, 1),
+            (r#"{"failover_priority": 3}"#, false, 3),
+            (r#"{"failover_priority": "2"}"#, false, 2),
+            (r#"{"failover_priority": 0}"#, true, 0),
+            (r#"{"failover_priority": -1}"#, true, -1),
+            (r#"{"failover_priority": "x"}"#, false, 1),
+            (r#"{"nofailover": true}"#, true, 0),
+            (r#"{"nofailover": true, "failover_priority": 5}"#, true, 0),
+            // An explicit nofailover: false wins over a priority of 0.
+            (r#"{"nofailover": false, "failover_priority": 0}"#, false, 0),
+        ];
+        for (json, nofailover, priority) in cases {
+            let t = tags(json);
+            assert_eq!(nofailover_of(&t), nofailover, "{json}");
+            assert_eq!(failover_priority_of(&t), priority, "{json}");
+        }
+    }
 
     #[test]
     fn parses_patroni_member_and_keeps_field_order() {

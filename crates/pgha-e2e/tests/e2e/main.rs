@@ -20,6 +20,7 @@ mod cluster_wide_order;
 mod common;
 mod etcd_outage;
 mod failover_manual;
+mod failover_priority;
 mod foreign_datadir;
 mod garbage_keys;
 mod harness;
