@@ -74,6 +74,9 @@ fn stopped(was_primary: bool) -> LocalPg {
     }
 }
 
+/// (is_primary, wal position, failover_priority) of a peer's answer.
+type RankedReply = (bool, u64, i64);
+
 impl Obs {
     fn new(me: &str, cluster: Cluster, local: LocalPg) -> Obs {
         let lock = if cluster.leader_name() == Some(me) {
@@ -113,7 +116,7 @@ impl Obs {
         self.ranked_peers(ranked)
     }
     /// Peers as (name, (is_primary, wal position, failover_priority)).
-    fn ranked_peers(mut self, peers: Vec<(&str, Option<(bool, u64, i64)>)>) -> Obs {
+    fn ranked_peers(mut self, peers: Vec<(&str, Option<RankedReply>)>) -> Obs {
         self.0.peers = Some(
             peers
                 .into_iter()
