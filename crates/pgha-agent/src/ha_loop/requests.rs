@@ -90,6 +90,7 @@ impl Agent {
                                     postmaster_start_time: self.postmaster_start_time(),
                                 });
                                 self.last_member = None;
+                                self.show_scheduled_restart();
                                 answer(202, "Restart scheduled")
                             }
                             Err(e) => answer(400, &e),
@@ -100,6 +101,7 @@ impl Agent {
                 LocalRequest::CancelScheduledRestart => {
                     let text = if self.scheduled_restart.take().is_some() {
                         self.last_member = None;
+                        self.show_scheduled_restart();
                         answer(200, "scheduled restart deleted")
                     } else {
                         answer(404, "no restarts are scheduled")
@@ -172,6 +174,14 @@ impl Agent {
         info!("Manual scheduled restart at {}", s.schedule);
         self.last_member = None;
         Some(AdminRequest::Restart(s.request))
+    }
+
+    /// `GET /patroni` shows a change of schedule as soon as it is answered, as Patroni's does,
+    /// not only after the cycle that carried it out.
+    fn show_scheduled_restart(&self) {
+        let details = self.scheduled_restart.as_ref().map(|s| s.details.clone());
+        self.status_tx
+            .send_modify(|status| Arc::make_mut(status).scheduled_restart = details);
     }
 
     fn postmaster_start_time(&self) -> Option<String> {
