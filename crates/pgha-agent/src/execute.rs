@@ -162,15 +162,32 @@ pub async fn run(
             Ok(true)
         }
         Action::WriteInitialConfig => {
-            let value = serde_json::to_string(&agent.cfg.bootstrap.dcs)
-                .context("serialise bootstrap.dcs")?;
+            // As Patroni, the leader stores the dynamic configuration it runs with: after the
+            // key was deleted that is the last one seen (kept in memory and in
+            // patroni.dynamic.json), so edits made before are not lost; at bootstrap it is
+            // bootstrap.dcs.
+            let (value, what) = match agent
+                .saved_dynamic
+                .clone()
+                .or_else(|| crate::dynamic_cache::load(&agent.cfg.postgresql.data_dir))
+            {
+                Some(last) => (
+                    serde_json::to_string(&last).context("serialise the dynamic configuration")?,
+                    "the config key was missing: stored the last dynamic configuration seen",
+                ),
+                None => (
+                    serde_json::to_string(&agent.cfg.bootstrap.dcs)
+                        .context("serialise bootstrap.dcs")?,
+                    "stored bootstrap.dcs as the cluster's dynamic configuration",
+                ),
+            };
             if agent
                 .dcs
                 .set_config(&value, Some(0))
                 .await
                 .context("write the config key")?
             {
-                info!("stored bootstrap.dcs as the cluster's dynamic configuration");
+                info!("{what}");
             }
             Ok(true)
         }

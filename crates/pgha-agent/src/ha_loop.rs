@@ -71,7 +71,7 @@ pub struct Agent {
     pub(crate) applied_config: Option<(pgha_postgres::ServerConfig, Option<String>)>,
     stats: pgha_api::LoopStats,
     /// The dynamic configuration last saved as patroni.dynamic.json.
-    saved_dynamic: Option<pgha_types::DynamicConfig>,
+    pub(crate) saved_dynamic: Option<pgha_types::DynamicConfig>,
 }
 
 /// Everything the agent is wired to.
@@ -178,7 +178,10 @@ impl Agent {
     /// One HA cycle. Returns a CRITICAL message when the agent must stop.
     async fn cycle(&mut self) -> Option<String> {
         self.reap_job().await;
-        let (request, reply_to) = self.take_request();
+        let (mut request, reply_to) = self.take_request();
+        if request.is_none() && reply_to.is_none() {
+            request = self.due_scheduled_restart().await;
+        }
         let cycle_started = std::time::Instant::now();
         let session = self.keep_session().await;
         let read_started = std::time::Instant::now();
@@ -622,10 +625,7 @@ impl Agent {
         let scheduled = self
             .scheduled_restart
             .as_ref()
-            .map(|s| pgha_types::ScheduledRestart {
-                schedule: Some(s.schedule.clone()),
-                postgres_version: s.postgres_version.clone(),
-            });
+            .map(ScheduledRestart::published);
         let data = member_data(
             &self.cfg,
             &facts,
@@ -651,6 +651,7 @@ impl Agent {
             dcs_reachable: cluster.is_some(),
             dcs_last_seen: self.dcs_last_seen,
             last_role: self.last_role,
+            scheduled_restart: self.scheduled_restart.as_ref().map(|s| s.details.clone()),
         });
         self.status_tx.send_replace(Arc::new(status));
     }

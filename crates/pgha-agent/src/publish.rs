@@ -116,6 +116,8 @@ pub struct StatusInputs<'a> {
     pub dcs_reachable: bool,
     pub dcs_last_seen: Option<i64>,
     pub last_role: Option<&'a str>,
+    /// What `GET /patroni` shows as `scheduled_restart`.
+    pub scheduled_restart: Option<Map<String, Value>>,
 }
 
 pub fn node_status(i: StatusInputs<'_>) -> NodeStatus {
@@ -155,6 +157,7 @@ pub fn node_status(i: StatusInputs<'_>) -> NodeStatus {
         pause: i.policy.pause,
         pending_restart: member.pending_restart.unwrap_or(false),
         pending_restart_reason: member.pending_restart_reason.clone().unwrap_or_default(),
+        scheduled_restart: i.scheduled_restart,
         dcs_last_seen: i.dcs_last_seen,
         tags: member.tags.clone(),
         database_system_identifier: i.facts.system_id.clone(),

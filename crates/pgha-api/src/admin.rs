@@ -23,6 +23,11 @@ pub enum LocalRequest {
         role: Option<String>,
         pending_only: bool,
         postgres_version: Option<String>,
+        timeout: Option<u64>,
+        /// The request as Patroni keeps it and shows it (`scheduled_restart` of `GET /patroni`
+        /// and of the member key): every key in the order sent, `schedule` normalised,
+        /// `timeout` in seconds.
+        details: serde_json::Map<String, serde_json::Value>,
     },
     /// 200 `scheduled restart deleted` / 404 `no restarts are scheduled`.
     CancelScheduledRestart,

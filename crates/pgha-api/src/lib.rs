@@ -80,6 +80,9 @@ pub struct NodeStatus {
     pub pause: bool,
     pub pending_restart: bool,
     pub pending_restart_reason: Map<String, Value>,
+    /// A restart scheduled with `POST /restart {"schedule": ...}`: the request's keys as sent
+    /// (`schedule`, `role`, `postgres_version`, `timeout`, `restart_pending`).
+    pub scheduled_restart: Option<Map<String, Value>>,
     /// Epoch seconds of the last successful DCS read.
     pub dcs_last_seen: Option<i64>,
     /// Effective member tags (`nofailover`, `noloadbalance`, custom ones).

@@ -90,10 +90,13 @@ impl Operation {
     fn body_kind(self) -> BodyKind {
         use Operation::*;
         match self {
-            Switchover | Failover | PatchConfig | PutConfig | CheckConfig | Failsafe | Citus
-            | Mpp => BodyKind::Required,
+            Switchover | Failover | PatchConfig | PutConfig | CheckConfig | Citus | Mpp => {
+                BodyKind::Required
+            }
             Restart | Reinitialize => BodyKind::Optional,
-            DeleteSwitchover | DeleteRestart | Reload | Sigterm => BodyKind::None,
+            // Patroni answers 502 before reading the body while failsafe mode is off, and it is
+            // always off here.
+            DeleteSwitchover | DeleteRestart | Reload | Sigterm | Failsafe => BodyKind::None,
         }
     }
 }
@@ -172,19 +175,19 @@ async fn perform(state: &ApiState, op: Operation, request: Map<String, Value>) -
     }
 }
 
-/// `POST /failsafe`: 502 while failsafe mode is off, as Patroni. The peer-to-peer failsafe
-/// exchange is not wired to the HA loop.
+/// `POST /failsafe`: Patroni's answer while failsafe mode is off, 502 with the standard error
+/// page. pgha does not run failsafe mode (a `failsafe_mode: true` in the dynamic configuration
+/// is not acted on), so a peer asking this member to take part in it gets the same refusal.
 fn failsafe(state: &ApiState) -> Response {
     let status = state.status.borrow().clone();
-    let enabled = status
+    if status
         .cluster
         .as_ref()
-        .is_some_and(|c| c.policy().0.failsafe_mode);
-    if !enabled {
-        return error_page(StatusCode::BAD_GATEWAY, None);
+        .is_some_and(|c| c.policy().0.failsafe_mode)
+    {
+        tracing::debug!("POST /failsafe: failsafe_mode is set but not supported by pgha; answering as with it off");
     }
-    tracing::info!("POST /failsafe received, not supported by this agent");
-    text_response(StatusCode::NOT_IMPLEMENTED, "not implemented yet")
+    error_page(StatusCode::BAD_GATEWAY, None)
 }
 
 /// The agent behind the operations; without one they answer [`not_supported`].

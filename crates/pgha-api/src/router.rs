@@ -110,22 +110,19 @@ fn get(
     }
 }
 
-/// `GET /failsafe`: the members' api_urls from the `failsafe` key while `failsafe_mode` is on,
-/// else 502.
+/// `GET /failsafe`: the content of the `failsafe` key (member name → api_url) when the last DCS
+/// view holds one that is a JSON object, else 502. As in Patroni the answer does not depend on
+/// `failsafe_mode`: a key left from a time it was on is shown.
 fn failsafe(s: &NodeStatus) -> Response {
-    let Some(c) = s.cluster.as_ref() else {
-        return error_page(StatusCode::BAD_GATEWAY, None);
-    };
-    let enabled = c.policy().0.failsafe_mode;
-    match (&c.failsafe, enabled) {
-        (Some(members), true) => {
+    match s.cluster.as_ref().and_then(|c| c.failsafe.as_ref()) {
+        Some(members) => {
             let map = members
                 .iter()
                 .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
                 .collect();
             json_response(StatusCode::OK, &Value::Object(map))
         }
-        _ => error_page(StatusCode::BAD_GATEWAY, None),
+        None => error_page(StatusCode::BAD_GATEWAY, None),
     }
 }
 

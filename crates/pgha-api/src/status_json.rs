@@ -16,7 +16,8 @@ const DETAILED_STATES: &[&str] = &["running", "starting", "restarting"];
 /// `state`, `postmaster_start_time`, `role`, `server_version`, `xlog`, `sync_standby` /
 /// `quorum_standby`, `timeline`, `replication_state`, `replication`, `pause`,
 /// `cluster_unlocked`, `dcs_last_seen`, `tags`, `database_system_identifier`,
-/// `pending_restart`, `pending_restart_reason`, `patroni {version, scope, name}`.
+/// `pending_restart`, `pending_restart_reason`, `patroni {version, scope, name}`,
+/// `scheduled_restart`.
 ///
 /// Unknown values are omitted; flags appear only when true.
 pub fn patroni_json(s: &NodeStatus) -> Value {
@@ -62,6 +63,9 @@ pub fn patroni_json(s: &NodeStatus) -> Value {
         "patroni".into(),
         json!({"version": PATRONI_COMPAT_VERSION, "scope": s.scope, "name": s.name}),
     );
+    if let Some(sr) = s.scheduled_restart.as_ref().filter(|sr| !sr.is_empty()) {
+        m.insert("scheduled_restart".into(), Value::Object(sr.clone()));
+    }
     Value::Object(m)
 }
 

@@ -222,6 +222,34 @@ async fn get_patroni_is_always_200_with_json() {
 }
 
 #[tokio::test]
+async fn pending_and_scheduled_restart_in_get_patroni() {
+    let mut reason = serde_json::Map::new();
+    reason.insert(
+        "max_connections".into(),
+        serde_json::json!({"old_value": "100", "new_value": "150"}),
+    );
+    let sched = serde_json::json!({"schedule": "2099-01-01T00:00:00+00:00", "role": "replica", "restart_pending": true});
+    let s = NodeStatus {
+        pending_restart: true,
+        pending_restart_reason: reason,
+        scheduled_restart: sched.as_object().cloned(),
+        ..replica()
+    };
+    let a = get(s, "/patroni").await;
+    assert_eq!(a.code, StatusCode::OK);
+    // Patroni's order: ..., pending_restart, pending_restart_reason, patroni, scheduled_restart.
+    let tail = r#""pending_restart": true, "pending_restart_reason": {"max_connections": {"old_value": "100", "new_value": "150"}}, "patroni": {"version": "4.1.5", "scope": "pgha-bench", "name": "node1"}, "scheduled_restart": {"schedule": "2099-01-01T00:00:00+00:00", "role": "replica", "restart_pending": true}}"#;
+    assert!(a.body.ends_with(tail), "{}", a.body);
+    // Nothing scheduled, nothing pending: neither key.
+    let a = get(replica(), "/patroni").await;
+    assert!(
+        !a.body.contains("scheduled_restart") && !a.body.contains("pending_restart"),
+        "{}",
+        a.body
+    );
+}
+
+#[tokio::test]
 async fn wire_format_is_pythons_json_dumps() {
     // `GET /nonexistent` on the leader, byte for byte.
     let observed = r#"{"state": "running", "postmaster_start_time": "2026-11-22 01:58:08.202807+00:00", "role": "primary", "server_version": 150018, "xlog": {"location": 67108864}, "timeline": 1, "replication": [{"usename": "replicator", "application_name": "node1", "client_addr": "127.0.0.1", "state": "streaming", "sync_state": "async", "sync_priority": 0}, {"usename": "replicator", "application_name": "node2", "client_addr": "127.0.0.1", "state": "streaming", "sync_state": "async", "sync_priority": 0}], "dcs_last_seen": 1795312699, "database_system_identifier": "7710809278050705596", "patroni": {"version": "4.1.5", "scope": "pgha-bench", "name": "node3"}}"#;
@@ -399,6 +427,28 @@ async fn failsafe_and_metrics() {
     let a = get(s, "/failsafe").await;
     assert_eq!(a.code, StatusCode::OK);
     assert_eq!(a.body, r#"{"node3": "http://127.0.0.1:8023/patroni"}"#);
+
+    // As Patroni, GET /failsafe shows a `failsafe` key whatever `failsafe_mode` says (one left
+    // from a time it was on); a value that is not an object of names is no key.
+    let mut keys = observed_keys();
+    keys.push(kv(
+        "failsafe",
+        r#"{"node1":"http://127.0.0.1:8021/patroni"}"#,
+    ));
+    let s = NodeStatus {
+        cluster: Some(Cluster::from_keys(&keys)),
+        ..replica()
+    };
+    let a = get(s, "/failsafe").await;
+    assert_eq!(a.code, StatusCode::OK);
+    assert_eq!(a.body, r#"{"node1": "http://127.0.0.1:8021/patroni"}"#);
+    let mut keys = observed_keys();
+    keys.push(kv("failsafe", "[1, 2]"));
+    let s = NodeStatus {
+        cluster: Some(Cluster::from_keys(&keys)),
+        ..replica()
+    };
+    assert_eq!(get(s, "/failsafe").await.code, StatusCode::BAD_GATEWAY);
 
     let a = get(replica(), "/metrics").await;
     assert_eq!(a.code, StatusCode::OK);

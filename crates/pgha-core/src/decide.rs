@@ -531,13 +531,14 @@ fn follow_leader(
             }
         }
         PgProcess::NotReady => format!("Lock owner: {leader}; I am {me}; postgres is starting up"),
-        PgProcess::Stopped if obs.policy.pause => {
+        PgProcess::Stopped if obs.policy.pause && !d.next.restart_after_demote => {
             format!("Lock owner: {leader}; I am {me}; paused: postgres stays stopped")
         }
         PgProcess::Stopped if d.next.needs_rejoin => {
             if !leader_running {
                 return format!("Lock owner: {leader}; I am {me}; waiting for the leader to run before rejoining");
             }
+            d.next.restart_after_demote = false;
             d.act(Action::StartJob(JobKind::Rejoin {
                 leader: leader.to_string(),
             }));

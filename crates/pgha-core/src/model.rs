@@ -213,6 +213,10 @@ pub struct HaState {
     /// This node ran as a primary without the lock (demoted, or found so at start): before it
     /// follows a leader, its WAL must be checked against the leader's history.
     pub needs_rejoin: bool,
+    /// Stopped by a switchover or manual failover: postgres is started again as a replica of
+    /// the new leader even while the cluster is paused (Patroni's graceful demotion follows the
+    /// new leader at once), where a postgres found stopped otherwise stays stopped.
+    pub restart_after_demote: bool,
     /// Unix ms since when our running primary has not answered the probe.
     pub unresponsive_since: Option<u64>,
     /// The next clone must come from the leader, not a `clonefrom` member (reinit --from-leader).

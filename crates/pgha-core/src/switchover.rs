@@ -59,6 +59,7 @@ pub(crate) fn leader_side(
     }
     d.next.has_lock = false;
     d.next.needs_rejoin = true;
+    d.next.restart_after_demote = true;
     d.act(Action::Stop {
         mode: StopMode::Fast,
     });

@@ -840,6 +840,34 @@ fn manual_failover_proceeds_while_paused() {
 }
 
 #[test]
+fn switchover_in_pause_restarts_the_old_leader_as_a_replica() {
+    let c = with_failover(cluster(Some("pg1")), r#"{"leader":"pg1","member":"pg2"}"#);
+    let mut o = Obs::new("pg1", c, running(false, 1000));
+    o.0.policy.pause = true;
+    let d = o.decide();
+    assert_eq!(d.message, "switchover: demoting myself");
+    assert!(d.next.restart_after_demote);
+    // Next cycles: stopped, pg2 now leads. A demoted primary follows it despite the pause ...
+    let mut o = Obs::new("pg1", cluster(Some("pg2")), stopped(true));
+    o.0.policy.pause = true;
+    let after = o.decide_from(&d.next);
+    assert_eq!(
+        after.actions,
+        vec![Action::StartJob(JobKind::Rejoin {
+            leader: "pg2".into()
+        })]
+    );
+    assert!(!after.next.restart_after_demote);
+    // ... while one stopped by anyone else stays stopped.
+    let plain = o.decide_from(&HaState {
+        needs_rejoin: true,
+        ..HaState::default()
+    });
+    assert!(plain.actions.is_empty(), "{:?}", plain.actions);
+    assert!(plain.message.ends_with("paused: postgres stays stopped"));
+}
+
+#[test]
 fn paused_leader_does_not_restart_a_stopped_postgres() {
     let mut o = Obs::new("pg1", cluster(Some("pg1")), stopped(true));
     o.0.policy.pause = true;

@@ -49,6 +49,10 @@ pub struct ScheduledRestart {
     pub schedule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres_version: Option<String>,
+    /// The other keys Patroni keeps: `role`, `restart_pending`, `timeout`,
+    /// `postmaster_start_time`.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// A member as read from the DCS.

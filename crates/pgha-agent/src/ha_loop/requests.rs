@@ -18,6 +18,31 @@ pub struct ScheduledRestart {
     pub at_ms: i64,
     pub postgres_version: Option<String>,
     pub request: RestartRequest,
+    /// The request as shown in `GET /patroni` and the member key.
+    pub details: serde_json::Map<String, serde_json::Value>,
+    /// When postgres last started, as it was at scheduling time: a restart since then (by
+    /// anyone) makes the scheduled one pointless, as in Patroni.
+    pub postmaster_start_time: Option<String>,
+}
+
+impl ScheduledRestart {
+    /// The member key's `scheduled_restart`: the details plus `postmaster_start_time`.
+    pub fn published(&self) -> pgha_types::ScheduledRestart {
+        let mut extra = self.details.clone();
+        extra.remove("schedule");
+        extra.remove("postgres_version");
+        extra.insert(
+            "postmaster_start_time".into(),
+            self.postmaster_start_time
+                .as_deref()
+                .map_or(serde_json::Value::Null, serde_json::Value::from),
+        );
+        pgha_types::ScheduledRestart {
+            schedule: Some(self.schedule.clone()),
+            postgres_version: self.postgres_version.clone(),
+            extra,
+        }
+    }
 }
 
 impl Agent {
@@ -41,6 +66,8 @@ impl Agent {
                     role,
                     pending_only,
                     postgres_version,
+                    timeout: _,
+                    details,
                 } => {
                     let text = if self.scheduled_restart.is_some() {
                         answer(409, "Another restart is already scheduled")
@@ -59,8 +86,11 @@ impl Agent {
                                             .and_then(version_num),
                                     },
                                     postgres_version,
+                                    details,
+                                    postmaster_start_time: self.postmaster_start_time(),
                                 });
                                 self.last_member = None;
+                                self.show_scheduled_restart();
                                 answer(202, "Restart scheduled")
                             }
                             Err(e) => answer(400, &e),
@@ -71,6 +101,7 @@ impl Agent {
                 LocalRequest::CancelScheduledRestart => {
                     let text = if self.scheduled_restart.take().is_some() {
                         self.last_member = None;
+                        self.show_scheduled_restart();
                         answer(200, "scheduled restart deleted")
                     } else {
                         answer(404, "no restarts are scheduled")
@@ -101,15 +132,63 @@ impl Agent {
                 }
             }
         }
-        if let Some(s) = &self.scheduled_restart {
-            if s.at_ms <= now_ms() as i64 && self.job.is_none() {
-                let s = self.scheduled_restart.take().expect("checked above");
-                info!("scheduled restart at {} is due", s.schedule);
+        (None, None)
+    }
+
+    /// The scheduled restart, once it is due, as Patroni's `evaluate_scheduled_restart`: not
+    /// while a job runs or the cluster is paused; cancelled when postgres restarted since it was
+    /// scheduled; dropped when more than 1.5 × loop_wait late (a stalled loop); within
+    /// loop_wait of its time the loop waits for that time, then the restart is asked of the core
+    /// with the conditions given.
+    pub(super) async fn due_scheduled_restart(&mut self) -> Option<AdminRequest> {
+        let s = self.scheduled_restart.as_ref()?;
+        if self.job.is_some() || self.policy.pause {
+            return None;
+        }
+        let started = self.postmaster_start_time();
+        if let (Some(then), Some(now)) = (&s.postmaster_start_time, &started) {
+            if then != now {
+                info!(
+                    "Cancelling scheduled restart: postgres restart has already happened at {now}"
+                );
+                self.scheduled_restart = None;
                 self.last_member = None;
-                return (Some(AdminRequest::Restart(s.request)), None);
+                return None;
             }
         }
-        (None, None)
+        let loop_wait_ms = self.policy.loop_wait as i64 * 1000;
+        let delta = s.at_ms - now_ms() as i64;
+        if delta > loop_wait_ms {
+            return None;
+        }
+        if delta < -(loop_wait_ms * 3 / 2) {
+            warn!("Found a stale restart value, cleaning up: {}", s.schedule);
+            self.scheduled_restart = None;
+            self.last_member = None;
+            return None;
+        }
+        if delta > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delta as u64)).await;
+        }
+        let s = self.scheduled_restart.take()?;
+        info!("Manual scheduled restart at {}", s.schedule);
+        self.last_member = None;
+        Some(AdminRequest::Restart(s.request))
+    }
+
+    /// `GET /patroni` shows a change of schedule as soon as it is answered, as Patroni's does,
+    /// not only after the cycle that carried it out.
+    fn show_scheduled_restart(&self) {
+        let details = self.scheduled_restart.as_ref().map(|s| s.details.clone());
+        self.status_tx
+            .send_modify(|status| Arc::make_mut(status).scheduled_restart = details);
+    }
+
+    fn postmaster_start_time(&self) -> Option<String> {
+        self.last_probe
+            .as_ref()
+            .map(|p| p.postmaster_start_time.clone())
+            .filter(|t| !t.is_empty())
     }
 
     pub(super) fn answer(
@@ -117,7 +196,15 @@ impl Agent {
         reply: Option<Reply>,
         to: Option<oneshot::Sender<LocalAnswer>>,
     ) {
-        let Some(to) = to else { return };
+        let Some(to) = to else {
+            // Only a scheduled restart reaches the core without anyone waiting for the answer.
+            if let Some(Reply::Now(status, text)) = &reply {
+                if *status >= 300 {
+                    warn!("Scheduled restart: {text}");
+                }
+            }
+            return;
+        };
         match reply {
             Some(Reply::Now(status, text)) => {
                 let _ = to.send(LocalAnswer { status, text });

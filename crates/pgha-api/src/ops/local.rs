@@ -70,12 +70,21 @@ pub(super) async fn restart(state: &ApiState, request: &Map<String, Value>) -> R
     }
     let pending_only = request.contains_key("restart_pending");
     let request = match schedule {
-        Some(schedule) => LocalRequest::ScheduleRestart {
-            schedule,
-            role,
-            pending_only,
-            postgres_version,
-        },
+        Some(schedule) => {
+            let mut details = request.clone();
+            details.insert("schedule".into(), Value::from(schedule.as_str()));
+            if let Some(t) = timeout {
+                details.insert("timeout".into(), Value::from(t));
+            }
+            LocalRequest::ScheduleRestart {
+                schedule,
+                role,
+                pending_only,
+                postgres_version,
+                timeout,
+                details,
+            }
+        }
         None => LocalRequest::Restart {
             role,
             pending_only,

@@ -113,9 +113,16 @@ async fn restart_rejections() {
 #[tokio::test]
 async fn scheduled_restart() {
     let admin = answering(202, "Restart scheduled");
-    let body = r#"{"schedule": "2099-06-01T12:00:00+02:00", "role": "primary", "restart_pending": true, "postgres_version": "16.1"}"#;
+    let body = r#"{"schedule": "2099-06-01T12:00:00+02:00", "role": "primary", "restart_pending": true, "postgres_version": "16.1", "timeout": "2min"}"#;
     let a = restart(&admin, Some(body)).await;
     expect(&a, 202, "Restart scheduled");
+    let details = serde_json::json!({
+        "schedule": "2099-06-01T10:00:00+00:00",
+        "role": "primary",
+        "restart_pending": true,
+        "postgres_version": "16.1",
+        "timeout": 120,
+    });
     assert_eq!(
         last_request(&admin),
         Some(LocalRequest::ScheduleRestart {
@@ -123,7 +130,24 @@ async fn scheduled_restart() {
             role: Some("primary".into()),
             pending_only: true,
             postgres_version: Some("16.1".into()),
+            timeout: Some(120),
+            details: details.as_object().unwrap().clone(),
         })
+    );
+    // The keys keep the order they were sent in, as Patroni's dict.
+    let Some(LocalRequest::ScheduleRestart { details, .. }) = last_request(&admin) else {
+        unreachable!()
+    };
+    let keys: Vec<&str> = details.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "schedule",
+            "role",
+            "restart_pending",
+            "postgres_version",
+            "timeout"
+        ]
     );
 
     let admin = answering(409, "Another restart is already scheduled");
@@ -236,9 +260,24 @@ async fn other_endpoints() {
         .await;
         expect(&a, 200, "OK");
     }
-    // failsafe_mode off (no published cluster): 502 as Patroni.
-    let a = send(
-        &admin,
+    // failsafe_mode off (no published cluster): 502 as Patroni, before the body is read (no
+    // 411 without Content-Length, no 400 for a bad body).
+    for body in [Some(r#"{"name": "node3"}"#), None, Some("not json")] {
+        let a = send(&admin, Method::POST, "/failsafe", body).await;
+        assert_eq!(a.code.as_u16(), 502, "{body:?}");
+        assert!(a.body.contains("Error code: 502"), "{}", a.body);
+    }
+    // pgha runs no failsafe mode: `failsafe_mode: true` in the config gets the same answer.
+    let on = crate::NodeStatus {
+        cluster: Some(cluster(&[(
+            "config",
+            r#"{"failsafe_mode":true}"#.to_string(),
+        )])),
+        ..Default::default()
+    };
+    let a = send_with(
+        Some(admin.clone()),
+        on,
         Method::POST,
         "/failsafe",
         Some(r#"{"name": "node3"}"#),

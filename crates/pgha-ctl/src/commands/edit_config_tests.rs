@@ -237,6 +237,15 @@ async fn editor_apply_replace_and_cas_loss() {
 }
 
 #[tokio::test]
+async fn show_config_without_the_key_prints_nothing() {
+    // As patronictl: no config key (deleted, or not written yet) is no output and success.
+    let store = MemStore::new(&[("leader", "node1"), ("initialize", "1")]);
+    let mut term = ScriptedTerm::new(&[]);
+    show_config(&mut ctx(&mut term), &store).await.unwrap();
+    assert_eq!(term.output, "");
+}
+
+#[tokio::test]
 async fn show_config_prints_sorted_yaml() {
     let store = MemStore::new(&[("config", CONFIG)]);
     let mut term = ScriptedTerm::new(&[]);
