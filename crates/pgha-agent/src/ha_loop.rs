@@ -224,6 +224,7 @@ impl Agent {
             me: self.cfg.name.clone(),
             nofailover: pgha_types::nofailover_of(&self.cfg.tags),
             failover_priority: pgha_types::failover_priority_of(&self.cfg.tags),
+            replicatefrom: pgha_types::replicatefrom_of(&self.cfg.tags).map(str::to_string),
             dcs: dcs_view,
             policy: self.policy.clone(),
             lock,

@@ -473,6 +473,8 @@ fn follow_leader(
 ) -> String {
     let me = obs.me.as_str();
     let leader_running = cluster.member(leader).is_some_and(|m| m.is_running());
+    // Cascading: stream from the `replicatefrom` member while it is in the DCS.
+    let source = crate::slots::upstream(cluster, me, obs.replicatefrom.as_deref(), leader);
     match process {
         PgProcess::Running(r) if !r.in_recovery => {
             if obs.policy.pause {
@@ -505,7 +507,7 @@ fn follow_leader(
             }
             d.act(Action::StartJob(JobKind::Restart {
                 role: Role::Replica {
-                    leader: Some(leader.to_string()),
+                    leader: Some(source.clone()),
                 },
             }));
             format!(
@@ -514,20 +516,38 @@ fn follow_leader(
         }
         PgProcess::Running(_) => {
             let following = Some(Role::Replica {
-                leader: Some(leader.to_string()),
+                leader: Some(source.clone()),
             });
+            // Members cascading from this replica need their slots here.
+            if obs.policy.use_slots {
+                d.act(Action::SyncSlots {
+                    members: wanted_slots(cluster, me),
+                });
+            }
             if d.next.configured_as == following {
                 d.act(Action::ApplyConfig {
                     role: Role::Replica {
-                        leader: Some(leader.to_string()),
+                        leader: Some(source.clone()),
                     },
                 });
-                format!("no action. I am ({me}), a secondary, and following a leader ({leader})")
+                if source == leader {
+                    format!(
+                        "no action. I am ({me}), a secondary, and following a leader ({leader})"
+                    )
+                } else {
+                    format!("no action. I am ({me}), a secondary, and following a leader ({leader}) through {source} (replicatefrom)")
+                }
             } else {
                 d.act(Action::Follow {
-                    leader: leader.to_string(),
+                    leader: source.clone(),
                 });
-                format!("Lock owner: {leader}; I am {me}; following a new leader ({leader})")
+                if source == leader {
+                    format!("Lock owner: {leader}; I am {me}; following a new leader ({leader})")
+                } else {
+                    format!(
+                        "Lock owner: {leader}; I am {me}; streaming from {source} (replicatefrom)"
+                    )
+                }
             }
         }
         PgProcess::NotReady => format!("Lock owner: {leader}; I am {me}; postgres is starting up"),
@@ -547,7 +567,7 @@ fn follow_leader(
         PgProcess::Stopped => {
             d.act(Action::StartJob(JobKind::Start {
                 role: Role::Replica {
-                    leader: Some(leader.to_string()),
+                    leader: Some(source),
                 },
             }));
             "starting as a secondary".into()

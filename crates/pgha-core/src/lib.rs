@@ -22,7 +22,7 @@ pub use model::{
 };
 pub use race::{healthiest_verdict, Candidate, RaceVerdict};
 pub use rewind::{assess_divergence, Divergence};
-pub use slots::{slot_name, wanted_slots};
+pub use slots::{slot_name, upstream, wanted_slots};
 
 #[cfg(test)]
 mod tests;

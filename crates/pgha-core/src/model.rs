@@ -162,6 +162,8 @@ pub struct Observation {
     pub nofailover: bool,
     /// The member's `failover_priority`: among equally advanced candidates the higher wins.
     pub failover_priority: i64,
+    /// The member's `replicatefrom` tag: stream from that member instead of the leader.
+    pub replicatefrom: Option<String>,
     pub dcs: DcsView,
     pub policy: ClusterPolicy,
     pub lock: LockRenewal,

@@ -89,6 +89,7 @@ impl Obs {
             me: me.into(),
             nofailover: false,
             failover_priority: 1,
+            replicatefrom: None,
             dcs: DcsView::Reachable(Box::new(cluster)),
             policy: ClusterPolicy {
                 ttl: 10,
@@ -182,11 +183,14 @@ fn replica_following_leader_takes_no_action() {
         Obs::new("pg2", cluster(Some("pg1")), running(true, 1000)).decide_from(&following("pg1"));
     assert_eq!(
         d.actions,
-        vec![Action::ApplyConfig {
-            role: Role::Replica {
-                leader: Some("pg1".into())
+        vec![
+            Action::SyncSlots { members: vec![] },
+            Action::ApplyConfig {
+                role: Role::Replica {
+                    leader: Some("pg1".into())
+                }
             }
-        }]
+        ]
     );
     assert_eq!(
         d.message,
@@ -200,9 +204,12 @@ fn replica_repoints_to_a_new_leader() {
         Obs::new("pg2", cluster(Some("pg3")), running(true, 1000)).decide_from(&following("pg1"));
     assert_eq!(
         d.actions,
-        vec![Action::Follow {
-            leader: "pg3".into()
-        }]
+        vec![
+            Action::SyncSlots { members: vec![] },
+            Action::Follow {
+                leader: "pg3".into()
+            }
+        ]
     );
     assert_eq!(d.next.configured_as, following("pg3").configured_as);
     assert_eq!(d.next.last_leader.as_deref(), Some("pg3"));
@@ -1047,4 +1054,85 @@ fn paused_replica_below_the_primary_only_reports() {
     let d = o.decide_from(&following("pg1"));
     assert!(d.actions.is_empty(), "{:?}", d.actions);
     assert!(d.message.contains("paused"), "{}", d.message);
+}
+
+/// pg1 leads; pg3 is tagged `replicatefrom: pg2`.
+fn cascading_cluster(with_pg2: bool) -> Cluster {
+    let mut keys = vec![
+        kv("initialize", SYSID),
+        kv("config", r#"{"ttl":10}"#),
+        kv("leader", "pg1"),
+        member("pg1", "primary", 1000, ""),
+        member("pg3", "replica", 1000, r#","tags":{"replicatefrom":"pg2"}"#),
+        kv("status", r#"{"optime":1000}"#),
+    ];
+    if with_pg2 {
+        keys.push(member("pg2", "replica", 1000, ""));
+    }
+    Cluster::from_keys(&keys)
+}
+
+#[test]
+fn replicatefrom_streams_from_the_named_member_with_its_slot_there() {
+    let c = cascading_cluster(true);
+    let mut o = Obs::new("pg3", c.clone(), running(true, 1000));
+    o.0.replicatefrom = Some("pg2".into());
+    let d = o.decide_from(&following("pg1"));
+    assert_eq!(
+        d.actions.last(),
+        Some(&Action::Follow {
+            leader: "pg2".into()
+        })
+    );
+    assert!(d.message.contains("streaming from pg2"), "{}", d.message);
+    // The slot lives on pg2, not on the leader.
+    assert_eq!(wanted_slots(&c, "pg2"), vec!["pg3".to_string()]);
+    assert_eq!(wanted_slots(&c, "pg1"), vec!["pg2".to_string()]);
+}
+
+#[test]
+fn replicatefrom_falls_back_to_the_leader_when_the_member_is_gone() {
+    let c = cascading_cluster(false);
+    let mut o = Obs::new("pg3", c.clone(), running(true, 1000));
+    o.0.replicatefrom = Some("pg2".into());
+    let d = o.decide_from(&following("pg2"));
+    assert_eq!(
+        d.actions.last(),
+        Some(&Action::Follow {
+            leader: "pg1".into()
+        })
+    );
+    // The leader keeps a slot for it again.
+    assert_eq!(wanted_slots(&c, "pg1"), vec!["pg3".to_string()]);
+}
+
+#[test]
+fn replicatefrom_naming_itself_or_the_leader_follows_the_leader() {
+    let c = cascading_cluster(true);
+    for tag in ["pg3", "pg1"] {
+        let mut o = Obs::new("pg3", c.clone(), running(true, 1000));
+        o.0.replicatefrom = Some(tag.into());
+        let d = o.decide_from(&following("pg1"));
+        assert!(
+            matches!(d.actions.last(), Some(Action::ApplyConfig { role: Role::Replica { leader: Some(l) } }) if l == "pg1"),
+            "{tag}: {:?}",
+            d.actions
+        );
+    }
+}
+
+#[test]
+fn a_cascading_replica_that_becomes_leader_keeps_no_slot_for_it_on_others() {
+    // pg2 leads now; pg3 still names pg2: the leader keeps its slot.
+    let c = Cluster::from_keys(&[
+        kv("leader", "pg2"),
+        member("pg1", "replica", 1000, ""),
+        member("pg2", "primary", 1000, ""),
+        member("pg3", "replica", 1000, r#","tags":{"replicatefrom":"pg2"}"#),
+    ]);
+    assert_eq!(
+        wanted_slots(&c, "pg2"),
+        vec!["pg1".to_string(), "pg3".to_string()]
+    );
+    assert!(wanted_slots(&c, "pg1").is_empty());
 }

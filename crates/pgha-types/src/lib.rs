@@ -16,7 +16,8 @@ pub use dynamic_config::{
 };
 pub use lsn::{Lsn, LsnParseError};
 pub use member::{
-    failover_priority_of, nofailover_of, tag_is_true, Member, MemberData, ScheduledRestart,
+    failover_priority_of, nofailover_of, replicatefrom_of, tag_is_true, Member, MemberData,
+    ScheduledRestart,
 };
 
 /// Version string published in member keys and `/patroni`. Patroni clients compare it to decide

@@ -169,6 +169,14 @@ fn priority_tag(v: Option<&Value>) -> Option<i64> {
     }
 }
 
+/// The `replicatefrom` tag's value, when it is a non-empty string.
+pub fn replicatefrom_of(tags: &Map<String, Value>) -> Option<&str> {
+    tags.get("replicatefrom")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
 /// Patroni treats tag values `true`, `"true"`, `"on"`, `"yes"`, 1 as set.
 pub fn tag_is_true(v: Option<&Value>) -> bool {
     match v {

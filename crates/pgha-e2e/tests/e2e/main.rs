@@ -32,6 +32,7 @@ mod pause_mode;
 mod pending_restart;
 mod postmaster_crash;
 mod reload_reinit;
+mod replicatefrom;
 mod rest_completeness;
 mod sample_configs;
 mod scheduled_switchover;
