@@ -518,13 +518,7 @@ fn follow_leader(
             let following = Some(Role::Replica {
                 leader: Some(source.clone()),
             });
-            // Members cascading from this replica need their slots here.
-            if obs.policy.use_slots {
-                d.act(Action::SyncSlots {
-                    members: wanted_slots(cluster, me),
-                });
-            }
-            if d.next.configured_as == following {
+            let msg = if d.next.configured_as == following {
                 d.act(Action::ApplyConfig {
                     role: Role::Replica {
                         leader: Some(source.clone()),
@@ -548,7 +542,15 @@ fn follow_leader(
                         "Lock owner: {leader}; I am {me}; streaming from {source} (replicatefrom)"
                     )
                 }
+            };
+            // Members cascading from this replica need their slots here; last, so a slot
+            // error never keeps the replica from following its upstream.
+            if obs.policy.use_slots {
+                d.act(Action::SyncSlots {
+                    members: wanted_slots(cluster, me),
+                });
             }
+            msg
         }
         PgProcess::NotReady => format!("Lock owner: {leader}; I am {me}; postgres is starting up"),
         PgProcess::Stopped if obs.policy.pause && !d.next.restart_after_demote => {

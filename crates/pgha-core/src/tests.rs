@@ -184,12 +184,12 @@ fn replica_following_leader_takes_no_action() {
     assert_eq!(
         d.actions,
         vec![
-            Action::SyncSlots { members: vec![] },
             Action::ApplyConfig {
                 role: Role::Replica {
                     leader: Some("pg1".into())
                 }
-            }
+            },
+            Action::SyncSlots { members: vec![] },
         ]
     );
     assert_eq!(
@@ -205,10 +205,10 @@ fn replica_repoints_to_a_new_leader() {
     assert_eq!(
         d.actions,
         vec![
-            Action::SyncSlots { members: vec![] },
             Action::Follow {
                 leader: "pg3".into()
-            }
+            },
+            Action::SyncSlots { members: vec![] },
         ]
     );
     assert_eq!(d.next.configured_as, following("pg3").configured_as);
@@ -1079,7 +1079,7 @@ fn replicatefrom_streams_from_the_named_member_with_its_slot_there() {
     o.0.replicatefrom = Some("pg2".into());
     let d = o.decide_from(&following("pg1"));
     assert_eq!(
-        d.actions.last(),
+        d.actions.first(),
         Some(&Action::Follow {
             leader: "pg2".into()
         })
@@ -1097,7 +1097,7 @@ fn replicatefrom_falls_back_to_the_leader_when_the_member_is_gone() {
     o.0.replicatefrom = Some("pg2".into());
     let d = o.decide_from(&following("pg2"));
     assert_eq!(
-        d.actions.last(),
+        d.actions.first(),
         Some(&Action::Follow {
             leader: "pg1".into()
         })
@@ -1114,7 +1114,7 @@ fn replicatefrom_naming_itself_or_the_leader_follows_the_leader() {
         o.0.replicatefrom = Some(tag.into());
         let d = o.decide_from(&following("pg1"));
         assert!(
-            matches!(d.actions.last(), Some(Action::ApplyConfig { role: Role::Replica { leader: Some(l) } }) if l == "pg1"),
+            matches!(d.actions.first(), Some(Action::ApplyConfig { role: Role::Replica { leader: Some(l) } }) if l == "pg1"),
             "{tag}: {:?}",
             d.actions
         );
