@@ -101,7 +101,7 @@ fn failover_priority() -> Result<()> {
             Ok(l)
         },
     )?;
-    let _loser = others(&c, &second)
+    let loser = others(&c, &second)
         .into_iter()
         .find(|n| *n != third)
         .ok_or_else(|| anyhow!("no third node"))?;
@@ -109,8 +109,8 @@ fn failover_priority() -> Result<()> {
         third == want,
         "failover chose {third} (priority {}) over {loser} (priority {}): {}",
         priority_of(&third),
-        priority_of(&_loser),
-        c.log_tail(&_loser, 20)
+        priority_of(&loser),
+        c.log_tail(&loser, 20)
     );
     report(&format!(
         "failover_priority: after kill -9 of {second}, {third} took over"
