@@ -558,10 +558,12 @@ cmd_up() {
         [[ -n "$(live_pid "$BASE/node$i.pid")" ]] || start_agent "$i"
     done
 
-    local wait_seconds=$((60 + 15 * NODES))
+    # The budget counts from here: on a fresh machine the release build alone (in create_lab)
+    # takes minutes, and counting it left the agents a few seconds to bootstrap.
+    local wait_seconds=$((60 + 15 * NODES)) wait_start=$SECONDS
     log "waiting (up to ${wait_seconds}s) for a leader and $((NODES - 1)) streaming replica(s)"
     until healthy; do
-        if ((SECONDS - start > wait_seconds)); then
+        if ((SECONDS - wait_start > wait_seconds)); then
             ctl list || true
             # What each agent was doing when we gave up: the cause is usually in its last lines.
             for ((i = 1; i <= NODES; i++)); do

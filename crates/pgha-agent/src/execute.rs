@@ -83,11 +83,16 @@ pub async fn run(
                 }
             );
             let timeout = agent.pg.params().pg_ctl_timeout;
+            let was_running = agent.pg.postmaster_pid().is_some();
+            crate::jobs::before_stop(&agent.cfg, &agent.pg).await;
             agent
                 .pg
                 .stop(stop_mode(*mode), timeout)
                 .await
                 .context("stop postgres")?;
+            if was_running {
+                agent.callbacks.stopped();
+            }
             Ok(true)
         }
         Action::Follow { leader } => {
@@ -105,6 +110,7 @@ pub async fn run(
             if outcome.changed {
                 info!("following new leader {leader}: primary_conninfo changed, reloading");
                 agent.pg.reload().await.context("reload postgres")?;
+                agent.callbacks.reloaded();
             }
             Ok(true)
         }
@@ -372,6 +378,7 @@ async fn apply_config(agent: &mut Agent, role: &Role, cluster: Option<&Cluster>)
         agent.force_reload = false;
         agent.pg.reload().await.context("reload postgres")?;
         info!("Reloading PostgreSQL configuration.");
+        agent.callbacks.reloaded();
     }
     if settled {
         agent.applied_config = Some(applied);

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::admin::Pending;
+use crate::callbacks::Callbacks;
 use crate::jobs::{self, JobCtx};
 use crate::logging::CRITICAL_FIELD;
 use crate::publish::{member_data, node_status, LocalFacts, StatusInputs};
@@ -31,7 +32,7 @@ pub use requests::ScheduledRestart;
 
 struct RunningJob {
     job: Job,
-    handle: JoinHandle<Result<String, String>>,
+    handle: JoinHandle<Result<String, jobs::JobFailure>>,
 }
 
 pub struct Agent {
@@ -72,6 +73,9 @@ pub struct Agent {
     stats: pgha_api::LoopStats,
     /// The dynamic configuration last saved as patroni.dynamic.json.
     pub(crate) saved_dynamic: Option<pgha_types::DynamicConfig>,
+    /// The user's `postgresql.callbacks`, told of every start, stop, restart, reload and
+    /// role change.
+    pub(crate) callbacks: Callbacks,
 }
 
 /// Everything the agent is wired to.
@@ -114,6 +118,7 @@ impl Agent {
             loop_wait,
         } = w;
         let (policy, policy_warnings) = effective_policy(&cfg, &dynamic_config(&cfg, None));
+        let callbacks = Callbacks::new(&cfg.postgresql.callbacks, &cfg.scope);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -147,6 +152,7 @@ impl Agent {
             applied_config: None,
             stats: pgha_api::LoopStats::default(),
             saved_dynamic: None,
+            callbacks,
         }
     }
 
@@ -219,6 +225,9 @@ impl Agent {
         }
         let lock = self.renew_lock(cluster.as_ref(), session).await;
         let local = self.observe_local().await;
+        if self.job.is_none() {
+            self.tell_callbacks(&local);
+        }
         let mut obs = Observation {
             now: now_ms(),
             me: self.cfg.name.clone(),
@@ -522,10 +531,10 @@ impl Agent {
         let result = running
             .handle
             .await
-            .unwrap_or_else(|e| Err(format!("the job task failed: {e}")));
-        let (ok, message) = match result {
-            Ok(m) => (true, m),
-            Err(m) => (false, m),
+            .unwrap_or_else(|e| Err(format!("the job task failed: {e}").into()));
+        let (ok, message, refused_by_pre_promote) = match result {
+            Ok(m) => (true, m, false),
+            Err(f) => (false, f.message, f.refused_by_pre_promote),
         };
         if ok {
             info!("{message}");
@@ -556,6 +565,7 @@ impl Agent {
             kind: running.job.kind,
             ok,
             message,
+            refused_by_pre_promote,
         });
     }
 
@@ -571,6 +581,9 @@ impl Agent {
             kind: kind.clone(),
             started_at: now_ms(),
         };
+        if matches!(kind, JobKind::Restart { .. }) {
+            self.callbacks.restarting();
+        }
         // Its end is news for the loop (promoted, started, cloned): act on it at once.
         let wake = self.wake.clone();
         let handle = tokio::spawn(async move {
@@ -609,6 +622,24 @@ impl Agent {
             }
         }
         None
+    }
+
+    /// Postgres came up (after a start, a restart, a promotion) or went down on its own: the
+    /// callbacks hear about it once. Not during a job: a half-done clone or restart is no news.
+    fn tell_callbacks(&self, local: &LocalPg) {
+        if let LocalPg::Initialized { process, .. } = local {
+            match process {
+                PgProcess::Running(r) => self.callbacks.postgres_running(if r.in_recovery {
+                    "replica"
+                } else {
+                    "primary"
+                }),
+                PgProcess::Stopped => self.callbacks.postgres_down(),
+                PgProcess::NotReady => {}
+            }
+        } else {
+            self.callbacks.postgres_down();
+        }
     }
 
     /// The decision assumed the race would be won; forget what it planned for postgres.
@@ -698,8 +729,10 @@ impl Agent {
         let timeout = self.pg.params().pg_ctl_timeout;
         if self.pg.postmaster_pid().is_some() {
             info!("stopping postgres (fast) before shutting down");
-            if let Err(e) = self.pg.stop(pgha_postgres::StopMode::Fast, timeout).await {
-                error!("stopping postgres failed: {e}");
+            jobs::before_stop(&self.cfg, &self.pg).await;
+            match self.pg.stop(pgha_postgres::StopMode::Fast, timeout).await {
+                Ok(()) => self.callbacks.stopped(),
+                Err(e) => error!("stopping postgres failed: {e}"),
             }
         }
         // Peers racing for the lock read our /patroni: it must not say "running primary" now.

@@ -22,14 +22,40 @@ pub struct JobCtx {
     pub cluster: Option<Cluster>,
 }
 
-pub async fn run(kind: JobKind, ctx: JobCtx) -> Result<String, String> {
+/// Why a job failed; `refused_by_pre_promote` tells the core postgres was left untouched.
+#[derive(Debug)]
+pub struct JobFailure {
+    pub message: String,
+    pub refused_by_pre_promote: bool,
+}
+
+impl From<String> for JobFailure {
+    fn from(message: String) -> JobFailure {
+        JobFailure {
+            message,
+            refused_by_pre_promote: false,
+        }
+    }
+}
+
+pub async fn run(kind: JobKind, ctx: JobCtx) -> Result<String, JobFailure> {
     match kind {
-        JobKind::Bootstrap => bootstrap(&ctx).await,
-        JobKind::Clone { from } => clone_from(&ctx, &from).await,
-        JobKind::Start { role } => start(&ctx, &role).await,
-        JobKind::Rejoin { leader } => rejoin(&ctx, &leader).await,
+        JobKind::Bootstrap => bootstrap(&ctx).await.map_err(Into::into),
+        JobKind::Clone { from } => clone_from(&ctx, &from).await.map_err(Into::into),
+        JobKind::Start { role } => start(&ctx, &role).await.map_err(Into::into),
+        JobKind::Rejoin { leader } => rejoin(&ctx, &leader).await.map_err(Into::into),
         JobKind::Promote => promote(&ctx).await,
-        JobKind::Restart { role } => restart(&ctx, &role).await,
+        JobKind::Restart { role } => restart(&ctx, &role).await.map_err(Into::into),
+    }
+}
+
+/// `before_stop`, waited for, before every stop of a running postgres (as Patroni; its exit
+/// code is only logged).
+pub async fn before_stop(cfg: &Config, pg: &LocalPostgres) {
+    if let Some(cmd) = &cfg.postgresql.before_stop {
+        if pg.postmaster_pid().is_some() {
+            crate::callbacks::run_and_wait("postgresql.before_stop", cmd).await;
+        }
     }
 }
 
@@ -244,8 +270,22 @@ async fn rejoin(ctx: &JobCtx, leader: &str) -> Result<String, String> {
     Ok(format!("rejoined as a replica of {leader}"))
 }
 
-async fn promote(ctx: &JobCtx) -> Result<String, String> {
+async fn promote(ctx: &JobCtx) -> Result<String, JobFailure> {
     let pg = &ctx.pg;
+    // The fencing hook: it runs with the lock held, and a non-zero exit (or a script that
+    // cannot run) cancels the promotion before postgres is touched.
+    if let Some(cmd) = &ctx.cfg.postgresql.pre_promote {
+        let code = crate::callbacks::run_and_wait("postgresql.pre_promote", cmd).await;
+        if code != Some(0) {
+            return Err(JobFailure {
+                message: match code {
+                    Some(c) => format!("pre_promote script `{cmd}` exited with {c}"),
+                    None => format!("pre_promote script `{cmd}` could not be run"),
+                },
+                refused_by_pre_promote: true,
+            });
+        }
+    }
     pg.promote(pg.params().pg_ctl_timeout)
         .await
         .map_err(fail("promote failed"))?;
@@ -265,6 +305,7 @@ async fn promote(ctx: &JobCtx) -> Result<String, String> {
 
 async fn restart(ctx: &JobCtx, role: &Role) -> Result<String, String> {
     let pg = &ctx.pg;
+    before_stop(&ctx.cfg, pg).await;
     pg.stop(pgha_postgres::StopMode::Fast, pg.params().pg_ctl_timeout)
         .await
         .map_err(fail("stopping postgres for the restart failed"))?;

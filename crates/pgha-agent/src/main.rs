@@ -1,6 +1,7 @@
 //! `pgha`: the agent that runs beside one PostgreSQL server and keeps the cluster available.
 
 mod admin;
+mod callbacks;
 mod dynamic_cache;
 mod execute;
 mod ha_loop;

@@ -44,6 +44,7 @@ const PG_TYPED: &[&str] = &[
     "remove_data_directory_on_diverged_timelines",
     "callbacks",
     "pre_promote",
+    "before_stop",
 ];
 
 pub(crate) fn postgresql(ctx: &mut Ctx, v: Option<&Value>) -> Postgresql {
@@ -155,6 +156,7 @@ pub(crate) fn postgresql(ctx: &mut Ctx, v: Option<&Value>) -> Postgresql {
         .unwrap_or(false),
         callbacks,
         pre_promote: string(ctx, "postgresql.pre_promote", get(m, "pre_promote")),
+        before_stop: string(ctx, "postgresql.before_stop", get(m, "before_stop")),
         extra,
     }
 }

@@ -327,8 +327,10 @@ pub struct Postgresql {
     /// `on_start`, `on_stop`, `on_restart`, `on_reload`, `on_role_change` -> command.
     pub callbacks: Map<String, Value>,
     pub pre_promote: Option<String>,
+    /// Run (and waited for) before every stop of postgres the agent makes.
+    pub before_stop: Option<String>,
     /// Keys Patroni knows that are kept as written: `recovery_conf`, `custom_conf`, `bin_name`,
-    /// `use_unix_socket`, `use_unix_socket_repl`, `pg_ident`, `proxy_address`, `before_stop`,
+    /// `use_unix_socket`, `use_unix_socket_repl`, `pg_ident`, `proxy_address`,
     /// and the sections of custom replica methods named in `create_replica_methods`.
     pub extra: Map<String, Value>,
 }

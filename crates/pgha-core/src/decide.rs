@@ -202,6 +202,19 @@ fn after_failed_job(
                 done.message
             ))
         }
+        JobKind::Promote if done.refused_by_pre_promote => {
+            d.next.configured_as = None;
+            d.next.has_lock = false;
+            // As Patroni: out of the race for one ttl, so another member can take over.
+            d.next.race_backoff_until = Some(obs.now + obs.policy.ttl * 1000);
+            if cluster.leader_name() == Some(obs.me.as_str()) {
+                d.act(Action::ReleaseLock);
+            }
+            Some(format!(
+                "Promotion cancelled because the pre-promote script failed: {}; releasing the leader key voluntarily",
+                done.message
+            ))
+        }
         JobKind::Promote if cluster.leader_name() == Some(obs.me.as_str()) => {
             d.act(Action::ReleaseLock);
             Some(format!(
@@ -579,6 +592,13 @@ fn follow_leader(
 
 fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgProcess) -> String {
     let me = obs.me.as_str();
+    if let Some(until) = d.next.race_backoff_until {
+        if obs.now >= until {
+            d.next.race_backoff_until = None;
+        } else if matches!(process, PgProcess::Running(_)) {
+            return "backoff: skip leader race after pre_promote script failure and releasing the lock voluntarily".into();
+        }
+    }
     // A switchover or manual failover is an operator's decision: it proceeds even when paused.
     if let Some(f) = switchover::due(cluster, obs.now) {
         let running = match process {

@@ -136,6 +136,8 @@ pub struct JobOutcome {
     pub kind: JobKind,
     pub ok: bool,
     pub message: String,
+    /// A promotion the `pre_promote` script refused (non-zero exit): postgres was not touched.
+    pub refused_by_pre_promote: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +230,9 @@ pub struct HaState {
     pub bootstrap_failure_cause: Option<String>,
     /// The leader seen most recently: when it is gone, its priority does not hold back the race.
     pub last_leader: Option<String>,
+    /// Unix ms until which this node stays out of the leader race: its `pre_promote` script
+    /// refused a promotion and it gave the lock back, so another member gets a turn.
+    pub race_backoff_until: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -592,6 +592,7 @@ fn failed_bootstrap_gives_up_the_initialize_key() {
         kind: JobKind::Bootstrap,
         ok: false,
         message: "initdb failed".into(),
+        refused_by_pre_promote: false,
     });
     assert_eq!(
         o.decide().actions,
@@ -613,6 +614,7 @@ fn identical_bootstrap_failures_stop_the_agent_keeping_the_data_directory() {
             kind: JobKind::Bootstrap,
             ok: false,
             message: log.replace("26990", &format!("2699{attempt}")),
+            refused_by_pre_promote: false,
         });
         let d = o.decide_from(&state);
         state = d.next.clone();
@@ -655,6 +657,7 @@ fn a_different_bootstrap_failure_starts_the_count_again() {
             kind: JobKind::Bootstrap,
             ok: false,
             message: msg.into(),
+            refused_by_pre_promote: false,
         });
         let d = o.decide_from(&state);
         assert!(
@@ -1135,4 +1138,44 @@ fn a_cascading_replica_that_becomes_leader_keeps_no_slot_for_it_on_others() {
         vec!["pg1".to_string(), "pg3".to_string()]
     );
     assert!(wanted_slots(&c, "pg1").is_empty());
+}
+
+#[test]
+fn a_promotion_refused_by_pre_promote_releases_the_lock_and_backs_off_for_a_ttl() {
+    let mut o = Obs::new("pg2", cluster(Some("pg2")), running(true, 1000));
+    o.0.finished = Some(JobOutcome {
+        kind: JobKind::Promote,
+        ok: false,
+        message: "pre_promote script `/bin/false` exited with 1".into(),
+        refused_by_pre_promote: true,
+    });
+    let promoting = HaState {
+        has_lock: true,
+        configured_as: Some(Role::Primary),
+        ..HaState::default()
+    };
+    let d = o.decide_from(&promoting);
+    assert_eq!(d.actions, vec![Action::ReleaseLock]);
+    assert!(d
+        .message
+        .starts_with("Promotion cancelled because the pre-promote script failed"));
+    assert!(!d.next.has_lock);
+    assert_eq!(d.next.configured_as, None);
+    assert_eq!(d.next.race_backoff_until, Some(1_000_000 + 10_000));
+
+    // The lock is gone now: no race while the backoff lasts, even as the healthiest node.
+    let mut o = Obs::new("pg2", cluster(None), running(true, 1000))
+        .peers(vec![("pg1", None), ("pg3", Some((false, 1000)))]);
+    let backing_off = d.next.clone();
+    let d = o.decide_from(&backing_off);
+    assert!(d.actions.is_empty());
+    assert!(d.message.starts_with("backoff: skip leader race"));
+    // One ttl later it races again.
+    o.0.now += 10_000;
+    let d = o.decide_from(&backing_off);
+    assert_eq!(
+        d.actions,
+        vec![Action::AcquireLock, Action::StartJob(JobKind::Promote)]
+    );
+    assert_eq!(d.next.race_backoff_until, None);
 }
