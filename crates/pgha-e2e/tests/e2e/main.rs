@@ -16,6 +16,7 @@
 
 mod add_node;
 mod bootstrap;
+mod callbacks;
 mod cluster_wide_order;
 mod common;
 mod etcd_outage;
