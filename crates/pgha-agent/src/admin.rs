@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use pgha_api::{Admin, LocalAnswer, LocalRequest};
+use pgha_api::{Admin, LocalAnswer, LocalRequest, WalPositions};
 use pgha_dcs::EtcdDcs;
 use pgha_types::{Cluster, Failover};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -26,6 +26,23 @@ pub struct AgentAdmin {
 }
 
 impl Admin for AgentAdmin {
+    fn wal_positions(&self) -> BoxFuture<'_, Option<WalPositions>> {
+        Box::pin(async move {
+            // Short: a peer's race probe waits for this answer.
+            let w = self
+                .pg
+                .wal_now(std::time::Duration::from_millis(500))
+                .await
+                .ok()?;
+            Some(WalPositions {
+                in_recovery: w.in_recovery,
+                location: w.current.map(|l| l.0),
+                received: w.received.map(|l| l.0),
+                replayed: w.replayed.map(|l| l.0),
+            })
+        })
+    }
+
     fn load_cluster(&self) -> BoxFuture<'_, Result<Cluster, String>> {
         Box::pin(async move { self.dcs.load_cluster().await.map_err(|e| e.to_string()) })
     }

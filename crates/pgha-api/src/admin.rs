@@ -38,6 +38,17 @@ pub enum LocalRequest {
     Reinitialize { force: bool, from_leader: bool },
 }
 
+/// The local WAL positions at this moment, for `GET /patroni` (see [`Admin::wal_positions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalPositions {
+    pub in_recovery: bool,
+    /// Primary: `pg_current_wal_lsn()`.
+    pub location: Option<u64>,
+    /// Standby: received and replayed positions.
+    pub received: Option<u64>,
+    pub replayed: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalAnswer {
     pub status: u16,
@@ -60,6 +71,12 @@ pub trait Admin: Send + Sync + 'static {
     fn local(&self, request: LocalRequest) -> BoxFuture<'_, LocalAnswer>;
     /// The dynamic `loop_wait`, for polling intervals.
     fn loop_wait(&self) -> u64;
+    /// The local WAL positions right now. Peers compare themselves through `GET /patroni` in
+    /// a leader race, so that answer must not be a loop old; `None` (postgres cannot say
+    /// quickly) keeps the published snapshot's positions.
+    fn wal_positions(&self) -> BoxFuture<'_, Option<WalPositions>> {
+        Box::pin(async { None })
+    }
     /// Problems PostgreSQL would have with these `postgresql.parameters` (each naming its key);
     /// empty when they are fine or cannot be checked right now.
     fn check_parameters(

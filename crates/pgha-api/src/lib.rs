@@ -1,9 +1,11 @@
 //! The agent's REST API, compatible with Patroni 4.1.5 (`patroni/api.py`'s observable behaviour).
 //!
 //! Every read endpoint answers from the [`NodeStatus`] the HA loop publishes after each cycle
-//! through a `tokio::sync::watch` channel: no request runs a postgres query or a DCS read, so
-//! HAProxy polling never slows the loop and a stuck postgres or DCS never hangs the API. Handlers
-//! only clone an `Arc` out of the channel and format it.
+//! through a `tokio::sync::watch` channel: no health check runs a postgres query or a DCS read,
+//! so HAProxy polling never slows the loop and a stuck postgres or DCS never hangs the API.
+//! Handlers clone an `Arc` out of the channel and format it; only `GET /patroni`, which peers
+//! read in a leader race, first asks postgres for its WAL positions (bounded, see
+//! [`Admin::wal_positions`]).
 //!
 //! Routing follows Patroni: the first path segment selects a named handler (`/patroni`,
 //! `/cluster`, `/history`, `/config`, `/failsafe`, `/metrics`, `/liveness`, `/readiness`); every
@@ -30,7 +32,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use admin::{Admin, LocalAnswer, LocalRequest};
+pub use admin::{Admin, LocalAnswer, LocalRequest, WalPositions};
 pub use cluster_json::cluster_json;
 pub use lag::parse_lag;
 pub use metrics::metrics_text;

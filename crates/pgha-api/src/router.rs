@@ -48,7 +48,10 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
 
     // Cheap: clones the Arc of the last published status; never waits for the HA loop.
-    let status: Arc<NodeStatus> = shared.api.status.borrow().clone();
+    let mut status: Arc<NodeStatus> = shared.api.status.borrow().clone();
+    if method == Method::GET && segment == "patroni" {
+        status = with_fresh_wal(&shared.api, status).await;
+    }
     let now = Instant::now();
     match method {
         Method::GET => get(&status, &path, segment, &query, shared.started, now),
@@ -61,6 +64,33 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             error_page(StatusCode::NOT_IMPLEMENTED, Some(&msg))
         }
     }
+}
+
+/// The status with the WAL positions postgres reports now, when it answers and is still in the
+/// role the snapshot shows (a promotion in between keeps the snapshot as it is).
+async fn with_fresh_wal(api: &ApiState, status: Arc<NodeStatus>) -> Arc<NodeStatus> {
+    let Some(admin) = &api.admin else {
+        return status;
+    };
+    if status.state != "running" {
+        return status;
+    }
+    let Some(now) = admin.wal_positions().await else {
+        return status;
+    };
+    let replica = status.received_location.is_some() || status.replayed_location.is_some();
+    let mut s = (*status).clone();
+    match (replica, now.in_recovery) {
+        (true, true) => {
+            s.received_location = now.received.or(s.received_location);
+            s.replayed_location = now.replayed.or(s.replayed_location);
+        }
+        (false, false) if s.xlog_location.is_some() => {
+            s.xlog_location = now.location.or(s.xlog_location);
+        }
+        _ => return status,
+    }
+    Arc::new(s)
 }
 
 fn get(
@@ -128,4 +158,92 @@ fn failsafe(s: &NodeStatus) -> Response {
 
 fn code_of(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Admin, LocalAnswer, LocalRequest, WalPositions};
+    use futures::future::BoxFuture;
+    use pgha_types::{Cluster, Failover};
+
+    struct Wal(Option<WalPositions>);
+
+    impl Admin for Wal {
+        fn load_cluster(&self) -> BoxFuture<'_, Result<Cluster, String>> {
+            Box::pin(async { Err("unused".into()) })
+        }
+        fn write_failover(&self, _: Option<Failover>) -> BoxFuture<'_, Result<(), String>> {
+            Box::pin(async { Err("unused".into()) })
+        }
+        fn write_config(&self, _: String, _: Option<i64>) -> BoxFuture<'_, Result<bool, String>> {
+            Box::pin(async { Err("unused".into()) })
+        }
+        fn local(&self, _: LocalRequest) -> BoxFuture<'_, LocalAnswer> {
+            Box::pin(async {
+                LocalAnswer {
+                    status: 503,
+                    text: "unused".into(),
+                }
+            })
+        }
+        fn loop_wait(&self) -> u64 {
+            1
+        }
+        fn wal_positions(&self) -> BoxFuture<'_, Option<WalPositions>> {
+            let w = self.0;
+            Box::pin(async move { w })
+        }
+    }
+
+    fn replica() -> NodeStatus {
+        NodeStatus {
+            state: "running".into(),
+            received_location: Some(100),
+            replayed_location: Some(90),
+            ..NodeStatus::default()
+        }
+    }
+
+    fn api(status: NodeStatus, wal: Option<WalPositions>) -> ApiState {
+        let (_tx, rx) = tokio::sync::watch::channel(Arc::new(status));
+        ApiState::new(rx, None).with_admin(Arc::new(Wal(wal)))
+    }
+
+    fn standby_at(received: u64, replayed: u64) -> Option<WalPositions> {
+        Some(WalPositions {
+            in_recovery: true,
+            location: None,
+            received: Some(received),
+            replayed: Some(replayed),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_replica_reports_its_positions_of_now_not_of_the_last_loop() {
+        let a = api(replica(), standby_at(300, 250));
+        let s = with_fresh_wal(&a, a.status.borrow().clone()).await;
+        assert_eq!(
+            (s.received_location, s.replayed_location),
+            (Some(300), Some(250))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_stays_when_postgres_cannot_say_or_changed_role() {
+        let a = api(replica(), None);
+        let s = with_fresh_wal(&a, a.status.borrow().clone()).await;
+        assert_eq!(s.received_location, Some(100));
+        // Promoted since the snapshot: a replica's answer with a primary's position would mix
+        // two roles, so the snapshot stays until the loop publishes the new role.
+        let promoted = Some(WalPositions {
+            in_recovery: false,
+            location: Some(500),
+            received: None,
+            replayed: None,
+        });
+        let a = api(replica(), promoted);
+        let s = with_fresh_wal(&a, a.status.borrow().clone()).await;
+        assert_eq!((s.received_location, s.xlog_location), (Some(100), None));
+    }
 }

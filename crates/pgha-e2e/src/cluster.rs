@@ -131,6 +131,9 @@ pub struct Node {
     agent: Mutex<AgentProc>,
     /// Extra environment for this node's agent, on top of `ClusterOptions::agent_env`.
     env: Mutex<Vec<(String, String)>>,
+    /// Another agent program for this node (Patroni, in mixed clusters), run with the same
+    /// configuration file; `None` is pgha.
+    program: Mutex<Option<PathBuf>>,
 }
 
 impl Node {
@@ -289,6 +292,7 @@ impl Cluster {
             spec,
             agent: Mutex::new(AgentProc::default()),
             env: Mutex::new(Vec::new()),
+            program: Mutex::new(None),
         });
         Ok(name)
     }
@@ -330,6 +334,16 @@ impl Cluster {
         env.push((key.to_string(), value.to_string()));
     }
 
+    /// Runs `program CONFIG` instead of pgha as this node's agent from its next start on (a
+    /// Patroni agent in a mixed cluster); `None` goes back to pgha.
+    pub fn set_node_program(&self, name: &str, program: Option<PathBuf>) {
+        *self
+            .node(name)
+            .program
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = program;
+    }
+
     /// Replaces the node's configuration file (read at its agent's next start or SIGHUP).
     pub fn write_config(&self, name: &str, yaml: &str) -> Result<()> {
         let path = self.config_path(name);
@@ -362,7 +376,13 @@ impl Cluster {
             .open(&log_path)?;
         let offset = log.seek(SeekFrom::End(0))?;
         writeln!(log, "\n===== agent started by the e2e harness =====")?;
-        let mut cmd = Command::new(self.bin.join(AGENT_BIN));
+        let program = node
+            .program
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| self.bin.join(AGENT_BIN));
+        let mut cmd = Command::new(program);
         cmd.arg(node.spec.config_path())
             .current_dir(&node.spec.dir)
             .env("HOME", &node.spec.dir)

@@ -30,6 +30,7 @@ mod process;
 mod replica;
 mod sql;
 mod versions;
+mod wal_now;
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,7 @@ pub use process::StopMode;
 pub use replica::{parse_timeline_history, ConnTarget, TimelineSwitch};
 pub use sql::{quote_ident, quote_literal};
 pub use versions::{parse_major_version, translate_parameters, version_num};
+pub use wal_now::WalNow;
 
 /// What is in the data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,6 +55,9 @@ fn failover_priority() -> Result<()> {
         return Ok(());
     }
     let opts = ClusterOptions::default().nodes(3).customize(|spec, doc| {
+        // An explicit `nofailover` (the harness writes `false`) takes precedence over the
+        // priority, as with Patroni: leave it out so the priority decides.
+        yaml_set(doc, &["tags", "nofailover"], serde_yaml_ng::Value::Null);
         yaml_set(
             doc,
             &["tags", "failover_priority"],
@@ -136,6 +139,29 @@ fn failover_priority() -> Result<()> {
         "switchover to a member with failover_priority 0 was not refused: {code} {text}"
     );
     ensure!(leader(&c)? == third, "a refused switchover moved the lock");
+    let (code, text) = rest_call(
+        &c,
+        &third,
+        "POST",
+        "/switchover",
+        Some(&json!({ "leader": third })),
+    )?;
+    ensure!(code == 200, "switchover without a candidate: {code} {text}");
+    let fourth = c.wait(
+        "a new leader after the switchover without a candidate",
+        Duration::from_secs(30),
+        || {
+            let l = leader(&c)?;
+            ensure!(l != third, "leader key still names {third}");
+            Ok(l)
+        },
+    )?;
+    ensure!(
+        fourth == loser,
+        "switchover without a candidate chose {fourth}; only {loser} may promote. {fourth}'s log:\n{}",
+        c.log_tail(&fourth, 40)
+    );
+    wait_healthy_under(&c, &fourth, Duration::from_secs(90))?;
     let m = c.etcd_json(&format!("members/{second}"))?;
     ensure!(
         m["tags"]["failover_priority"] == 0,

@@ -26,6 +26,7 @@ mod foreign_datadir;
 mod garbage_keys;
 mod harness;
 mod kill_leader;
+mod mixed_cluster;
 mod nostream_archive;
 mod ops_common;
 mod patronictl_compat;

@@ -36,7 +36,7 @@ fn patronictl_version(venv: &Path) -> Option<String> {
 
 /// The venv's patronictl, installed on first use (cached in $PGHA_PATRONI_VENV or
 /// /tmp/pgha-patroni-venv); `Ok(Err(reason))` when it cannot be installed here.
-fn ensure_patronictl() -> Result<std::result::Result<PathBuf, String>> {
+pub(crate) fn ensure_patronictl() -> Result<std::result::Result<PathBuf, String>> {
     let venv = PathBuf::from(std::env::var("PGHA_PATRONI_VENV").unwrap_or(DEFAULT_VENV.into()));
     let want = format!("patronictl version {PATRONI}");
     if patronictl_version(&venv).as_deref() == Some(want.as_str()) {
@@ -132,7 +132,12 @@ fn ensure_patronictl() -> Result<std::result::Result<PathBuf, String>> {
 }
 
 /// `patronictl -c <node1.yml> ARGS`, which must exit 0: its stdout.
-fn patronictl(c: &Cluster, bin: &Path, args: &[&str], timeout: Duration) -> Result<String> {
+pub(crate) fn patronictl(
+    c: &Cluster,
+    bin: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<String> {
     let mut cmd = Command::new(bin);
     cmd.arg("-c")
         .arg(c.config_path("node1"))

@@ -19,33 +19,59 @@ use crate::common::{ids, primary_timeline, secs, skip, wal_receiver};
 use crate::ops_common::{both, ctl_io, leader, others, wait_healthy_under};
 
 /// One INSERT attempt: when (since the client started), where, and whether it committed.
-struct Attempt {
-    at: Duration,
-    id: i64,
-    node: String,
-    ok: bool,
+pub(crate) struct Attempt {
+    pub(crate) at: Duration,
+    pub(crate) id: i64,
+    pub(crate) node: String,
+    pub(crate) ok: bool,
 }
 
 /// Inserts ids 1, 2, ... into `sw`, one per autocommit transaction, ~every 10 ms, on the first
 /// node that answers as a primary; reconnects (trying every node) after any failure.
-struct Writer {
+pub(crate) struct Writer {
     started: Instant,
     stop: Arc<AtomicBool>,
+    /// While set, no new INSERT starts (one in flight finishes and is logged).
+    paused: Arc<AtomicBool>,
+    /// Set by the writer thread while it is between inserts.
+    idle: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<Attempt>>>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Writer {
     fn start(nodes: Vec<PgEndpoint>) -> Writer {
+        Writer::start_into(nodes, "sw", 1, Duration::from_secs(240))
+    }
+
+    /// Inserts `first_id`, `first_id + 1`, ... into `table` for at most `bound`.
+    pub(crate) fn start_into(
+        nodes: Vec<PgEndpoint>,
+        table: &str,
+        first_id: i64,
+        bound: Duration,
+    ) -> Writer {
+        let table = table.to_string();
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
+        let paused = Arc::new(AtomicBool::new(false));
+        let idle = Arc::new(AtomicBool::new(true));
         let (s, l) = (stop.clone(), log.clone());
+        let (p, i) = (paused.clone(), idle.clone());
         let handle = std::thread::spawn(move || {
             let mut conn: Option<(String, PgConn)> = None;
-            let mut id = 0i64;
+            let mut id = first_id - 1;
             // Bounded: the scenario finishes well within this.
-            while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(240) {
+            while !s.load(Ordering::Relaxed) && started.elapsed() < bound {
+                // Busy before looking at `paused`, so `pause` never returns while an insert
+                // is about to start.
+                i.store(false, Ordering::SeqCst);
+                if p.load(Ordering::SeqCst) {
+                    i.store(true, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
                 if conn.is_none() {
                     conn = nodes.iter().find_map(|ep| {
                         let c = ep.connect().ok()?;
@@ -60,7 +86,7 @@ impl Writer {
                 id += 1;
                 let (name, c) = conn.as_ref().expect("connected above");
                 let ok = c
-                    .query(&format!("INSERT INTO sw(id) VALUES ({id})"))
+                    .query(&format!("INSERT INTO {table}(id) VALUES ({id})"))
                     .is_ok();
                 l.lock().unwrap().push(Attempt {
                     at: started.elapsed(),
@@ -77,9 +103,24 @@ impl Writer {
         Writer {
             started,
             stop,
+            paused,
+            idle,
             log,
             handle: Some(handle),
         }
+    }
+
+    /// Stops starting inserts and waits (bounded) until none is in flight.
+    pub(crate) fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        let t = Instant::now();
+        while !self.idle.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub(crate) fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
     }
 
     fn acked_on(&self, node: &str) -> usize {
@@ -87,7 +128,7 @@ impl Writer {
         log.iter().filter(|a| a.ok && a.node == node).count()
     }
 
-    fn finish(mut self) -> Vec<Attempt> {
+    pub(crate) fn finish(mut self) -> Vec<Attempt> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
@@ -106,7 +147,7 @@ impl Drop for Writer {
 }
 
 /// The longest time between two consecutive acknowledged inserts: (gap, its start).
-fn longest_gap(log: &[Attempt]) -> (Duration, Duration) {
+pub(crate) fn longest_gap(log: &[Attempt]) -> (Duration, Duration) {
     let oks: Vec<Duration> = log.iter().filter(|a| a.ok).map(|a| a.at).collect();
     oks.windows(2)
         .map(|w| (w[1] - w[0], w[0]))
