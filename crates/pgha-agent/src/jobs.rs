@@ -101,6 +101,9 @@ async fn bootstrap_steps(ctx: &JobCtx) -> Result<String, String> {
     let plain_primary = server.clone();
     if let Some(m) = custom {
         recover_with(&mut server, m);
+        // The restored cluster's passwords are unknown: until the roles are set up, the
+        // superuser and the replication user may connect locally without one.
+        server.hba = trust_hba(pg.params());
     }
     pg.write_pgpass()
         .map_err(fail("writing the pgpass file failed"))?;
@@ -115,14 +118,6 @@ async fn bootstrap_steps(ctx: &JobCtx) -> Result<String, String> {
         .map_err(fail("the new cluster did not become ready"))?;
     if let Some(m) = custom {
         wait_for_end_of_recovery(pg, m).await?;
-        // Recovered: from now on it runs as any primary does, without recovery settings.
-        let mut server = plain_primary;
-        pg.write_config(&mut server)
-            .await
-            .map_err(fail("writing the configuration failed"))?;
-        pg.reload()
-            .await
-            .map_err(fail("reloading the configuration failed"))?;
     }
     pg.bootstrap_roles()
         .await
@@ -132,6 +127,16 @@ async fn bootstrap_steps(ctx: &JobCtx) -> Result<String, String> {
         pg.run_post_bootstrap(script)
             .await
             .map_err(fail("post_bootstrap failed"))?;
+    }
+    if custom.is_some() {
+        // From now on it runs as any primary does: the configured pg_hba, no recovery settings.
+        let mut server = plain_primary;
+        pg.write_config(&mut server)
+            .await
+            .map_err(fail("writing the configuration failed"))?;
+        pg.reload()
+            .await
+            .map_err(fail("reloading the configuration failed"))?;
     }
     let sysid = pg
         .controldata()
@@ -198,6 +203,8 @@ async fn left_a_data_directory(
             pg.data_dir_state()
         ));
     }
+    pg.secure_data_dir()
+        .map_err(fail("setting the data directory's mode failed"))?;
     if pg.postmaster_pid().is_some() {
         warn!("{setting} `{command}` left postgres running; stopping it");
         pg.stop(pgha_postgres::StopMode::Fast, pg.params().pg_ctl_timeout)
@@ -206,6 +213,37 @@ async fn left_a_data_directory(
     }
     pg.remove_promote_trigger()
         .map_err(fail("removing the promote trigger file failed"))
+}
+
+/// pg_hba.conf while a custom bootstrap's cluster recovers: trust for the superuser and the
+/// replication user over the unix socket and from the agent's own address.
+fn trust_hba(p: &pgha_postgres::PgParams) -> Vec<String> {
+    let (su, rep) = (&p.superuser.username, &p.replication.username);
+    let mut kinds = vec!["local".to_string()];
+    let host = p.local_host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) if host == "localhost" => {
+            vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()]
+        }
+        Err(_) => Vec::new(),
+    };
+    for ip in addrs {
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        kinds.push(format!("host {ip}/{bits}"));
+    }
+    let quote = |u: &str| format!("\"{}\"", u.replace('"', "\"\""));
+    kinds
+        .iter()
+        .flat_map(|k| {
+            let (kind, addr) = k.split_once(' ').unwrap_or((k.as_str(), ""));
+            [
+                format!("{kind} replication {} {addr} trust", quote(rep)),
+                format!("{kind} all {} {addr} trust", quote(su)),
+            ]
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
 }
 
 /// The recovery a custom bootstrap asks for: its `recovery_conf` (recovery.signal, or
@@ -623,6 +661,30 @@ async fn restart(ctx: &JobCtx, role: &Role) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trust_while_a_custom_bootstrap_recovers() {
+        let mut p = crate::settings::pg_params(
+            &pgha_config::parse_str(
+                "scope: s\nname: n\nrestapi: {listen: 127.0.0.1:8008}\netcd3: {host: 127.0.0.1:2379}\n\
+                 postgresql:\n  listen: 127.0.0.1:5432\n  data_dir: /d\n  authentication:\n    \
+                 superuser: {username: postgres}\n    replication: {username: rep}\n",
+            )
+            .unwrap()
+            .config,
+        );
+        assert_eq!(
+            trust_hba(&p),
+            vec![
+                "local replication \"rep\" trust",
+                "local all \"postgres\" trust",
+                "host replication \"rep\" 127.0.0.1/32 trust",
+                "host all \"postgres\" 127.0.0.1/32 trust",
+            ]
+        );
+        p.local_host = "/run/postgresql".into();
+        assert_eq!(trust_hba(&p).len(), 2);
+    }
 
     #[test]
     fn dsn_for_replica_methods() {

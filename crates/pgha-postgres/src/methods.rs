@@ -64,6 +64,23 @@ impl LocalPostgres {
         }
     }
 
+    /// Give the data directory an operator's command made the mode postgres insists on (0700,
+    /// or 0750 with group access): a `mkdir` or a copy usually leaves 0755.
+    pub fn secure_data_dir(&self) -> Result<(), PgError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = &self.params.data_dir;
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| PgError::io(dir, e))?
+            .permissions()
+            .mode();
+        if mode & 0o027 != 0 {
+            tracing::info!(data_dir = %dir.display(), "setting the data directory's mode to 0700 (was {:o})", mode & 0o777);
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| PgError::io(dir, e))?;
+        }
+        Ok(())
+    }
+
     /// Is the running server still recovering, and is its replay paused?
     pub async fn recovery_state(&self, limit: Duration) -> Result<RecoveryState, PgError> {
         let sql = if self.major_version() >= 14 || self.major_version() == 0 {
@@ -131,5 +148,25 @@ mod tests {
             Err(PgError::Spawn { .. })
         ));
         assert!(pg.run_method(&[], false).await.is_err());
+    }
+
+    #[test]
+    fn data_dir_mode_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let p = params_in(tmp.path());
+        std::fs::create_dir_all(&p.data_dir).unwrap();
+        let pg = LocalPostgres::new(p.clone());
+        let mode = || std::fs::metadata(&p.data_dir).unwrap().permissions().mode() & 0o777;
+        for (before, after) in [
+            (0o755, 0o700),
+            (0o750, 0o750),
+            (0o700, 0o700),
+            (0o770, 0o700),
+        ] {
+            std::fs::set_permissions(&p.data_dir, std::fs::Permissions::from_mode(before)).unwrap();
+            pg.secure_data_dir().unwrap();
+            assert_eq!(mode(), after, "{before:o}");
+        }
     }
 }

@@ -18,6 +18,7 @@ mod add_node;
 mod bootstrap;
 mod cluster_wide_order;
 mod common;
+mod custom_methods;
 mod etcd_outage;
 mod failover_manual;
 mod failover_priority;
