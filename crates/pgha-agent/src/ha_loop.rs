@@ -234,6 +234,7 @@ impl Agent {
             nofailover: pgha_types::nofailover_of(&self.cfg.tags),
             failover_priority: pgha_types::failover_priority_of(&self.cfg.tags),
             replicatefrom: pgha_types::replicatefrom_of(&self.cfg.tags).map(str::to_string),
+            clone_without_leader: self.cfg.postgresql.can_create_replica_without_leader(),
             dcs: dcs_view,
             policy: self.policy.clone(),
             lock,
@@ -691,6 +692,9 @@ impl Agent {
     fn facts_state(&self, obs: &Observation) -> String {
         if let Some(job) = &self.job {
             return match &job.job.kind {
+                JobKind::Bootstrap if self.cfg.bootstrap.custom_method().is_some() => {
+                    "running custom bootstrap script"
+                }
                 JobKind::Bootstrap => "initializing new cluster",
                 JobKind::Clone { .. } => "creating replica",
                 JobKind::Start { .. } | JobKind::Rejoin { .. } => "starting",

@@ -216,5 +216,6 @@ pub fn server_config(
         command_line,
         hba,
         standby,
+        recovery_signal: Default::default(),
     }
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use crate::build::check_connect_address;
-use crate::model::{Authentication, Bootstrap, InitdbOption, PgUser, Postgresql};
+use crate::model::{
+    Authentication, Bootstrap, BootstrapMethod, InitdbOption, PgUser, Postgresql, ReplicaMethod,
+};
 use crate::reader::{
     boolean, join, kind, map_or_empty, required_string, section, strict_string_list, string,
     string_list, uint, Ctx,
@@ -118,14 +120,17 @@ pub(crate) fn postgresql(ctx: &mut Ctx, v: Option<&Value>) -> Postgresql {
     let extra = m
         .map(|m| {
             m.iter()
-                .filter(|(k, _)| {
-                    !PG_TYPED.contains(&k.as_str())
-                        && (schema::postgresql_known(k) || methods.contains(*k))
-                })
+                .filter(|(k, _)| !PG_TYPED.contains(&k.as_str()) && schema::postgresql_known(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         })
         .unwrap_or_default();
+
+    let replica_methods = methods
+        .iter()
+        .filter(|name| name.as_str() != "basebackup")
+        .map(|name| replica_method(ctx, name, get(m, name)))
+        .collect();
 
     Postgresql {
         listen,
@@ -140,6 +145,7 @@ pub(crate) fn postgresql(ctx: &mut Ctx, v: Option<&Value>) -> Postgresql {
         use_pg_rewind: boolean(ctx, "postgresql.use_pg_rewind", get(m, "use_pg_rewind")),
         use_slots: boolean(ctx, "postgresql.use_slots", get(m, "use_slots")),
         create_replica_methods: methods,
+        replica_methods,
         basebackup: options(ctx, "postgresql.basebackup", get(m, "basebackup")),
         pg_ctl_timeout,
         remove_data_directory_on_rewind_failure: boolean(
@@ -257,49 +263,94 @@ pub(crate) fn bootstrap(ctx: &mut Ctx, v: Option<&Value>) -> Bootstrap {
         ctx.warn("bootstrap.post_init is ignored: bootstrap.post_bootstrap is set");
     }
     let method = string(ctx, "bootstrap.method", get(m, "method"));
-    if let Some(name) = method.as_deref().filter(|n| *n != "initdb") {
-        let path = format!("bootstrap.{name}");
-        match section(ctx, &path, get(m, name)) {
-            Some(s) => {
-                if string(ctx, &join(&path, "command"), s.get("command")).is_none_or(|c| c.trim().is_empty()) {
-                    ctx.problem(
-                        &join(&path, "command"),
-                        format!("is required when bootstrap.method is {name:?}"),
-                    );
-                }
-            }
-            None => ctx.problem(
-                &path,
-                format!("is required when bootstrap.method is {name:?}: a mapping with the command to run"),
-            ),
-        }
-    }
-    let typed = [
-        "dcs",
-        "initdb",
-        "pg_hba",
-        "post_bootstrap",
-        "post_init",
-        "method",
-        "users",
-    ];
-    let extra = m
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| {
-                    !typed.contains(&k.as_str()) && method.as_deref() == Some(k.as_str())
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let custom = method
+        .as_deref()
+        .filter(|n| *n != "initdb")
+        .and_then(|name| bootstrap_method(ctx, name, get(m, name)));
     Bootstrap {
         dcs,
         initdb: options(ctx, "bootstrap.initdb", get(m, "initdb")),
         pg_hba: strict_string_list(ctx, "bootstrap.pg_hba", get(m, "pg_hba")).unwrap_or_default(),
         post_bootstrap: post_bootstrap.or(post_init),
         method,
+        custom,
+    }
+}
+
+/// `bootstrap.<name>` of a custom bootstrap method.
+fn bootstrap_method(ctx: &mut Ctx, name: &str, v: Option<&Value>) -> Option<BootstrapMethod> {
+    let path = format!("bootstrap.{name}");
+    let Some(s) = section(ctx, &path, v) else {
+        ctx.problem(
+            &path,
+            format!(
+                "is required when bootstrap.method is {name:?}: a mapping with the command to run"
+            ),
+        );
+        return None;
+    };
+    let command = string(ctx, &join(&path, "command"), s.get("command")).unwrap_or_default();
+    if command.trim().is_empty() {
+        ctx.problem(
+            &join(&path, "command"),
+            format!("is required when bootstrap.method is {name:?}"),
+        );
+    } else if let Err(e) = crate::model::split_command(&command) {
+        ctx.problem(&join(&path, "command"), e);
+    }
+    let flag =
+        |ctx: &mut Ctx, key: &str| boolean(ctx, &join(&path, key), s.get(key)).unwrap_or(false);
+    let keep_existing_recovery_conf = flag(ctx, "keep_existing_recovery_conf");
+    let no_params = flag(ctx, "no_params");
+    let recovery_conf = match s.get("recovery_conf") {
+        None | Some(Value::Null) => None,
+        v => section(ctx, &join(&path, "recovery_conf"), v).cloned(),
+    };
+    const RESERVED: &[&str] = &[
+        "command",
+        "no_params",
+        "keep_existing_recovery_conf",
+        "recovery_conf",
+        "scope",
+        "datadir",
+    ];
+    let extra = s
+        .iter()
+        .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Some(BootstrapMethod {
+        name: name.to_string(),
+        command,
+        keep_existing_recovery_conf,
+        no_params,
+        recovery_conf,
         extra,
+    })
+}
+
+/// `postgresql.<name>` of a custom entry of `create_replica_methods`; the section may be
+/// missing (the method's name is then the command).
+fn replica_method(ctx: &mut Ctx, name: &str, v: Option<&Value>) -> ReplicaMethod {
+    let path = format!("postgresql.{name}");
+    let s = section(ctx, &path, v).cloned().unwrap_or_default();
+    let command =
+        string(ctx, &join(&path, "command"), s.get("command")).filter(|c| !c.trim().is_empty());
+    if let Err(e) = crate::model::split_command(command.as_deref().unwrap_or(name)) {
+        ctx.problem(&join(&path, "command"), e);
+    }
+    let mut flag = |key: &str| boolean(ctx, &join(&path, key), s.get(key)).unwrap_or(false);
+    let (keep_data, no_leader, no_params) =
+        (flag("keep_data"), flag("no_leader"), flag("no_params"));
+    let mut options = s;
+    options.shift_remove("command");
+    ReplicaMethod {
+        name: name.to_string(),
+        command,
+        keep_data,
+        no_leader,
+        no_params,
+        options,
     }
 }
 

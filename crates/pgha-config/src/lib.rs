@@ -26,8 +26,8 @@ use std::path::Path;
 pub use env::PATRONI_CONFIGURATION;
 pub use error::{ConfigError, Problem};
 pub use model::{
-    Auth, Authentication, Bootstrap, Config, Ctl, Etcd, InitdbOption, Log, PgUser, Postgresql,
-    RestApi,
+    python_str, split_command, Auth, Authentication, Bootstrap, BootstrapMethod, Config, Ctl, Etcd,
+    InitdbOption, Log, PgUser, Postgresql, ReplicaMethod, RestApi,
 };
 
 /// A configuration that passed validation, and what deserves the operator's attention

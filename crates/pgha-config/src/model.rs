@@ -221,20 +221,149 @@ pub struct Bootstrap {
     pub post_bootstrap: Option<String>,
     /// Custom bootstrap method name; `None` or `initdb` means initdb.
     pub method: Option<String>,
-    /// Other keys kept as written, notably the section of a custom `method`
-    /// (`{command, keep_existing_recovery_conf, no_params, recovery_conf}`).
-    pub extra: Map<String, Value>,
+    /// The section of a custom `method` (`bootstrap.<method>`), when one is chosen.
+    pub custom: Option<BootstrapMethod>,
 }
 
 impl Bootstrap {
-    /// The custom bootstrap method section (`bootstrap.<method>`) when a method other than
-    /// `initdb` is chosen and its section has a `command`.
-    pub fn custom_method(&self) -> Option<(&str, &Map<String, Value>)> {
-        let name = self.method.as_deref().filter(|m| *m != "initdb")?;
-        match self.extra.get(name) {
-            Some(Value::Object(m)) if m.contains_key("command") => Some((name, m)),
-            _ => None,
+    /// The custom bootstrap method, when a method other than `initdb` is chosen.
+    pub fn custom_method(&self) -> Option<&BootstrapMethod> {
+        self.custom.as_ref()
+    }
+}
+
+/// `bootstrap.<method>`: a command that creates the data directory instead of initdb.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootstrapMethod {
+    pub name: String,
+    pub command: String,
+    /// Leave the recovery.signal / standby.signal the command wrote (and its recovery
+    /// settings) in place.
+    pub keep_existing_recovery_conf: bool,
+    /// Do not pass `--scope=` and `--datadir=`.
+    pub no_params: bool,
+    /// Recovery settings (restore_command, recovery_target_*, ...) to recover with before the
+    /// node is taken as the new primary.
+    pub recovery_conf: Option<Map<String, Value>>,
+    /// Every other key, in the order written: passed as `--key=value`.
+    pub extra: Map<String, Value>,
+}
+
+impl BootstrapMethod {
+    /// The command line: the command split as a shell would, then `--scope=` and `--datadir=`
+    /// (unless `no_params`), then the other keys as `--key=value`, as Patroni calls it.
+    pub fn argv(&self, scope: &str, data_dir: &str) -> Result<Vec<String>, String> {
+        let mut argv = split_command(&self.command)?;
+        if !self.no_params {
+            argv.push(format!("--scope={scope}"));
+            argv.push(format!("--datadir={data_dir}"));
         }
+        for (k, v) in &self.extra {
+            argv.push(format!("--{k}={}", python_str(v)));
+        }
+        Ok(argv)
+    }
+}
+
+/// A custom entry of `postgresql.create_replica_methods` and its section `postgresql.<name>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaMethod {
+    pub name: String,
+    /// `None`: the method's name is the command.
+    pub command: Option<String>,
+    /// Do not empty the data directory before running the command.
+    pub keep_data: bool,
+    /// The method can create a replica while the cluster has no leader (restore from a
+    /// backup or an archive).
+    pub no_leader: bool,
+    /// Do not pass `--scope=`, `--role=`, `--datadir=` and `--connstring=`.
+    pub no_params: bool,
+    /// The section's keys but `command`, in the order written (including `keep_data`,
+    /// `no_leader`, `no_params`: Patroni passes them on too).
+    pub options: Map<String, Value>,
+}
+
+impl ReplicaMethod {
+    /// The command line as Patroni builds it: the command split as a shell would, then every
+    /// key of the section as `--key=value` with `--scope`, `--role=replica`, `--datadir` and
+    /// `--connstring` set; with `no_params` those four and the three flags are left out.
+    pub fn argv(
+        &self,
+        scope: &str,
+        data_dir: &str,
+        connstring: &str,
+    ) -> Result<Vec<String>, String> {
+        let mut argv = split_command(self.command.as_deref().unwrap_or(&self.name))?;
+        let mut options = self.options.clone();
+        if self.no_params {
+            for flag in ["no_params", "no_leader", "keep_data"] {
+                options.shift_remove(flag);
+            }
+        } else {
+            for (k, v) in [
+                ("scope", scope),
+                ("role", "replica"),
+                ("datadir", data_dir),
+                ("connstring", connstring),
+            ] {
+                options.insert(k.to_string(), Value::String(v.to_string()));
+            }
+        }
+        for (k, v) in &options {
+            argv.push(format!("--{k}={}", python_str(v)));
+        }
+        Ok(argv)
+    }
+}
+
+/// Split a command line as a POSIX shell would (quotes, backslashes), without running a shell.
+pub fn split_command(command: &str) -> Result<Vec<String>, String> {
+    match shlex::split(command) {
+        Some(argv) if !argv.is_empty() => Ok(argv),
+        Some(_) => Err("the command is empty".to_string()),
+        None => Err(format!(
+            "cannot split {command:?} into arguments (unbalanced quotes?)"
+        )),
+    }
+}
+
+/// A value the way Patroni (Python's `str()`) writes it into `--key=value`: `True`, `None`,
+/// `5`, strings as they are, lists and mappings in Python's notation.
+pub fn python_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => python_repr(other),
+    }
+}
+
+fn python_repr(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            if s.contains('\'') && !s.contains('"') {
+                format!("\"{s}\"")
+            } else {
+                format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+            }
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(python_repr).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!(
+                    "{}: {}",
+                    python_repr(&Value::String(k.clone())),
+                    python_repr(v)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -319,6 +448,8 @@ pub struct Postgresql {
     pub use_slots: Option<bool>,
     /// Default `["basebackup"]`.
     pub create_replica_methods: Vec<String>,
+    /// The custom entries of `create_replica_methods` (all but `basebackup`), in that order.
+    pub replica_methods: Vec<ReplicaMethod>,
     pub basebackup: Vec<InitdbOption>,
     /// Seconds; default 60.
     pub pg_ctl_timeout: u64,
@@ -330,12 +461,21 @@ pub struct Postgresql {
     /// Run (and waited for) before every stop of postgres the agent makes.
     pub before_stop: Option<String>,
     /// Keys Patroni knows that are kept as written: `recovery_conf`, `custom_conf`, `bin_name`,
-    /// `use_unix_socket`, `use_unix_socket_repl`, `pg_ident`, `proxy_address`,
-    /// and the sections of custom replica methods named in `create_replica_methods`.
+    /// `use_unix_socket`, `use_unix_socket_repl`, `pg_ident`, `proxy_address`.
     pub extra: Map<String, Value>,
 }
 
 impl Postgresql {
+    /// The custom replica creation method `name` (its section), if it is one.
+    pub fn replica_method(&self, name: &str) -> Option<&ReplicaMethod> {
+        self.replica_methods.iter().find(|m| m.name == name)
+    }
+
+    /// Some entry of `create_replica_methods` can create a replica while there is no leader.
+    pub fn can_create_replica_without_leader(&self) -> bool {
+        self.replica_methods.iter().any(|m| m.no_leader)
+    }
+
     /// The `listen_addresses` GUC: the host part of `listen`, `a,b` for several hosts.
     pub fn listen_addresses(&self) -> String {
         addr::parse(&self.listen)

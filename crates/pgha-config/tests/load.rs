@@ -328,7 +328,12 @@ fn known_keys_we_do_not_act_on_are_kept_without_warnings() {
     let pg = &l.config.postgresql;
     assert_eq!(pg.callbacks["on_role_change"], json!("/bin/true"));
     assert_eq!(pg.extra["custom_conf"], json!("/etc/pg.conf"));
-    assert_eq!(pg.extra["wal_g"], json!({"command": "wal-g-restore"}));
+    assert_eq!(
+        pg.replica_method("wal_g")
+            .and_then(|m| m.command.as_deref()),
+        Some("wal-g-restore")
+    );
+    assert!(!pg.extra.contains_key("wal_g"));
     assert_eq!(pg.binary("pg_ctl"), PathBuf::from("pg_ctl15"));
     assert_eq!(pg.create_replica_methods, vec!["wal_g", "basebackup"]);
     assert_eq!(l.config.restapi.extra["ciphers"], json!("HIGH"));
@@ -343,4 +348,123 @@ fn pgpass_default_is_next_to_the_data_directory() {
     let c = config(&minimal(""));
     assert_eq!(c.postgresql.pgpass, None);
     assert_eq!(c.pgpass_path(), PathBuf::from("/data/pgpass_n1"));
+}
+
+#[test]
+fn custom_bootstrap_method_and_its_command_line() {
+    let c = config(&minimal(
+        "bootstrap:\n  method: restore\n  restore:\n    command: \"./restore.sh 'a b'\"\n    \
+         keep_existing_recovery_conf: true\n    target: base\n    no_params: false\n    \
+         retries: 3\n    verbose: true\n    recovery_conf:\n      restore_command: cp /a/%f %p\n      \
+         recovery_target_action: promote\n",
+    ));
+    let m = c.bootstrap.custom_method().expect("custom method");
+    assert_eq!(m.name, "restore");
+    assert!(m.keep_existing_recovery_conf && !m.no_params);
+    assert_eq!(
+        m.recovery_conf.as_ref().unwrap()["restore_command"],
+        json!("cp /a/%f %p")
+    );
+    assert_eq!(
+        m.argv("batman", "/data/pg").unwrap(),
+        vec![
+            "./restore.sh",
+            "a b",
+            "--scope=batman",
+            "--datadir=/data/pg",
+            "--target=base",
+            "--retries=3",
+            "--verbose=True"
+        ]
+    );
+    let quiet = config(&minimal(
+        "bootstrap:\n  method: r\n  r: {command: /bin/r, no_params: true, x: y}\n",
+    ));
+    let m = quiet.bootstrap.custom_method().unwrap();
+    assert!(!m.keep_existing_recovery_conf && m.recovery_conf.is_none());
+    assert_eq!(m.argv("s", "/d").unwrap(), vec!["/bin/r", "--x=y"]);
+    // initdb is not a custom method.
+    let plain = config(&minimal("bootstrap:\n  method: initdb\n"));
+    assert!(plain.bootstrap.custom_method().is_none());
+}
+
+#[test]
+fn custom_bootstrap_method_errors_name_the_setting() {
+    for (yaml, path) in [
+        (
+            "bootstrap:\n  method: r\n  r: {command: \"'unbalanced\"}\n",
+            "bootstrap.r.command",
+        ),
+        (
+            "bootstrap:\n  method: r\n  r: {command: x, no_params: maybe}\n",
+            "bootstrap.r.no_params",
+        ),
+        (
+            "bootstrap:\n  method: r\n  r: {command: x, recovery_conf: [a]}\n",
+            "bootstrap.r.recovery_conf",
+        ),
+    ] {
+        let err = parse_str(&minimal(yaml)).expect_err(yaml);
+        assert!(err.to_string().contains(path), "{yaml}: {err}");
+    }
+}
+
+#[test]
+fn create_replica_methods_and_their_command_lines() {
+    let c = config(&minimal(
+        "  create_replica_methods: [restore, plain, bare, basebackup]\n  \
+         restore: {command: /bin/restore --fast, keep_data: true, no_leader: true, bucket: b1}\n  \
+         plain: {command: /bin/plain, no_params: true, no_leader: 1, keep_data: false, bucket: b2}\n",
+    ));
+    let pg = &c.postgresql;
+    assert_eq!(
+        pg.create_replica_methods,
+        vec!["restore", "plain", "bare", "basebackup"]
+    );
+    let names: Vec<&str> = pg.replica_methods.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, vec!["restore", "plain", "bare"]);
+    assert!(pg.can_create_replica_without_leader());
+    let restore = pg.replica_method("restore").unwrap();
+    assert!(restore.keep_data && restore.no_leader && !restore.no_params);
+    assert_eq!(
+        restore.argv("batman", "/data/pg", "host=h port=1").unwrap(),
+        vec![
+            "/bin/restore",
+            "--fast",
+            "--keep_data=True",
+            "--no_leader=True",
+            "--bucket=b1",
+            "--scope=batman",
+            "--role=replica",
+            "--datadir=/data/pg",
+            "--connstring=host=h port=1"
+        ]
+    );
+    let plain = pg.replica_method("plain").unwrap();
+    assert!(plain.no_leader && plain.no_params && !plain.keep_data);
+    assert_eq!(
+        plain.argv("batman", "/data/pg", "x").unwrap(),
+        vec!["/bin/plain", "--bucket=b2"]
+    );
+    // Without a section the method's name is the command.
+    let bare = pg.replica_method("bare").unwrap();
+    assert_eq!(
+        bare.argv("s", "/d", "").unwrap()[..2],
+        ["bare", "--scope=s"]
+    );
+    assert!(pg.replica_method("basebackup").is_none());
+
+    let leaderless = config(&minimal(
+        "  create_replica_methods: [restore, basebackup]\n  restore: {command: /bin/r}\n",
+    ));
+    assert!(!leaderless.postgresql.can_create_replica_without_leader());
+    let default = config(&minimal(""));
+    assert!(default.postgresql.replica_methods.is_empty());
+    assert!(!default.postgresql.can_create_replica_without_leader());
+
+    let err = parse_str(&minimal(
+        "  create_replica_methods: [r]\n  r: {command: x, keep_data: sometimes}\n",
+    ))
+    .expect_err("bad flag");
+    assert!(err.to_string().contains("postgresql.r.keep_data"), "{err}");
 }

@@ -252,7 +252,7 @@ fn custom_bootstrap_method_needs_its_command() {
     ))
     .expect("loads");
     let b = &l.config.bootstrap;
-    assert_eq!(b.custom_method().map(|(n, _)| n), Some("clone"));
+    assert_eq!(b.custom_method().map(|m| m.name.as_str()), Some("clone"));
     assert_eq!(b.post_bootstrap.as_deref(), Some("/bin/post"));
     assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
     assert!(l.warnings[0].contains("bootstrap.users"));

@@ -195,12 +195,12 @@ fn after_failed_job(
                 done.message
             ))
         }
-        JobKind::Clone { from } => {
+        JobKind::Clone { from, .. } => {
             d.act(Action::RemoveDataDirectory);
-            Some(format!(
-                "failed to bootstrap from leader '{from}': {}",
-                done.message
-            ))
+            Some(match from {
+                Some(from) => format!("failed to bootstrap from leader '{from}': {}", done.message),
+                None => format!("failed to bootstrap (without leader): {}", done.message),
+            })
         }
         JobKind::Promote if done.refused_by_pre_promote => {
             d.next.configured_as = None;
@@ -272,13 +272,24 @@ pub(crate) fn failure_cause(message: &str) -> String {
 fn empty_data_dir(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String {
     let me = obs.me.as_str();
     match cluster.leader.as_ref() {
-        None if cluster.initialize.is_none() => {
-            if obs.nofailover {
-                return format!("Lock owner: None; I am {me}; waiting for leader to bootstrap (nofailover is set)");
-            }
+        None if cluster.initialize.is_none() && !obs.nofailover => {
             d.act(Action::TakeInitializeLock);
             d.act(Action::StartJob(JobKind::Bootstrap));
             "trying to bootstrap a new cluster".into()
+        }
+        // No leader to copy from: a replica method that needs none (a restore from a backup
+        // or an archive) may still create this member, unless a bootstrap is under way.
+        None if obs.clone_without_leader && cluster.initialize.as_deref() != Some("") => {
+            d.act(Action::StartJob(JobKind::Clone {
+                from: None,
+                basebackup_only: false,
+            }));
+            "trying to bootstrap (without leader)".into()
+        }
+        None if cluster.initialize.is_none() => {
+            format!(
+                "Lock owner: None; I am {me}; waiting for leader to bootstrap (nofailover is set)"
+            )
         }
         None => "waiting for leader to bootstrap".into(),
         Some(l) if l.name == me => {
@@ -286,7 +297,8 @@ fn empty_data_dir(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String
             "data directory is empty while holding the leader lock; releasing it".into()
         }
         Some(l) => {
-            let source = if d.next.clone_from_leader {
+            let from_leader = d.next.clone_from_leader;
+            let source = if from_leader {
                 cluster
                     .member(&l.name)
                     .filter(|m| m.is_running())
@@ -302,7 +314,10 @@ fn empty_data_dir(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String
                     } else {
                         format!("trying to bootstrap from replica '{src}'")
                     };
-                    d.act(Action::StartJob(JobKind::Clone { from: src }));
+                    d.act(Action::StartJob(JobKind::Clone {
+                        from: Some(src),
+                        basebackup_only: from_leader,
+                    }));
                     msg
                 }
                 None => "waiting for leader to bootstrap".into(),
@@ -328,7 +343,12 @@ fn job_in_progress(obs: &Observation, cluster: &Cluster, kind: &JobKind) -> Stri
     };
     match kind {
         JobKind::Bootstrap => "bootstrap in progress".into(),
-        JobKind::Clone { from } => format!("bootstrap from leader '{from}' in progress"),
+        JobKind::Clone {
+            from: Some(from), ..
+        } => {
+            format!("bootstrap from leader '{from}' in progress")
+        }
+        JobKind::Clone { from: None, .. } => "bootstrap (without leader) in progress".into(),
         JobKind::Start {
             role: Role::Primary,
         } => format!(

@@ -104,9 +104,13 @@ pub struct PeerReply {
 pub enum JobKind {
     /// initdb, start, create roles, post_bootstrap: the node won the bootstrap race.
     Bootstrap,
-    /// pg_basebackup from a running member.
+    /// Create a replica with `create_replica_methods`, from a running member, or with no
+    /// source at all (`None`: only methods marked `no_leader` run, e.g. a restore from a
+    /// backup while the cluster has no leader).
     Clone {
-        from: String,
+        from: Option<String>,
+        /// `reinit --from-leader`: pg_basebackup only, whatever the configured methods.
+        basebackup_only: bool,
     },
     /// Start postgres as a primary or as a replica of `leader` (None: read-only, no upstream).
     Start {
@@ -166,6 +170,8 @@ pub struct Observation {
     pub failover_priority: i64,
     /// The member's `replicatefrom` tag: stream from that member instead of the leader.
     pub replicatefrom: Option<String>,
+    /// One of `create_replica_methods` can create a replica without a leader (`no_leader`).
+    pub clone_without_leader: bool,
     pub dcs: DcsView,
     pub policy: ClusterPolicy,
     pub lock: LockRenewal,

@@ -90,6 +90,7 @@ impl Obs {
             nofailover: false,
             failover_priority: 1,
             replicatefrom: None,
+            clone_without_leader: false,
             dcs: DcsView::Reachable(Box::new(cluster)),
             policy: ClusterPolicy {
                 ttl: 10,
@@ -579,9 +580,101 @@ fn empty_node_clones_from_the_running_leader() {
     let d = Obs::new("pg4", cluster(Some("pg1")), LocalPg::Empty).decide();
     assert_eq!(
         d.actions,
-        vec![Action::StartJob(JobKind::Clone { from: "pg1".into() })]
+        vec![Action::StartJob(JobKind::Clone {
+            from: Some("pg1".into()),
+            basebackup_only: false
+        })]
     );
     assert_eq!(d.message, "trying to bootstrap from leader 'pg1'");
+}
+
+#[test]
+fn empty_node_without_leader_clones_only_with_a_no_leader_method() {
+    let leaderless = JobKind::Clone {
+        from: None,
+        basebackup_only: false,
+    };
+    // The cluster exists (initialize holds its system identifier) but nobody leads.
+    let d = Obs::new("pg4", cluster(None), LocalPg::Empty).decide();
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.message, "waiting for leader to bootstrap");
+    let mut o = Obs::new("pg4", cluster(None), LocalPg::Empty);
+    o.0.clone_without_leader = true;
+    let d = o.decide();
+    assert_eq!(d.actions, vec![Action::StartJob(leaderless.clone())]);
+    assert_eq!(d.message, "trying to bootstrap (without leader)");
+
+    // Not while another member bootstraps the cluster.
+    let mut o = Obs::new(
+        "pg4",
+        Cluster::from_keys(&[kv("initialize", "")]),
+        LocalPg::Empty,
+    );
+    o.0.clone_without_leader = true;
+    assert!(o.decide().actions.is_empty());
+    // No cluster yet: a member that may lead bootstraps it; one that may not restores.
+    let mut o = Obs::new("pg4", Cluster::from_keys(&[]), LocalPg::Empty);
+    o.0.clone_without_leader = true;
+    assert_eq!(
+        o.decide().actions,
+        vec![
+            Action::TakeInitializeLock,
+            Action::StartJob(JobKind::Bootstrap)
+        ]
+    );
+    o.0.nofailover = true;
+    assert_eq!(
+        o.decide().actions,
+        vec![Action::StartJob(leaderless.clone())]
+    );
+    // With a leader the method list runs with the leader as the source.
+    let mut o = Obs::new("pg4", cluster(Some("pg1")), LocalPg::Empty);
+    o.0.clone_without_leader = true;
+    assert!(matches!(
+        &o.decide().actions[..],
+        [Action::StartJob(JobKind::Clone { from: Some(f), .. })] if f == "pg1"
+    ));
+
+    // Running, and failing.
+    let mut o = Obs::new("pg4", cluster(None), LocalPg::Invalid("half".into()));
+    o.0.job = Some(Job {
+        kind: leaderless.clone(),
+        started_at: 0,
+    });
+    assert_eq!(o.decide().message, "bootstrap (without leader) in progress");
+    let mut o = Obs::new("pg4", cluster(None), LocalPg::Empty);
+    o.0.clone_without_leader = true;
+    o.0.finished = Some(JobOutcome {
+        kind: leaderless,
+        ok: false,
+        message: "no method worked".into(),
+        refused_by_pre_promote: false,
+    });
+    let d = o.decide();
+    assert_eq!(d.actions, vec![Action::RemoveDataDirectory]);
+    assert_eq!(
+        d.message,
+        "failed to bootstrap (without leader): no method worked"
+    );
+}
+
+#[test]
+fn reinit_from_leader_clones_with_basebackup_only() {
+    let mut o = Obs::new("pg4", cluster(Some("pg1")), LocalPg::Empty);
+    let state = HaState {
+        clone_from_leader: true,
+        ..HaState::default()
+    };
+    o.0.clone_without_leader = true;
+    let d = decide(&state, &o.0);
+    assert_eq!(
+        d.actions,
+        vec![Action::StartJob(JobKind::Clone {
+            from: Some("pg1".into()),
+            basebackup_only: true
+        })]
+    );
+    assert!(!d.next.clone_from_leader);
 }
 
 #[test]
@@ -747,7 +840,10 @@ fn half_written_data_directory_is_not_judged_while_cloning() {
         LocalPg::Invalid("no PG_VERSION".into()),
     );
     o.0.job = Some(Job {
-        kind: JobKind::Clone { from: "pg1".into() },
+        kind: JobKind::Clone {
+            from: Some("pg1".into()),
+            basebackup_only: false,
+        },
         started_at: 0,
     });
     let d = o.decide();

@@ -45,6 +45,23 @@ pub struct ServerConfig {
     pub hba: Vec<String>,
     /// `Some`: run as a standby of that primary; `None`: run as a primary.
     pub standby: Option<StandbyConfig>,
+    /// Without `standby`: the signal files to leave (a primary-to-be recovering first).
+    pub recovery_signal: RecoverySignal,
+}
+
+/// The signal files of a server that is not configured as a standby.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RecoverySignal {
+    /// A primary: standby.signal and recovery.signal are removed.
+    #[default]
+    None,
+    /// Leave whatever signal files are there (a custom bootstrap's
+    /// `keep_existing_recovery_conf`).
+    Keep,
+    /// recovery.signal: archive recovery up to the configured target, then promotion.
+    Recovery,
+    /// standby.signal without an upstream (a custom bootstrap's `standby_mode: on`).
+    Standby,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,7 +460,12 @@ impl LocalPostgres {
             }
         }
 
-        if self.write_signals(cfg.standby.is_some())? {
+        let signal = if cfg.standby.is_some() {
+            RecoverySignal::Standby
+        } else {
+            cfg.recovery_signal
+        };
+        if self.write_signals(signal)? {
             outcome.standby_changed = true;
             outcome.changed = true;
         }
@@ -469,19 +491,29 @@ impl LocalPostgres {
         Ok(outcome)
     }
 
-    /// Create standby.signal (standby) or remove standby.signal and recovery.signal (primary).
-    /// True when something changed.
-    pub(crate) fn write_signals(&self, standby: bool) -> Result<bool, PgError> {
+    /// Create standby.signal (standby) or recovery.signal, or remove both (primary), or leave
+    /// them. True when something changed.
+    pub(crate) fn write_signals(&self, signal: RecoverySignal) -> Result<bool, PgError> {
         let dir = &self.params.data_dir;
-        let standby_signal = dir.join(STANDBY_SIGNAL);
-        if standby {
-            if standby_signal.exists() {
-                return Ok(false);
-            }
-            self.write_atomic(&standby_signal, b"", 0o600)?;
-            return Ok(true);
+        let (wanted, other) = match signal {
+            RecoverySignal::None => return self.remove_signals(),
+            RecoverySignal::Keep => return Ok(false),
+            RecoverySignal::Standby => (STANDBY_SIGNAL, RECOVERY_SIGNAL),
+            RecoverySignal::Recovery => (RECOVERY_SIGNAL, STANDBY_SIGNAL),
+        };
+        let mut changed = false;
+        let other = dir.join(other);
+        match std::fs::remove_file(&other) {
+            Ok(()) => changed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PgError::io(&other, e)),
         }
-        self.remove_signals()
+        let wanted = dir.join(wanted);
+        if !wanted.exists() {
+            self.write_atomic(&wanted, b"", 0o600)?;
+            changed = true;
+        }
+        Ok(changed)
     }
 
     /// Remove standby.signal and recovery.signal; true when one existed.

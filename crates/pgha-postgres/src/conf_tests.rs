@@ -140,6 +140,7 @@ async fn write_config_primary_then_standby_then_primary() {
         command_line: map(&[("max_connections", "100")]),
         hba: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
         standby: None,
+        ..ServerConfig::default()
     };
     let out = pg.write_config(&mut cfg).await.unwrap();
     assert!(out.changed && out.hba_changed && !out.standby_changed);
@@ -218,6 +219,40 @@ async fn write_config_primary_then_standby_then_primary() {
         std::fs::read_to_string(data.join("postgresql.base.conf")).unwrap(),
         "max_connections = 100\n"
     );
+}
+
+#[tokio::test]
+async fn primary_to_be_keeps_or_writes_recovery_signals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = initialized(tmp.path());
+    let data = p.data_dir.clone();
+    let pg = LocalPostgres::new(p.clone());
+    let mut cfg = ServerConfig {
+        parameters: map(&[("restore_command", "cp /a/%f %p")]),
+        recovery_signal: RecoverySignal::Recovery,
+        ..ServerConfig::default()
+    };
+    std::fs::write(data.join("standby.signal"), "").unwrap();
+    let out = pg.write_config(&mut cfg).await.unwrap();
+    assert!(out.standby_changed);
+    assert!(data.join("recovery.signal").exists());
+    assert!(!data.join("standby.signal").exists());
+    let conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+    assert!(conf.contains("restore_command = 'cp /a/%f %p'"));
+
+    // keep_existing_recovery_conf: whatever the restore left stays.
+    std::fs::write(data.join("standby.signal"), "").unwrap();
+    cfg.recovery_signal = RecoverySignal::Keep;
+    pg.write_config(&mut cfg).await.unwrap();
+    assert!(data.join("recovery.signal").exists() && data.join("standby.signal").exists());
+
+    cfg.recovery_signal = RecoverySignal::Standby;
+    pg.write_config(&mut cfg).await.unwrap();
+    assert!(!data.join("recovery.signal").exists() && data.join("standby.signal").exists());
+
+    cfg.recovery_signal = RecoverySignal::None;
+    pg.write_config(&mut cfg).await.unwrap();
+    assert!(!data.join("recovery.signal").exists() && !data.join("standby.signal").exists());
 }
 
 #[tokio::test]

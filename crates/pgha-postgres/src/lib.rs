@@ -24,6 +24,7 @@ mod conf_check;
 mod controldata;
 mod error;
 mod guc;
+mod methods;
 mod params;
 mod probe;
 mod process;
@@ -38,12 +39,13 @@ pub use cluster_wide::{HeldSetting, InsufficientSetting};
 pub use cmd::OsUser;
 pub use conf::{
     parse_conf_parameters, primary_conninfo, render_hba, render_pgpass, render_postgresql_conf,
-    ConfigWriteOutcome, ServerConfig, StandbyConfig, CONF_HEADER,
+    ConfigWriteOutcome, RecoverySignal, ServerConfig, StandbyConfig, CONF_HEADER,
 };
 pub use conf_check::{first_rejection, Rejected};
 pub use controldata::ControlData;
 pub use error::PgError;
 pub use guc::{check_parameters, GucSpec};
+pub use methods::{MethodRun, RecoveryState};
 pub use params::{build_parameters, render_value, PgParams, PgUser, Timeouts, FORCED_GUCS};
 pub use probe::{Probe, ReplicationRow, SlotChanges};
 pub use process::StopMode;

@@ -57,6 +57,9 @@ pub struct Timeouts {
     pub rewind: Duration,
     pub crash_recovery: Duration,
     pub post_bootstrap: Duration,
+    /// An operator's bootstrap or replica creation command, and the recovery after a custom
+    /// bootstrap (restores of large backups take hours).
+    pub custom_method: Duration,
     /// Short commands: pg_ctl reload, pg_controldata, pg_isready.
     pub short_command: Duration,
     /// A whole `probe()` (connect + query).
@@ -71,6 +74,7 @@ impl Default for Timeouts {
             rewind: Duration::from_secs(3600),
             crash_recovery: Duration::from_secs(3600),
             post_bootstrap: Duration::from_secs(1800),
+            custom_method: Duration::from_secs(24 * 3600),
             short_command: Duration::from_secs(30),
             probe: Duration::from_secs(2),
         }

@@ -61,6 +61,53 @@ pub fn parse_timeline_history(text: &str) -> Result<Vec<TimelineSwitch>, PgError
     Ok(out)
 }
 
+/// Options of `postgresql.basebackup` that would clash with how the agent runs pg_basebackup
+/// (where to, from where, as whom, in which format).
+const BASEBACKUP_NOT_ALLOWED: &[&str] = &[
+    "pgdata",
+    "format",
+    "wal-method",
+    "xlog-method",
+    "gzip",
+    "version",
+    "dbname",
+    "host",
+    "port",
+    "username",
+    "password",
+];
+
+/// pg_basebackup's options: `--wal-method=stream` always, `--checkpoint=fast` unless the user
+/// chose a checkpoint mode, then the user's `postgresql.basebackup` options; those that cannot
+/// work (see [`BASEBACKUP_NOT_ALLOWED`], client-side `--compress`) are left out with an error
+/// naming the setting.
+pub(crate) fn basebackup_args(user: &[String], major: u32) -> Vec<String> {
+    let mut out = vec!["--wal-method=stream".to_string()];
+    let name_of = |o: &str| {
+        let o = o.trim_start_matches('-');
+        o.split_once('=').map_or(o, |(n, _)| n).to_string()
+    };
+    if !user
+        .iter()
+        .any(|o| ["checkpoint", "c"].contains(&name_of(o).as_str()))
+    {
+        out.push("--checkpoint=fast".to_string());
+    }
+    for opt in user {
+        let name = name_of(opt);
+        let client_compress =
+            name == "compress" && ((major != 0 && major < 15) || !opt.contains("=server"));
+        if BASEBACKUP_NOT_ALLOWED.contains(&name.as_str()) || client_compress {
+            tracing::error!(
+                "postgresql.basebackup: option {opt} is not allowed (the agent sets where pg_basebackup writes, what it connects to and its format; only server-side compression works); ignored"
+            );
+            continue;
+        }
+        out.push(opt.clone());
+    }
+    out
+}
+
 /// Config files pg_rewind would overwrite with the source's copies.
 const REWIND_PROTECTED: &[&str] = &["postgresql.conf", BASE_CONF, "pg_hba.conf", "pg_ident.conf"];
 
@@ -150,15 +197,7 @@ impl LocalPostgres {
         let p = &self.params;
         self.prepare_empty_data_dir()?;
         self.write_pgpass()?;
-        let default_opts = [
-            "--checkpoint=fast".to_string(),
-            "--wal-method=stream".to_string(),
-        ];
-        let opts = if p.basebackup_options.is_empty() {
-            &default_opts[..]
-        } else {
-            &p.basebackup_options[..]
-        };
+        let opts = basebackup_args(&p.basebackup_options, self.major_version());
         let cmd = Cmd::new(self.bin("pg_basebackup"))
             .arg("-D")
             .arg(&p.data_dir)
@@ -169,7 +208,7 @@ impl LocalPostgres {
             .arg("-U")
             .arg(&p.replication.username)
             .arg("--no-password")
-            .args(opts)
+            .args(&opts)
             .env("PGPASSFILE", &p.pgpass)
             .env("PGCONNECT_TIMEOUT", REMOTE_TIMEOUT.as_secs().to_string())
             .env("PGAPPNAME", "pgha_basebackup");
@@ -409,6 +448,40 @@ impl LocalPostgres {
 mod tests {
     use super::*;
     use crate::test_support::params_in;
+
+    #[test]
+    fn basebackup_options() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            basebackup_args(&[], 15),
+            s(&["--wal-method=stream", "--checkpoint=fast"])
+        );
+        assert_eq!(
+            basebackup_args(
+                &s(&[
+                    "--max-rate=100M",
+                    "--checkpoint=spread",
+                    "--verbose",
+                    "--pgdata=/x",
+                    "--wal-method=fetch",
+                    "--compress=gzip",
+                    "--compress=server-gzip"
+                ]),
+                15
+            ),
+            s(&[
+                "--wal-method=stream",
+                "--max-rate=100M",
+                "--checkpoint=spread",
+                "--verbose",
+                "--compress=server-gzip"
+            ])
+        );
+        assert_eq!(
+            basebackup_args(&s(&["--compress=server-gzip"]), 14),
+            s(&["--wal-method=stream", "--checkpoint=fast"])
+        );
+    }
 
     #[test]
     fn history_parsing() {

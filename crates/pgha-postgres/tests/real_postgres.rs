@@ -106,6 +106,7 @@ fn server_config(
             "host replication replicator 127.0.0.1/32 scram-sha-256".into(),
         ],
         standby,
+        ..ServerConfig::default()
     }
 }
 

@@ -19,6 +19,7 @@ mod bootstrap;
 mod callbacks;
 mod cluster_wide_order;
 mod common;
+mod custom_methods;
 mod etcd_outage;
 mod failover_manual;
 mod failover_priority;
