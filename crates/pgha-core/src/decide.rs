@@ -4,7 +4,7 @@ use crate::race::{healthiest_verdict, Candidate, RaceVerdict};
 use crate::{requests, switchover};
 use crate::{
     wanted_slots, Action, DcsView, Decision, HaState, JobKind, JobOutcome, LocalPg, LockRenewal,
-    Observation, PgProcess, PgRunning, Role, StopMode,
+    Observation, PeerStatus, PgProcess, PgRunning, Role, StopMode,
 };
 
 /// One HA cycle: what to do given what was observed. Pure; see the crate docs.
@@ -392,10 +392,12 @@ fn i_am_leader(
                 }
             }
             leader_housekeeping(d, obs, cluster, system_id, r);
+            // The sync key before the configuration: see `sync` for the order.
+            let note = crate::sync::leader_upkeep(d, obs, cluster, r);
             d.act(Action::ApplyConfig {
                 role: Role::Primary,
             });
-            format!("no action. I am ({me}), the leader with the lock")
+            note.unwrap_or_else(|| format!("no action. I am ({me}), the leader with the lock"))
         }
         PgProcess::Running(_) => {
             d.act(Action::StartJob(JobKind::Promote));
@@ -632,8 +634,43 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
     if obs.policy.pause {
         return format!("Lock owner: None; I am {me}; paused: no automatic failover");
     }
+    if obs.policy.synchronous_mode
+        && matches!(process, PgProcess::Running(_))
+        && !crate::sync::may_promote(cluster, me)
+    {
+        let listed = cluster
+            .sync
+            .as_ref()
+            .and_then(|s| s.sync_standby.clone())
+            .unwrap_or_else(|| "none".into());
+        return format!(
+            "Lock owner: None; I am {me}; not racing: synchronous_mode is on and the sync key lists {listed}, not me"
+        );
+    }
     match process {
         PgProcess::Running(r) => {
+            // In synchronous mode only members the sync key lists may take over: the others'
+            // positions are no reason to hold back.
+            let sync_peers: Option<Vec<PeerStatus>> = obs
+                .policy
+                .synchronous_mode
+                .then(|| obs.peers.as_deref())
+                .flatten()
+                .map(|peers| {
+                    peers
+                        .iter()
+                        .cloned()
+                        .map(|mut p| {
+                            if !crate::sync::may_promote(cluster, &p.name) {
+                                if let Some(r) = p.reply.as_mut() {
+                                    r.nofailover = true;
+                                }
+                            }
+                            p
+                        })
+                        .collect()
+                });
+            let peers = sync_peers.as_deref().or(obs.peers.as_deref());
             let candidate = Candidate {
                 me,
                 local: r,
@@ -642,7 +679,7 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
                 former_leader: d.next.last_leader.as_deref(),
                 check_lag: switchover::due(cluster, obs.now).is_none(),
             };
-            match healthiest_verdict(&candidate, &obs.policy, cluster, obs.peers.as_deref()) {
+            match healthiest_verdict(&candidate, &obs.policy, cluster, peers) {
                 RaceVerdict::NeedPeers => {
                     d.act(Action::ProbePeers);
                     format!("Lock owner: None; I am {me}")

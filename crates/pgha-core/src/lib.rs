@@ -13,12 +13,13 @@ mod requests;
 mod rewind;
 mod slots;
 mod switchover;
+mod sync;
 
 pub use decide::decide;
 pub use model::{
     Action, AdminRequest, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome,
     LocalPg, LockRenewal, Observation, PeerReply, PeerStatus, PgProcess, PgRunning, Reply,
-    RestartRequest, Role, SettingBelowPrimary, StopMode,
+    RestartRequest, Role, SettingBelowPrimary, StandbyConn, StopMode,
 };
 pub use race::{healthiest_verdict, Candidate, RaceVerdict};
 pub use rewind::{assess_divergence, Divergence};

@@ -58,6 +58,19 @@ pub struct PgRunning {
     /// runs with (replayed into its control file). PostgreSQL pauses replay until the standby
     /// restarts with at least the primary's values.
     pub below_primary: Vec<SettingBelowPrimary>,
+    /// Primary: the standbys connected to it (`pg_stat_replication`).
+    pub standbys: Vec<StandbyConn>,
+}
+
+/// A row of the primary's `pg_stat_replication`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbyConn {
+    /// `application_name`: the member name for pgha and Patroni standbys.
+    pub name: String,
+    /// `state`: `streaming`, `catchup`, ...
+    pub state: String,
+    /// `sync_state`: `async`, `potential`, `sync`, `quorum`.
+    pub sync_state: String,
 }
 
 /// A shared-memory setting (max_connections, max_wal_senders, ...) a standby runs below its
@@ -239,6 +252,9 @@ pub struct HaState {
     /// Unix ms until which this node stays out of the leader race: its `pre_promote` script
     /// refused a promotion and it gave the lock back, so another member gets a turn.
     pub race_backoff_until: Option<u64>,
+    /// Synchronous mode: the `synchronous_standby_names` the primary runs with, set by the
+    /// leader (None: the user's own setting).
+    pub synchronous_standby_names: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +296,12 @@ pub enum Action {
     /// The leader stores its local `bootstrap.dcs` as the dynamic configuration when the
     /// cluster has none (e.g. an existing postgres adopted into a fresh DCS).
     WriteInitialConfig,
+    /// Synchronous mode: write the `sync` key naming us as leader and these standbys.
+    WriteSyncKey {
+        standbys: Vec<String>,
+    },
+    /// Synchronous mode was switched off: remove the `sync` key.
+    DeleteSyncKey,
     /// Refuse to continue: the agent exits with this CRITICAL message.
     Exit(String),
 }

@@ -15,6 +15,12 @@ fn healthy(cluster: &Cluster, name: &str) -> bool {
     cluster.member(name).is_some_and(|m| m.may_promote())
 }
 
+/// Healthy, and in synchronous mode listed in the `sync` key.
+fn eligible(obs: &Observation, cluster: &Cluster, name: &str) -> bool {
+    healthy(cluster, name)
+        && (!obs.policy.synchronous_mode || crate::sync::may_promote(cluster, name))
+}
+
 /// The leader's part: check the request, then stop cleanly (every WAL record reaches the
 /// candidate) and hand over the lock. `None` when there is nothing to do.
 pub(crate) fn leader_side(
@@ -46,12 +52,18 @@ pub(crate) fn leader_side(
             return refuse(d, format!("candidate {c} does not exist"))
         }
         Some(c) if !healthy(cluster, c) => return refuse(d, format!("member {c} is not healthy")),
+        Some(c) if !eligible(obs, cluster, c) => {
+            return refuse(
+                d,
+                format!("candidate {c} is not a synchronous standby (synchronous_mode is on)"),
+            )
+        }
         Some(_) => {}
         None => {
             if !cluster
                 .members
                 .iter()
-                .any(|m| m.name != me && healthy(cluster, &m.name))
+                .any(|m| m.name != me && eligible(obs, cluster, &m.name))
             {
                 return refuse(d, "no healthy members found to switch over to".into());
             }
@@ -97,7 +109,7 @@ pub(crate) fn leaderless_side(
             && cluster
                 .members
                 .iter()
-                .any(|m| m.name != me && healthy(cluster, &m.name)) =>
+                .any(|m| m.name != me && eligible(obs, cluster, &m.name)) =>
         {
             Some(format!(
                 "Lock owner: None; I am {me}; not racing: I handed over leadership in a switchover"

@@ -56,6 +56,7 @@ fn running(in_recovery: bool, pos: u64) -> LocalPg {
             pending_restart: false,
             server_version: 150018,
             below_primary: Vec::new(),
+            standbys: Vec::new(),
         }),
         control: None,
     }
@@ -796,6 +797,7 @@ fn new_timeline_is_recorded_in_history() {
             pending_restart: false,
             server_version: 150018,
             below_primary: Vec::new(),
+            standbys: Vec::new(),
         }),
         control: None,
     };
@@ -1274,4 +1276,192 @@ fn a_promotion_refused_by_pre_promote_releases_the_lock_and_backs_off_for_a_ttl(
         vec![Action::AcquireLock, Action::StartJob(JobKind::Promote)]
     );
     assert_eq!(d.next.race_backoff_until, None);
+}
+
+// ---- synchronous_mode ----
+
+/// pg1 leads; `sync` is the sync key's value if any; pg3 is tagged as `pg3_tags` says.
+fn sync_cluster(leader: Option<&str>, sync: Option<&str>, pg3_extra: &str) -> Cluster {
+    let mut keys = vec![
+        kv("initialize", SYSID),
+        kv("config", r#"{"ttl":10,"synchronous_mode":true}"#),
+        member("pg1", "primary", 1000, ""),
+        member("pg2", "replica", 1000, ""),
+        member("pg3", "replica", 1000, pg3_extra),
+        kv("status", r#"{"optime":1000}"#),
+    ];
+    if let Some(l) = leader {
+        keys.push(kv("leader", l));
+    }
+    if let Some(s) = sync {
+        keys.push(kv("sync", s));
+    }
+    Cluster::from_keys(&keys)
+}
+
+/// The leader pg1 running with these (name, sync_state) standbys streaming from it.
+fn primary_with(standbys: &[(&str, &str)]) -> LocalPg {
+    let mut local = running(false, 1000);
+    if let LocalPg::Initialized {
+        process: PgProcess::Running(r),
+        ..
+    } = &mut local
+    {
+        r.standbys = standbys
+            .iter()
+            .map(|(n, s)| StandbyConn {
+                name: (*n).into(),
+                state: "streaming".into(),
+                sync_state: (*s).into(),
+            })
+            .collect();
+    }
+    local
+}
+
+fn sync_obs(cluster: Cluster, local: LocalPg, strict: bool) -> Obs {
+    let mut o = Obs::new("pg1", cluster, local);
+    o.0.policy.synchronous_mode = true;
+    o.0.policy.synchronous_mode_strict = strict;
+    o
+}
+
+fn sync_key_writes(d: &Decision) -> Vec<Vec<String>> {
+    d.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::WriteSyncKey { standbys } => Some(standbys.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn sync_mode_names_a_standby_before_the_key_lists_it() {
+    // Cycle 1: nobody confirmed yet: the key (ours now) lists none, the setting names pg2.
+    let o = sync_obs(
+        sync_cluster(Some("pg1"), None, ""),
+        primary_with(&[("pg2", "async"), ("pg3", "async")]),
+        false,
+    );
+    let d = o.decide();
+    assert_eq!(sync_key_writes(&d), vec![Vec::<String>::new()]);
+    assert_eq!(d.next.synchronous_standby_names.as_deref(), Some("pg2"));
+    let key_at = d
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::WriteSyncKey { .. }))
+        .unwrap();
+    let conf_at = d
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::ApplyConfig { .. }))
+        .unwrap();
+    assert!(key_at < conf_at, "{:?}", d.actions);
+
+    // Cycle 2: PostgreSQL reports pg2 as sync under that setting: now the key lists it.
+    let o = sync_obs(
+        sync_cluster(Some("pg1"), Some(r#"{"leader":"pg1","sync_standby":null}"#), ""),
+        primary_with(&[("pg2", "sync"), ("pg3", "async")]),
+        false,
+    );
+    let d = o.decide_from(&d.next);
+    assert_eq!(sync_key_writes(&d), vec![vec!["pg2".to_string()]]);
+    assert_eq!(
+        d.message,
+        r#"Synchronous standby status assigned to ["pg2"]"#
+    );
+
+    // Cycle 3: steady: nothing to write.
+    let o = sync_obs(
+        sync_cluster(Some("pg1"), Some(r#"{"leader":"pg1","sync_standby":"pg2"}"#), ""),
+        primary_with(&[("pg2", "sync"), ("pg3", "async")]),
+        false,
+    );
+    let d = o.decide_from(&d.next);
+    assert!(sync_key_writes(&d).is_empty(), "{:?}", d.actions);
+    assert_eq!(d.message, "no action. I am (pg1), the leader with the lock");
+}
+
+#[test]
+fn a_lost_sync_standby_leaves_the_key_first_then_the_setting() {
+    let state = HaState {
+        has_lock: true,
+        synchronous_standby_names: Some("pg2".into()),
+        ..HaState::default()
+    };
+    let key = Some(r#"{"leader":"pg1","sync_standby":"pg2"}"#);
+    // Non-strict: pg3 (still async) becomes the new choice; the key drops pg2 at once.
+    let o = sync_obs(
+        sync_cluster(Some("pg1"), key, ""),
+        primary_with(&[("pg3", "async")]),
+        false,
+    );
+    let d = o.decide_from(&state);
+    assert_eq!(sync_key_writes(&d), vec![Vec::<String>::new()]);
+    assert_eq!(d.next.synchronous_standby_names.as_deref(), Some("pg3"));
+    // Nobody left: non-strict falls back to asynchronous, strict makes commits wait.
+    let o = sync_obs(sync_cluster(Some("pg1"), key, ""), primary_with(&[]), false);
+    assert_eq!(o.decide_from(&state).next.synchronous_standby_names.as_deref(), Some(""));
+    let o = sync_obs(sync_cluster(Some("pg1"), key, ""), primary_with(&[]), true);
+    let d = o.decide_from(&state);
+    assert_eq!(d.next.synchronous_standby_names.as_deref(), Some("*"));
+    assert_eq!(sync_key_writes(&d), vec![Vec::<String>::new()]);
+}
+
+#[test]
+fn nosync_members_are_never_chosen_and_node_count_is_honoured() {
+    let o = sync_obs(
+        sync_cluster(Some("pg1"), None, r#","tags":{"nosync":true}"#),
+        primary_with(&[("pg2", "async"), ("pg3", "async")]),
+        false,
+    );
+    assert_eq!(o.decide().next.synchronous_standby_names.as_deref(), Some("pg2"));
+    let mut o = sync_obs(
+        sync_cluster(Some("pg1"), None, ""),
+        primary_with(&[("pg2", "async"), ("pg3", "async")]),
+        false,
+    );
+    o.0.policy.synchronous_node_count = 2;
+    assert_eq!(
+        o.decide().next.synchronous_standby_names.as_deref(),
+        Some("2 (pg2,pg3)")
+    );
+}
+
+#[test]
+fn only_a_listed_sync_standby_races_in_sync_mode() {
+    let key = Some(r#"{"leader":"pg1","sync_standby":"pg2"}"#);
+    let mut o = Obs::new("pg3", sync_cluster(None, key, ""), running(true, 1000));
+    o.0.policy.synchronous_mode = true;
+    let d = o.decide();
+    assert!(!d.actions.contains(&Action::AcquireLock), "{:?}", d.actions);
+    assert!(d.message.contains("not racing: synchronous_mode is on"), "{}", d.message);
+    // pg2 races, and pg3 being further ahead (async) does not hold it back.
+    let mut o = Obs::new("pg2", sync_cluster(None, key, ""), running(true, 1000))
+        .peers(vec![("pg1", None), ("pg3", Some((false, 2000)))]);
+    o.0.policy.synchronous_mode = true;
+    let d = o.decide();
+    assert!(d.actions.contains(&Action::AcquireLock), "{}: {:?}", d.message, d.actions);
+    // No sync key at all: nobody may take over.
+    let mut o = Obs::new("pg2", sync_cluster(None, None, ""), running(true, 1000));
+    o.0.policy.synchronous_mode = true;
+    assert!(!o.decide().actions.contains(&Action::AcquireLock));
+}
+
+#[test]
+fn turning_sync_mode_off_removes_our_sync_key_and_the_setting() {
+    let state = HaState {
+        has_lock: true,
+        synchronous_standby_names: Some("pg2".into()),
+        ..HaState::default()
+    };
+    let o = Obs::new(
+        "pg1",
+        sync_cluster(Some("pg1"), Some(r#"{"leader":"pg1","sync_standby":"pg2"}"#), ""),
+        primary_with(&[("pg2", "sync")]),
+    );
+    let d = o.decide_from(&state);
+    assert!(d.actions.contains(&Action::DeleteSyncKey), "{:?}", d.actions);
+    assert_eq!(d.next.synchronous_standby_names, None);
 }

@@ -36,7 +36,15 @@ pub struct ClusterPolicy {
     pub use_pg_rewind: bool,
     pub use_slots: bool,
     pub failsafe_mode: bool,
+    /// `synchronous_mode: true` (or `on`, `quorum`): the leader names synchronous standbys.
     pub synchronous_mode: bool,
+    /// Without a synchronous standby, block commits (`synchronous_standby_names = '*'`) rather
+    /// than fall back to asynchronous replication.
+    pub synchronous_mode_strict: bool,
+    /// How many synchronous standbys to name (lowered to the number of eligible ones).
+    pub synchronous_node_count: u64,
+    /// A standby further behind than this many bytes is not chosen as synchronous; 0 = off.
+    pub maximum_lag_on_syncnode: u64,
     pub parameters: Map<String, Value>,
     pub pg_hba: Option<Vec<String>>,
     /// `postgresql.recovery_conf`: settings a standby runs with (restore_command, ...).
@@ -57,6 +65,9 @@ impl Default for ClusterPolicy {
             use_slots: true,
             failsafe_mode: false,
             synchronous_mode: false,
+            synchronous_mode_strict: false,
+            synchronous_node_count: 1,
+            maximum_lag_on_syncnode: 0,
             parameters: Map::new(),
             pg_hba: None,
             recovery_conf: Map::new(),
@@ -126,12 +137,33 @@ impl DynamicConfig {
         p.pause = flag(m.get("pause"), false);
         p.check_timeline = flag(m.get("check_timeline"), false);
         p.failsafe_mode = flag(m.get("failsafe_mode"), false);
-        p.synchronous_mode = flag(m.get("synchronous_mode"), false);
-        if p.synchronous_mode {
+        let quorum = matches!(m.get("synchronous_mode"), Some(Value::String(s)) if s.eq_ignore_ascii_case("quorum"));
+        p.synchronous_mode = quorum || flag(m.get("synchronous_mode"), false);
+        if quorum {
             warnings.push(
-                "synchronous_mode is not implemented by pgha: replication stays asynchronous"
+                "synchronous_mode: quorum is not implemented by pgha yet: it runs as synchronous_mode: on (FIRST n, every named standby confirms)"
                     .into(),
             );
+        }
+        p.synchronous_mode_strict = flag(m.get("synchronous_mode_strict"), false);
+        num(
+            "synchronous_node_count",
+            &mut p.synchronous_node_count,
+            &mut warnings,
+        );
+        if p.synchronous_node_count == 0 {
+            warnings.push("synchronous_node_count: 0 is below the minimum 1, using 1".into());
+            p.synchronous_node_count = 1;
+        }
+        // Patroni's default is -1; zero and negative values both mean "never swap".
+        match m.get("maximum_lag_on_syncnode") {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())) {
+                Some(n) => p.maximum_lag_on_syncnode = n.max(0) as u64,
+                None => warnings.push(format!(
+                    "maximum_lag_on_syncnode: {v} is not a number, using -1 (off)"
+                )),
+            },
         }
         if m.get("standby_cluster").is_some_and(|v| !v.is_null()) {
             warnings.push(
@@ -265,13 +297,33 @@ mod tests {
         .unwrap();
         let (p, w) = c.policy();
         assert!(p.synchronous_mode);
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].starts_with("synchronous_mode is not implemented"));
-        assert!(w[1].starts_with("standby_cluster is not implemented"));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("standby_cluster is not implemented"));
         let (_, w) = DynamicConfig::parse(r#"{"synchronous_mode":false}"#)
             .unwrap()
             .policy();
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn synchronous_mode_settings() {
+        let c = DynamicConfig::parse(
+            r#"{"synchronous_mode":"on","synchronous_mode_strict":true,"synchronous_node_count":2,"maximum_lag_on_syncnode":-1}"#,
+        )
+        .unwrap();
+        let (p, w) = c.policy();
+        assert!(w.is_empty(), "{w:?}");
+        assert!(p.synchronous_mode && p.synchronous_mode_strict);
+        assert_eq!((p.synchronous_node_count, p.maximum_lag_on_syncnode), (2, 0));
+        let (p, w) = DynamicConfig::parse(
+            r#"{"synchronous_mode":"quorum","synchronous_node_count":0,"maximum_lag_on_syncnode":"1048576"}"#,
+        )
+        .unwrap()
+        .policy();
+        assert!(p.synchronous_mode);
+        assert_eq!((p.synchronous_node_count, p.maximum_lag_on_syncnode), (1, 1_048_576));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("quorum") && w[1].starts_with("synchronous_node_count"));
     }
 
     #[test]

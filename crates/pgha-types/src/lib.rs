@@ -16,7 +16,7 @@ pub use dynamic_config::{
 };
 pub use lsn::{Lsn, LsnParseError};
 pub use member::{
-    failover_priority_of, nofailover_of, replicatefrom_of, tag_is_true, Member, MemberData,
+    failover_priority_of, nofailover_of, nosync_of, sync_priority_of, replicatefrom_of, tag_is_true, Member, MemberData,
     ScheduledRestart,
 };
 

@@ -169,6 +169,20 @@ fn priority_tag(v: Option<&Value>) -> Option<i64> {
     }
 }
 
+/// Whether tags keep the member from being a synchronous standby: `nosync` when set at all
+/// (it wins over `sync_priority`), else a `sync_priority` of 0 or less.
+pub fn nosync_of(tags: &Map<String, Value>) -> bool {
+    match tags.get("nosync") {
+        Some(v) if !v.is_null() => tag_is_true(Some(v)),
+        _ => priority_tag(tags.get("sync_priority")).is_some_and(|p| p <= 0),
+    }
+}
+
+/// The rank among synchronous standby candidates: `sync_priority`, 1 when absent.
+pub fn sync_priority_of(tags: &Map<String, Value>) -> i64 {
+    priority_tag(tags.get("sync_priority")).unwrap_or(1)
+}
+
 /// The `replicatefrom` tag's value, when it is a non-empty string.
 pub fn replicatefrom_of(tags: &Map<String, Value>) -> Option<&str> {
     tags.get("replicatefrom")
