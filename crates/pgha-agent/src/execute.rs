@@ -209,6 +209,32 @@ pub async fn run(
             apply_config(agent, role, cluster).await?;
             Ok(true)
         }
+        Action::WriteSyncKey { standbys } => {
+            let value = serde_json::json!({
+                "leader": agent.cfg.name,
+                "quorum": 0,
+                "sync_standby": if standbys.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::Value::String(standbys.join(","))
+                },
+            });
+            agent
+                .dcs
+                .put_key("sync", &value.to_string())
+                .await
+                .context("write the sync key")?;
+            Ok(true)
+        }
+        Action::DeleteSyncKey => {
+            agent
+                .dcs
+                .delete_key("sync")
+                .await
+                .context("delete the sync key")?;
+            info!("Disabled synchronous replication");
+            Ok(true)
+        }
         Action::Exit(_) => Ok(false),
     }
 }

@@ -451,6 +451,15 @@ impl Agent {
                                     || !self.cmdline_pending.is_empty(),
                                 server_version: p.server_version,
                                 below_primary,
+                                standbys: p
+                                    .replication
+                                    .iter()
+                                    .map(|r| pgha_core::StandbyConn {
+                                        name: r.application_name.clone(),
+                                        state: r.state.clone(),
+                                        sync_state: r.sync_state.clone(),
+                                    })
+                                    .collect(),
                             };
                             self.last_role =
                                 Some(if p.in_recovery { "replica" } else { "primary" });
@@ -781,13 +790,23 @@ impl Agent {
         role: &Role,
         cluster: Option<&Cluster>,
     ) -> pgha_postgres::ServerConfig {
-        server_config(
+        let mut server = server_config(
             &self.cfg,
             &self.policy,
             role,
             cluster,
             self.pg.major_version(),
-        )
+        );
+        // In synchronous mode the leader decides the synchronous standbys, whatever the user
+        // set (as Patroni).
+        if *role == Role::Primary {
+            if let Some(names) = &self.state.synchronous_standby_names {
+                server
+                    .parameters
+                    .insert("synchronous_standby_names".into(), names.clone());
+            }
+        }
+        server
     }
 }
 

@@ -49,7 +49,12 @@ pub(crate) fn may_promote(cluster: &Cluster, me: &str) -> bool {
 /// Members that may be synchronous standbys of `me` now, best first: streaming from us, not
 /// `nosync` (or `sync_priority` ≤ 0), within `maximum_lag_on_syncnode`; the ones already
 /// listed first (no needless swaps), then by `sync_priority`, then by name.
-fn candidates(obs: &Observation, cluster: &Cluster, r: &PgRunning, listed: &[String]) -> Vec<String> {
+fn candidates(
+    obs: &Observation,
+    cluster: &Cluster,
+    r: &PgRunning,
+    listed: &[String],
+) -> Vec<String> {
     let max_lag = obs.policy.maximum_lag_on_syncnode;
     let mut c: Vec<(bool, i64, String)> = cluster
         .members
@@ -62,8 +67,7 @@ fn candidates(obs: &Observation, cluster: &Cluster, r: &PgRunning, listed: &[Str
         })
         .filter(|m| {
             max_lag == 0
-                || m
-                    .data
+                || m.data
                     .xlog_location
                     .is_none_or(|at| r.wal_position.saturating_sub(at) <= max_lag)
         })
@@ -150,8 +154,7 @@ pub(crate) fn leader_upkeep(
         .filter(|n| {
             listed.contains(n)
                 || (in_force
-                    && r
-                        .standbys
+                    && r.standbys
                         .iter()
                         .any(|s| &s.name == *n && s.sync_state == "sync"))
         })
@@ -180,7 +183,8 @@ pub(crate) fn leader_upkeep(
             note = Some(if want.is_empty() && obs.policy.synchronous_mode_strict {
                 "No synchronous standby available and synchronous_mode_strict is requested: commits wait (synchronous_standby_names = '*')".to_string()
             } else if want.is_empty() {
-                "No synchronous standby available: replicating asynchronously until one streams".to_string()
+                "No synchronous standby available: replicating asynchronously until one streams"
+                    .to_string()
             } else {
                 format!("Assigning synchronous standby status to {want:?}")
             });

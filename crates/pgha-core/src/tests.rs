@@ -1361,7 +1361,11 @@ fn sync_mode_names_a_standby_before_the_key_lists_it() {
 
     // Cycle 2: PostgreSQL reports pg2 as sync under that setting: now the key lists it.
     let o = sync_obs(
-        sync_cluster(Some("pg1"), Some(r#"{"leader":"pg1","sync_standby":null}"#), ""),
+        sync_cluster(
+            Some("pg1"),
+            Some(r#"{"leader":"pg1","sync_standby":null}"#),
+            "",
+        ),
         primary_with(&[("pg2", "sync"), ("pg3", "async")]),
         false,
     );
@@ -1374,7 +1378,11 @@ fn sync_mode_names_a_standby_before_the_key_lists_it() {
 
     // Cycle 3: steady: nothing to write.
     let o = sync_obs(
-        sync_cluster(Some("pg1"), Some(r#"{"leader":"pg1","sync_standby":"pg2"}"#), ""),
+        sync_cluster(
+            Some("pg1"),
+            Some(r#"{"leader":"pg1","sync_standby":"pg2"}"#),
+            "",
+        ),
         primary_with(&[("pg2", "sync"), ("pg3", "async")]),
         false,
     );
@@ -1402,7 +1410,13 @@ fn a_lost_sync_standby_leaves_the_key_first_then_the_setting() {
     assert_eq!(d.next.synchronous_standby_names.as_deref(), Some("pg3"));
     // Nobody left: non-strict falls back to asynchronous, strict makes commits wait.
     let o = sync_obs(sync_cluster(Some("pg1"), key, ""), primary_with(&[]), false);
-    assert_eq!(o.decide_from(&state).next.synchronous_standby_names.as_deref(), Some(""));
+    assert_eq!(
+        o.decide_from(&state)
+            .next
+            .synchronous_standby_names
+            .as_deref(),
+        Some("")
+    );
     let o = sync_obs(sync_cluster(Some("pg1"), key, ""), primary_with(&[]), true);
     let d = o.decide_from(&state);
     assert_eq!(d.next.synchronous_standby_names.as_deref(), Some("*"));
@@ -1416,7 +1430,10 @@ fn nosync_members_are_never_chosen_and_node_count_is_honoured() {
         primary_with(&[("pg2", "async"), ("pg3", "async")]),
         false,
     );
-    assert_eq!(o.decide().next.synchronous_standby_names.as_deref(), Some("pg2"));
+    assert_eq!(
+        o.decide().next.synchronous_standby_names.as_deref(),
+        Some("pg2")
+    );
     let mut o = sync_obs(
         sync_cluster(Some("pg1"), None, ""),
         primary_with(&[("pg2", "async"), ("pg3", "async")]),
@@ -1436,13 +1453,22 @@ fn only_a_listed_sync_standby_races_in_sync_mode() {
     o.0.policy.synchronous_mode = true;
     let d = o.decide();
     assert!(!d.actions.contains(&Action::AcquireLock), "{:?}", d.actions);
-    assert!(d.message.contains("not racing: synchronous_mode is on"), "{}", d.message);
+    assert!(
+        d.message.contains("not racing: synchronous_mode is on"),
+        "{}",
+        d.message
+    );
     // pg2 races, and pg3 being further ahead (async) does not hold it back.
     let mut o = Obs::new("pg2", sync_cluster(None, key, ""), running(true, 1000))
         .peers(vec![("pg1", None), ("pg3", Some((false, 2000)))]);
     o.0.policy.synchronous_mode = true;
     let d = o.decide();
-    assert!(d.actions.contains(&Action::AcquireLock), "{}: {:?}", d.message, d.actions);
+    assert!(
+        d.actions.contains(&Action::AcquireLock),
+        "{}: {:?}",
+        d.message,
+        d.actions
+    );
     // No sync key at all: nobody may take over.
     let mut o = Obs::new("pg2", sync_cluster(None, None, ""), running(true, 1000));
     o.0.policy.synchronous_mode = true;
@@ -1458,10 +1484,18 @@ fn turning_sync_mode_off_removes_our_sync_key_and_the_setting() {
     };
     let o = Obs::new(
         "pg1",
-        sync_cluster(Some("pg1"), Some(r#"{"leader":"pg1","sync_standby":"pg2"}"#), ""),
+        sync_cluster(
+            Some("pg1"),
+            Some(r#"{"leader":"pg1","sync_standby":"pg2"}"#),
+            "",
+        ),
         primary_with(&[("pg2", "sync")]),
     );
     let d = o.decide_from(&state);
-    assert!(d.actions.contains(&Action::DeleteSyncKey), "{:?}", d.actions);
+    assert!(
+        d.actions.contains(&Action::DeleteSyncKey),
+        "{:?}",
+        d.actions
+    );
     assert_eq!(d.next.synchronous_standby_names, None);
 }

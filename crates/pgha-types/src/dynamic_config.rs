@@ -158,7 +158,10 @@ impl DynamicConfig {
         // Patroni's default is -1; zero and negative values both mean "never swap".
         match m.get("maximum_lag_on_syncnode") {
             None | Some(Value::Null) => {}
-            Some(v) => match v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())) {
+            Some(v) => match v
+                .as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            {
                 Some(n) => p.maximum_lag_on_syncnode = n.max(0) as u64,
                 None => warnings.push(format!(
                     "maximum_lag_on_syncnode: {v} is not a number, using -1 (off)"
@@ -314,14 +317,20 @@ mod tests {
         let (p, w) = c.policy();
         assert!(w.is_empty(), "{w:?}");
         assert!(p.synchronous_mode && p.synchronous_mode_strict);
-        assert_eq!((p.synchronous_node_count, p.maximum_lag_on_syncnode), (2, 0));
+        assert_eq!(
+            (p.synchronous_node_count, p.maximum_lag_on_syncnode),
+            (2, 0)
+        );
         let (p, w) = DynamicConfig::parse(
             r#"{"synchronous_mode":"quorum","synchronous_node_count":0,"maximum_lag_on_syncnode":"1048576"}"#,
         )
         .unwrap()
         .policy();
         assert!(p.synchronous_mode);
-        assert_eq!((p.synchronous_node_count, p.maximum_lag_on_syncnode), (1, 1_048_576));
+        assert_eq!(
+            (p.synchronous_node_count, p.maximum_lag_on_syncnode),
+            (1, 1_048_576)
+        );
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("quorum") && w[1].starts_with("synchronous_node_count"));
     }

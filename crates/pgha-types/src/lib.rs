@@ -16,8 +16,8 @@ pub use dynamic_config::{
 };
 pub use lsn::{Lsn, LsnParseError};
 pub use member::{
-    failover_priority_of, nofailover_of, nosync_of, sync_priority_of, replicatefrom_of, tag_is_true, Member, MemberData,
-    ScheduledRestart,
+    failover_priority_of, nofailover_of, nosync_of, replicatefrom_of, sync_priority_of,
+    tag_is_true, Member, MemberData, ScheduledRestart,
 };
 
 /// Version string published in member keys and `/patroni`. Patroni clients compare it to decide

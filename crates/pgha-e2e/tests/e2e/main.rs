@@ -43,6 +43,7 @@ mod sigterm_leader;
 mod startup_refusals;
 mod switchover_rest;
 mod switchover_writes;
+mod sync_mode;
 
 // Production fit: HAProxy, /metrics, logs, packaging, load.
 mod prod_haproxy;
