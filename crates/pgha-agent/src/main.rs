@@ -10,6 +10,7 @@ mod logging;
 mod peers;
 mod publish;
 mod settings;
+mod slot_upkeep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -28,6 +28,7 @@ mod params;
 mod probe;
 mod process;
 mod replica;
+mod slots;
 mod sql;
 mod versions;
 
@@ -47,6 +48,7 @@ pub use params::{build_parameters, render_value, PgParams, PgUser, Timeouts, FOR
 pub use probe::{Probe, ReplicationRow, SlotChanges};
 pub use process::StopMode;
 pub use replica::{parse_timeline_history, ConnTarget, TimelineSwitch};
+pub use slots::SlotState;
 pub use sql::{quote_ident, quote_literal};
 pub use versions::{parse_major_version, translate_parameters, version_num};
 

@@ -235,7 +235,7 @@ async fn lifecycle_with_real_postgres() {
     assert!(
         slots
             .iter()
-            .any(|(n, active, lsn)| n == "node2" && !active && lsn.is_some()),
+            .any(|s| s.name == "node2" && !s.active && s.restart_lsn.is_some()),
         "{slots:?}"
     );
 
