@@ -59,8 +59,9 @@ pub struct Agent {
     pub(crate) last_probe: Option<pgha_postgres::Probe>,
     /// Slot upkeep lines logged in the previous cycle: a lasting problem is logged once.
     pub(crate) slot_notes: std::collections::BTreeSet<String>,
-    /// When each logical slot was last copied from the primary (copies restart postgres).
-    pub(crate) slot_copies: std::collections::HashMap<String, std::time::Instant>,
+    /// When each logical slot was last copied from the primary, and the state copied (a copy
+    /// restarts postgres).
+    pub(crate) slot_copies: std::collections::HashMap<String, (std::time::Instant, Vec<u8>)>,
     config_path: Option<PathBuf>,
     requests: mpsc::Receiver<Pending>,
     loop_wait_shared: Arc<AtomicU64>,

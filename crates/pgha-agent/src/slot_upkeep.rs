@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::ha_loop::Agent;
 
 /// A logical slot is copied from the primary (a postgres restart) at most this often.
-const COPY_INTERVAL: Duration = Duration::from_secs(60);
+const MIN_COPY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Lines of this cycle; each is logged only when it was not logged in the previous cycle, so
 /// a lasting problem (a bad setting, a slot that cannot be created) shows once, not every loop.
@@ -123,17 +123,7 @@ async fn copy_logical_slots(
     notes: &mut Notes,
 ) {
     let now = Instant::now();
-    let names: Vec<String> = names
-        .iter()
-        .filter(|n| {
-            agent
-                .slot_copies
-                .get(*n)
-                .is_none_or(|at| now.duration_since(*at) >= COPY_INTERVAL)
-        })
-        .cloned()
-        .collect();
-    let (Some(cluster), false) = (cluster, names.is_empty()) else {
+    let Some(cluster) = cluster else {
         return;
     };
     let Some(leader) = cluster.leader_name() else {
@@ -143,7 +133,7 @@ async fn copy_logical_slots(
         return;
     };
     let source = ConnTarget { host, port };
-    let states = match agent.pg.primary_slot_states(&source, &names).await {
+    let states = match agent.pg.primary_slot_states(&source, names).await {
         Ok(s) => s,
         Err(e) => {
             notes.warn(format!(
@@ -164,14 +154,21 @@ async fn copy_logical_slots(
                     s.name, s.database, s.plugin
                 ));
             }
-            fits
+            // A copy restarts postgres: not again soon, nor of the very state copied last (it
+            // would fail the same way).
+            let last = agent.slot_copies.get(&s.name);
+            fits && last.is_none_or(|(at, state)| {
+                now.duration_since(*at) >= MIN_COPY_INTERVAL && *state != s.state
+            })
         })
         .collect();
     if states.is_empty() {
         return;
     }
     for s in &states {
-        agent.slot_copies.insert(s.name.clone(), now);
+        agent
+            .slot_copies
+            .insert(s.name.clone(), (now, s.state.clone()));
     }
     let list: Vec<&str> = states.iter().map(|s| s.name.as_str()).collect();
     info!(
