@@ -45,7 +45,7 @@ pub use controldata::ControlData;
 pub use error::PgError;
 pub use guc::{check_parameters, GucSpec};
 pub use params::{build_parameters, render_value, PgParams, PgUser, Timeouts, FORCED_GUCS};
-pub use probe::{Probe, ReplicationRow, SlotChanges};
+pub use probe::{Probe, ReplicationRow};
 pub use process::StopMode;
 pub use replica::{parse_timeline_history, ConnTarget, TimelineSwitch};
 pub use slots::SlotState;

@@ -5,7 +5,7 @@ use serde_json::Value;
 use tokio_postgres::SimpleQueryRow;
 
 use crate::error::PgError;
-use crate::sql::{quote_literal, rows};
+use crate::sql::rows;
 use crate::LocalPostgres;
 
 /// One row of `pg_stat_replication`.
@@ -53,52 +53,6 @@ pub struct Probe {
     pub pending_restart: Vec<(String, String, String)>,
     /// Replication slots, temporary ones excluded (they belong to a session).
     pub slots: Vec<SlotInfo>,
-}
-
-/// A row of `pg_replication_slots`.
-struct SlotRow {
-    name: String,
-    kind: String,
-    active: bool,
-    temporary: bool,
-}
-
-/// What `sync_slots` is to do about `existing`.
-#[derive(Debug, Default)]
-struct SlotPlan {
-    /// Wanted physical slots that do not exist.
-    create: Vec<String>,
-    /// Inactive, non-temporary physical slots nobody wants.
-    drop: Vec<String>,
-    /// Wanted names taken by a slot of another kind (name, kind): left alone.
-    clashing: Vec<(String, String)>,
-}
-
-fn plan_slots(wanted: &[String], existing: &[SlotRow]) -> SlotPlan {
-    let mut plan = SlotPlan::default();
-    for name in wanted {
-        if plan.create.contains(name) {
-            continue;
-        }
-        match existing.iter().find(|e| &e.name == name) {
-            Some(e) if e.kind != "physical" => plan.clashing.push((name.clone(), e.kind.clone())),
-            Some(_) => {}
-            None => plan.create.push(name.clone()),
-        }
-    }
-    plan.drop = existing
-        .iter()
-        .filter(|e| e.kind == "physical" && !e.active && !e.temporary && !wanted.contains(&e.name))
-        .map(|e| e.name.clone())
-        .collect();
-    plan
-}
-
-/// What `sync_slots` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SlotChanges {
-    pub created: Vec<String>,
-    pub dropped: Vec<String>,
 }
 
 const TS_FORMAT: &str = "'YYYY-MM-DD HH24:MI:SS.US'";
@@ -272,8 +226,6 @@ pub(crate) fn parse_probe_columns(cols: &[Option<&str>]) -> Result<Probe, PgErro
     })
 }
 
-use pgha_types::valid_slot_name;
-
 impl LocalPostgres {
     /// Everything the HA loop needs from SQL, in one round trip on the cached connection. The
     /// whole call (including a reconnect) is bounded by `Timeouts::probe` (2 s by default), so
@@ -294,97 +246,11 @@ impl LocalPostgres {
         let row = rows.first().ok_or_else(|| bad("pg_is_in_recovery"))?;
         Ok(parse_bool(row.get(0)))
     }
-
-    /// Make the physical slots match `wanted`: create missing ones (reserving WAL at once) and
-    /// drop inactive, non-temporary physical slots not in `wanted`. Logical and active slots are
-    /// never touched. A failed drop is logged and skipped; a failed create is an error.
-    pub async fn sync_slots(&self, wanted: &[String]) -> Result<SlotChanges, PgError> {
-        if let Some(bad_name) = wanted.iter().find(|n| !valid_slot_name(n)) {
-            return Err(PgError::InvalidInput(format!(
-                "invalid replication slot name {bad_name:?}: use at most 63 characters from [a-z0-9_]"
-            )));
-        }
-        let limit = self.timeouts.short_command;
-        let existing = rows(
-            self.simple_query(
-                "SELECT slot_name, slot_type, active, temporary FROM pg_catalog.pg_replication_slots",
-                limit,
-            )
-            .await?,
-        );
-        let existing: Vec<SlotRow> = existing
-            .iter()
-            .map(|r| SlotRow {
-                name: r.get(0).unwrap_or_default().to_string(),
-                kind: r.get(1).unwrap_or_default().to_string(),
-                active: parse_bool(r.get(2)),
-                temporary: parse_bool(r.get(3)),
-            })
-            .collect();
-        let plan = plan_slots(wanted, &existing);
-        for (name, kind) in &plan.clashing {
-            tracing::warn!(slot = %name, kind = %kind, "a non-physical slot has the name of a wanted physical slot; leaving it");
-        }
-        let mut changes = SlotChanges::default();
-        for name in plan.create {
-            let sql = format!(
-                "SELECT pg_catalog.pg_create_physical_replication_slot({}, true)",
-                quote_literal(&name)
-            );
-            self.simple_query(&sql, limit).await?;
-            tracing::debug!(slot = %name, "created physical replication slot");
-            changes.created.push(name);
-        }
-        for name in &plan.drop {
-            let sql = format!(
-                "SELECT pg_catalog.pg_drop_replication_slot({})",
-                quote_literal(name)
-            );
-            match self.simple_query(&sql, limit).await {
-                Ok(_) => {
-                    tracing::info!(slot = %name, "dropped physical replication slot");
-                    changes.dropped.push(name.clone());
-                }
-                Err(e) if e.is_connection_problem() => return Err(e),
-                Err(e) => {
-                    tracing::warn!(slot = %name, error = %e, "could not drop replication slot")
-                }
-            }
-        }
-        Ok(changes)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slot_plan_leaves_active_temporary_and_foreign_slots_alone() {
-        let row = |name: &str, kind: &str, active: bool, temporary: bool| SlotRow {
-            name: name.into(),
-            kind: kind.into(),
-            active,
-            temporary,
-        };
-        let wanted = vec!["pg2".to_string(), "pg3".to_string(), "pg2".to_string()];
-        let plan = plan_slots(
-            &wanted,
-            &[
-                row("pg3", "logical", false, false),
-                row("gone", "physical", false, false),
-                row("busy", "physical", true, false),
-                row("tmp", "physical", false, true),
-                row("cdc", "logical", false, false),
-            ],
-        );
-        assert_eq!(plan.create, vec!["pg2".to_string()]);
-        assert_eq!(plan.drop, vec!["gone".to_string()]);
-        assert_eq!(
-            plan.clashing,
-            vec![("pg3".to_string(), "logical".to_string())]
-        );
-    }
 
     #[test]
     fn walfile_timeline() {

@@ -205,7 +205,9 @@ fn permanent_slots_survive_a_switchover() -> Result<()> {
         }
         Ok(())
     })?;
-    report("permanent_slots: replicas advanced their logical slot copies to the consumed position");
+    report(
+        "permanent_slots: the replicas' logical slot copies are usable at the consumed position",
+    );
 
     // Switchover: the consumer continues on the new primary.
     stdout_ok(
