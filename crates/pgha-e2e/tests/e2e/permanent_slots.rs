@@ -3,13 +3,14 @@
 //! `ignore_slots` protecting a slot made by hand while another one is dropped, bad entries
 //! (invalid name, logical without plugin, a name clashing with a member's slot, later an
 //! unknown type through edit-config) logged by name and skipped. A consumer reads the logical
-//! slot on the leader; after a switchover the new primary has the slot at (or past) the
-//! consumed position and the consumer goes on there, seeing the rows written after it.
+//! slot on the leader; after a switchover, and again after a kill -9 failover, the new primary
+//! has the slot at (or past) the consumed position and the consumer goes on there, seeing the
+//! rows written after it.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Result};
-use pgha_e2e::{report, yaml_set, Cluster, ClusterOptions, PgEndpoint};
+use pgha_e2e::{report, yaml_set, Cluster, ClusterOptions, PgEndpoint, Signal};
 use serde_yaml_ng::Value as Yaml;
 
 use crate::common::{skip, stdout_ok};
@@ -59,8 +60,8 @@ fn yaml(text: &str) -> Yaml {
 }
 
 #[test]
-fn permanent_slots_survive_a_switchover() -> Result<()> {
-    if skip("permanent_slots_survive_a_switchover") {
+fn permanent_slots_survive_switchover_and_failover() -> Result<()> {
+    if skip("permanent_slots_survive_switchover_and_failover") {
         return Ok(());
     }
     let opts = ClusterOptions::default().nodes(3).customize(|_, doc| {
@@ -286,6 +287,71 @@ fn permanent_slots_survive_a_switchover() -> Result<()> {
     );
     c.wait_streaming(2, Duration::from_secs(60))?;
     report("permanent_slots: a bad slot from edit-config is logged and skipped");
+
+    // Failover: the consumer goes on on whichever replica takes over from a killed leader.
+    let np = c.pg(&new);
+    np.sql("INSERT INTO cdc_t VALUES ('before_failover')")?;
+    ensure!(
+        np.sql_one("SELECT count(*) FROM pg_logical_slot_get_changes('cdc', NULL, NULL)")?
+            .as_deref()
+            != Some("0"),
+        "{new}: nothing to consume"
+    );
+    let position = cdc_position(&np)?.ok_or_else(|| anyhow!("no cdc slot on {new}"))?;
+    let others: Vec<String> = c.node_names().into_iter().filter(|n| *n != new).collect();
+    c.wait(
+        "the other members' copies usable at the new consumed position",
+        Duration::from_secs(120),
+        || {
+            for r in &others {
+                let p = cdc_position(&c.pg(r))?;
+                ensure!(p >= Some(position), "{r}: cdc at {p:?} < {position}");
+                ensure!(copy_has_its_wal(&c.pg(r))?, "{r}: copy's WAL missing");
+            }
+            Ok(())
+        },
+    )?;
+    np.sql("INSERT INTO cdc_t VALUES ('after_failover')")?;
+    c.wait("the row on the replicas", Duration::from_secs(30), || {
+        for r in &others {
+            let n = c
+                .pg(r)
+                .sql_one("SELECT count(*) FROM cdc_t WHERE v = 'after_failover'")?;
+            ensure!(n.as_deref() == Some("1"), "{r}: {n:?}");
+        }
+        Ok(())
+    })?;
+    c.kill_agent(&new, Signal::SIGKILL)?;
+    c.kill_postmaster(&new, Signal::SIGKILL)?;
+    let third = c.wait(
+        "a leader after the failover",
+        Duration::from_secs(90),
+        || {
+            let l = c.leader_name()?.ok_or_else(|| anyhow!("no leader key"))?;
+            ensure!(l != new, "leader key still names {new}");
+            ensure!(!c.pg(&l).in_recovery()?, "{l} is still in recovery");
+            Ok(l)
+        },
+    )?;
+    let p = cdc_position(&c.pg(&third))?;
+    ensure!(
+        p >= Some(position),
+        "{third}: cdc at {p:?}, behind the consumed {position}"
+    );
+    let text: Vec<String> = c
+        .pg(&third)
+        .sql("SELECT data FROM pg_logical_slot_get_changes('cdc', NULL, NULL)")?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect();
+    ensure!(
+        text.iter().any(|t| t.contains("after_failover"))
+            && !text.iter().any(|t| t.contains("before_failover")),
+        "{third}: changes after the failover: {text:?}"
+    );
+    report(&format!(
+        "permanent_slots: after killing {new}, {third} decodes from the consumed position on"
+    ));
     c.pass();
     Ok(())
 }
