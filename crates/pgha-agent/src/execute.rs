@@ -123,26 +123,9 @@ pub async fn run(
                 .context("remove the data directory")?;
             Ok(true)
         }
-        Action::SyncSlots { members } => {
-            // This cycle's probe listed the slots already: query them only to change them.
-            if agent
-                .last_probe
-                .as_ref()
-                .is_some_and(|p| p.slots_match(members))
-            {
-                return Ok(true);
-            }
-            let changes = agent
-                .pg
-                .sync_slots(members)
-                .await
-                .context("synchronise replication slots")?;
-            for s in &changes.created {
-                info!("created replication slot {s}");
-            }
-            for s in &changes.dropped {
-                info!("dropped unknown replication slot {s}");
-            }
+        Action::SyncSlots(targets) => {
+            // Slot problems are logged per slot and never stop the cycle.
+            crate::slot_upkeep::sync(agent, targets, obs, cluster).await;
             Ok(true)
         }
         Action::WriteStatus => {
@@ -260,13 +243,22 @@ fn status_value(
 }
 
 async fn write_status(agent: &Agent, cluster: Option<&Cluster>, optime: u64) {
+    // Physical slots and the permanent logical ones: what replicas advance their copies to.
+    let permanent_logical = |name: &str| {
+        agent
+            .policy
+            .permanent_slots
+            .iter()
+            .any(|s| s.is_logical() && s.name == name)
+    };
     let slots: Vec<(String, u64)> = agent
         .last_probe
         .as_ref()
         .map(|p| {
             p.slots
                 .iter()
-                .filter_map(|(name, _, lsn)| Some((name.clone(), lsn.as_ref()?.0)))
+                .filter(|s| !s.is_logical() || permanent_logical(&s.name))
+                .filter_map(|s| Some((s.name.clone(), s.position()?.0)))
                 .collect()
         })
         .unwrap_or_default();

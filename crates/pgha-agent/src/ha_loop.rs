@@ -57,6 +57,11 @@ pub struct Agent {
     system_id: Option<String>,
     dcs_errors: Vec<String>,
     pub(crate) last_probe: Option<pgha_postgres::Probe>,
+    /// Slot upkeep lines logged in the previous cycle: a lasting problem is logged once.
+    pub(crate) slot_notes: std::collections::BTreeSet<String>,
+    /// When each logical slot was last copied from the primary, and the state copied (a copy
+    /// restarts postgres).
+    pub(crate) slot_copies: std::collections::HashMap<String, (std::time::Instant, Vec<u8>)>,
     config_path: Option<PathBuf>,
     requests: mpsc::Receiver<Pending>,
     loop_wait_shared: Arc<AtomicU64>,
@@ -142,6 +147,8 @@ impl Agent {
             system_id: None,
             dcs_errors: Vec::new(),
             last_probe: None,
+            slot_notes: Default::default(),
+            slot_copies: Default::default(),
             config_path,
             requests,
             loop_wait_shared: loop_wait,

@@ -10,6 +10,7 @@ mod logging;
 mod peers;
 mod publish;
 mod settings;
+mod slot_upkeep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -343,5 +344,61 @@ mod tests {
         let log = logging::LogSettings::from_config(&full.config.log);
         assert!(log.dedupe_heartbeat);
         assert_eq!((log.file_num, log.file_size), (4, 25_000_000));
+    }
+
+    #[test]
+    fn replica_settings_follow_use_slots_and_logical_permanent_slots() {
+        use pgha_core::Role;
+        use pgha_types::DynamicConfig;
+        let dir = std::env::temp_dir().join(format!("pgha-slots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pgha.yml");
+        std::fs::write(&path, SAMPLE_CONFIG).unwrap();
+        let loaded = load_config(Some(&path));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = loaded
+            .unwrap_or_else(|e| panic!("sample rejected: {e:?}"))
+            .config;
+        let replica = Role::Replica {
+            leader: Some("other".into()),
+        };
+        let run = |dynamic: &str| {
+            let (policy, _) =
+                settings::effective_policy(&cfg, &DynamicConfig::parse(dynamic).unwrap());
+            settings::server_config(&cfg, &policy, &replica, None, 15)
+        };
+        let plain = run("{}");
+        let slot = plain
+            .standby
+            .as_ref()
+            .and_then(|s| s.primary_slot_name.clone());
+        assert_eq!(
+            slot.as_deref(),
+            Some(pgha_core::slot_name(&cfg.name).as_str())
+        );
+        assert!(!plain.parameters.contains_key("hot_standby_feedback"));
+
+        let logical =
+            r#"{"slots":{"cdc":{"type":"logical","database":"postgres","plugin":"pgoutput"}}}"#;
+        assert_eq!(
+            run(logical)
+                .parameters
+                .get("hot_standby_feedback")
+                .map(String::as_str),
+            Some("on"),
+            "a replica keeping a logical slot copy needs feedback"
+        );
+        let physical_only = r#"{"slots":{"arch":{"type":"physical"}}}"#;
+        assert!(!run(physical_only)
+            .parameters
+            .contains_key("hot_standby_feedback"));
+
+        // use_slots: false: no primary_slot_name, and no logical copies to protect.
+        let off = run(&logical.replace(
+            r#"{"slots""#,
+            r#"{"postgresql":{"use_slots":false},"slots""#,
+        ));
+        assert_eq!(off.standby.unwrap().primary_slot_name, None);
+        assert!(!off.parameters.contains_key("hot_standby_feedback"));
     }
 }

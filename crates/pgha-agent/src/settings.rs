@@ -163,6 +163,15 @@ pub fn effective_policy(cfg: &Config, dynamic: &DynamicConfig) -> (ClusterPolicy
     (p, warnings)
 }
 
+/// Whether this member keeps copies of permanent logical slots as a replica (see
+/// `pgha_core::slot_targets`: not with `use_slots: false`, `nofailover` or `nostream`).
+fn keeps_logical_slots(cfg: &Config, policy: &ClusterPolicy) -> bool {
+    policy.use_slots
+        && !pgha_types::nofailover_of(&cfg.tags)
+        && !pgha_types::tag_is_true(cfg.tags.get("nostream"))
+        && policy.permanent_slots.iter().any(|s| s.is_logical())
+}
+
 /// postgresql.conf, command line, pg_hba and standby settings for running as `role` on
 /// PostgreSQL `major` (settings written for other versions are translated; 0 = unknown).
 pub fn server_config(
@@ -199,6 +208,11 @@ pub fn server_config(
         }
         Role::Replica { leader } => {
             add_recovery_conf(&mut parameters, policy, cfg);
+            // A copied logical slot stays safe to use only while the primary keeps the catalog
+            // rows it needs: this standby's feedback holds them back (as Patroni enforces).
+            if keeps_logical_slots(cfg, policy) {
+                parameters.insert("hot_standby_feedback".into(), "on".into());
+            }
             let upstream = leader
                 .as_deref()
                 .and_then(|l| cluster.and_then(|c| c.member(l)))

@@ -3,7 +3,7 @@ use pgha_types::Cluster;
 use crate::race::{healthiest_verdict, Candidate, RaceVerdict};
 use crate::{requests, switchover};
 use crate::{
-    wanted_slots, Action, DcsView, Decision, HaState, JobKind, JobOutcome, LocalPg, LockRenewal,
+    slot_targets, Action, DcsView, Decision, HaState, JobKind, JobOutcome, LocalPg, LockRenewal,
     Observation, PeerStatus, PgProcess, PgRunning, Role, StopMode,
 };
 
@@ -471,11 +471,14 @@ fn leader_housekeeping(
     if cluster.config.is_none() && cluster.config_revision == 0 {
         d.act(Action::WriteInitialConfig);
     }
-    if obs.policy.use_slots {
-        d.act(Action::SyncSlots {
-            members: wanted_slots(cluster, &obs.me),
-        });
-    }
+    // Also with `use_slots: false`: then slots nobody wants are dropped, as Patroni does.
+    d.act(Action::SyncSlots(slot_targets(
+        cluster,
+        &obs.me,
+        &obs.policy,
+        true,
+        obs.nofailover,
+    )));
     d.act(Action::WriteStatus);
     if r.timeline > 1 && cluster.history_timeline() != Some(u64::from(r.timeline)) {
         d.act(Action::UpdateHistory);
@@ -580,11 +583,13 @@ fn follow_leader(
             };
             // Members cascading from this replica need their slots here; last, so a slot
             // error never keeps the replica from following its upstream.
-            if obs.policy.use_slots {
-                d.act(Action::SyncSlots {
-                    members: wanted_slots(cluster, me),
-                });
-            }
+            d.act(Action::SyncSlots(slot_targets(
+                cluster,
+                me,
+                &obs.policy,
+                false,
+                obs.nofailover,
+            )));
             msg
         }
         PgProcess::NotReady => format!("Lock owner: {leader}; I am {me}; postgres is starting up"),

@@ -23,7 +23,11 @@ pub use model::{
 };
 pub use race::{healthiest_verdict, Candidate, RaceVerdict};
 pub use rewind::{assess_divergence, Divergence};
-pub use slots::{slot_name, upstream, wanted_slots};
+pub use slots::{
+    plan_slots, slot_name, slot_targets, upstream, wanted_slots, SlotAdvance, SlotPlan, SlotTargets,
+};
 
+#[cfg(test)]
+mod slots_tests;
 #[cfg(test)]
 mod tests;

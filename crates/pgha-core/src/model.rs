@@ -279,10 +279,8 @@ pub enum Action {
     },
     /// Remove the contents of the data directory (failed clone or bootstrap).
     RemoveDataDirectory,
-    /// Leader housekeeping: replication slots for these members, `status`, `history`.
-    SyncSlots {
-        members: Vec<String>,
-    },
+    /// Make the local replication slots match: member slots, permanent slots, `ignore_slots`.
+    SyncSlots(crate::SlotTargets),
     WriteStatus,
     UpdateHistory,
     /// The leader restores `initialize` (its system identifier) when someone removed it.

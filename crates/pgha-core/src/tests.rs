@@ -168,9 +168,11 @@ fn leader_with_lock_does_housekeeping_and_says_no_action() {
     assert_eq!(
         d.actions,
         vec![
-            Action::SyncSlots {
-                members: vec!["pg2".into(), "pg3".into()]
-            },
+            Action::SyncSlots(SlotTargets {
+                members: vec!["pg2".into(), "pg3".into()],
+                primary: true,
+                ..SlotTargets::default()
+            }),
             Action::WriteStatus,
             Action::ApplyConfig {
                 role: Role::Primary
@@ -191,7 +193,7 @@ fn replica_following_leader_takes_no_action() {
                     leader: Some("pg1".into())
                 }
             },
-            Action::SyncSlots { members: vec![] },
+            Action::SyncSlots(SlotTargets::default()),
         ]
     );
     assert_eq!(
@@ -210,7 +212,7 @@ fn replica_repoints_to_a_new_leader() {
             Action::Follow {
                 leader: "pg3".into()
             },
-            Action::SyncSlots { members: vec![] },
+            Action::SyncSlots(SlotTargets::default()),
         ]
     );
     assert_eq!(d.next.configured_as, following("pg3").configured_as);

@@ -1,11 +1,11 @@
 //! SQL facts about the running server (one round trip) and replication slot upkeep.
 
-use pgha_types::Lsn;
+use pgha_types::{Lsn, SlotInfo};
 use serde_json::Value;
 use tokio_postgres::SimpleQueryRow;
 
 use crate::error::PgError;
-use crate::sql::{quote_literal, rows};
+use crate::sql::rows;
 use crate::LocalPostgres;
 
 /// One row of `pg_stat_replication`.
@@ -51,74 +51,8 @@ pub struct Probe {
     pub replication: Vec<ReplicationRow>,
     /// GUCs waiting for a restart: (name, current value, value in the config files if known).
     pub pending_restart: Vec<(String, String, String)>,
-    /// Physical replication slots: (name, active, restart_lsn).
-    pub slots: Vec<(String, bool, Option<Lsn>)>,
-}
-
-impl Probe {
-    /// Whether the physical slots seen by this probe already match `wanted` by the rules of
-    /// `sync_slots`. Then it has nothing to do and the leader's loop need not query the slots.
-    pub fn slots_match(&self, wanted: &[String]) -> bool {
-        let seen: Vec<SlotRow> = self
-            .slots
-            .iter()
-            .map(|(name, active, _)| SlotRow {
-                name: name.clone(),
-                kind: "physical".into(),
-                active: *active,
-                // The probe does not say; a temporary slot is active anyway while it exists.
-                temporary: false,
-            })
-            .collect();
-        let plan = plan_slots(wanted, &seen);
-        plan.create.is_empty() && plan.drop.is_empty()
-    }
-}
-
-/// A row of `pg_replication_slots`.
-struct SlotRow {
-    name: String,
-    kind: String,
-    active: bool,
-    temporary: bool,
-}
-
-/// What `sync_slots` is to do about `existing`.
-#[derive(Debug, Default)]
-struct SlotPlan {
-    /// Wanted physical slots that do not exist.
-    create: Vec<String>,
-    /// Inactive, non-temporary physical slots nobody wants.
-    drop: Vec<String>,
-    /// Wanted names taken by a slot of another kind (name, kind): left alone.
-    clashing: Vec<(String, String)>,
-}
-
-fn plan_slots(wanted: &[String], existing: &[SlotRow]) -> SlotPlan {
-    let mut plan = SlotPlan::default();
-    for name in wanted {
-        if plan.create.contains(name) {
-            continue;
-        }
-        match existing.iter().find(|e| &e.name == name) {
-            Some(e) if e.kind != "physical" => plan.clashing.push((name.clone(), e.kind.clone())),
-            Some(_) => {}
-            None => plan.create.push(name.clone()),
-        }
-    }
-    plan.drop = existing
-        .iter()
-        .filter(|e| e.kind == "physical" && !e.active && !e.temporary && !wanted.contains(&e.name))
-        .map(|e| e.name.clone())
-        .collect();
-    plan
-}
-
-/// What `sync_slots` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SlotChanges {
-    pub created: Vec<String>,
-    pub dropped: Vec<String>,
+    /// Replication slots, temporary ones excluded (they belong to a session).
+    pub slots: Vec<SlotInfo>,
 }
 
 const TS_FORMAT: &str = "'YYYY-MM-DD HH24:MI:SS.US'";
@@ -144,8 +78,9 @@ fn probe_sql() -> String {
                  (SELECT f.setting FROM pg_catalog.pg_file_settings f WHERE f.name = s.name \
                    ORDER BY f.seqno DESC LIMIT 1)) ORDER BY s.name) \
             FROM pg_catalog.pg_settings s WHERE s.pending_restart), \
-         (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(slot_name, active, restart_lsn) ORDER BY slot_name) \
-            FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical') \
+         (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(slot_name, slot_type, database, plugin, \
+                 active, restart_lsn, confirmed_flush_lsn) ORDER BY slot_name) \
+            FROM pg_catalog.pg_replication_slots WHERE NOT temporary) \
          FROM pg_catalog.pg_control_checkpoint() c \
          CROSS JOIN pg_catalog.pg_control_recovery() r \
          LEFT JOIN pg_catalog.pg_stat_wal_receiver w ON true"
@@ -243,13 +178,17 @@ pub(crate) fn parse_probe_columns(cols: &[Option<&str>]) -> Result<Probe, PgErro
     let slots = json_array(col(15), "replication slots")?
         .iter()
         .map(|r| {
-            let name = r.get(0).and_then(json_str).unwrap_or_default();
-            let active = r.get(1).and_then(Value::as_bool).unwrap_or(false);
-            let lsn = r
-                .get(2)
-                .and_then(json_str)
-                .and_then(|s| s.parse::<Lsn>().ok());
-            (name, active, lsn)
+            let text = |i: usize| r.get(i).and_then(json_str);
+            let lsn = |i: usize| text(i).and_then(|s| s.parse::<Lsn>().ok());
+            SlotInfo {
+                name: text(0).unwrap_or_default(),
+                kind: text(1).unwrap_or_default(),
+                database: text(2),
+                plugin: text(3),
+                active: r.get(4).and_then(Value::as_bool).unwrap_or(false),
+                restart_lsn: lsn(5),
+                confirmed_flush_lsn: lsn(6),
+            }
         })
         .collect();
     Ok(Probe {
@@ -287,14 +226,6 @@ pub(crate) fn parse_probe_columns(cols: &[Option<&str>]) -> Result<Probe, PgErro
     })
 }
 
-fn valid_slot_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
 impl LocalPostgres {
     /// Everything the HA loop needs from SQL, in one round trip on the cached connection. The
     /// whole call (including a reconnect) is bounded by `Timeouts::probe` (2 s by default), so
@@ -315,65 +246,6 @@ impl LocalPostgres {
         let row = rows.first().ok_or_else(|| bad("pg_is_in_recovery"))?;
         Ok(parse_bool(row.get(0)))
     }
-
-    /// Make the physical slots match `wanted`: create missing ones (reserving WAL at once) and
-    /// drop inactive, non-temporary physical slots not in `wanted`. Logical and active slots are
-    /// never touched. A failed drop is logged and skipped; a failed create is an error.
-    pub async fn sync_slots(&self, wanted: &[String]) -> Result<SlotChanges, PgError> {
-        if let Some(bad_name) = wanted.iter().find(|n| !valid_slot_name(n)) {
-            return Err(PgError::InvalidInput(format!(
-                "invalid replication slot name {bad_name:?}: use at most 63 characters from [a-z0-9_]"
-            )));
-        }
-        let limit = self.timeouts.short_command;
-        let existing = rows(
-            self.simple_query(
-                "SELECT slot_name, slot_type, active, temporary FROM pg_catalog.pg_replication_slots",
-                limit,
-            )
-            .await?,
-        );
-        let existing: Vec<SlotRow> = existing
-            .iter()
-            .map(|r| SlotRow {
-                name: r.get(0).unwrap_or_default().to_string(),
-                kind: r.get(1).unwrap_or_default().to_string(),
-                active: parse_bool(r.get(2)),
-                temporary: parse_bool(r.get(3)),
-            })
-            .collect();
-        let plan = plan_slots(wanted, &existing);
-        for (name, kind) in &plan.clashing {
-            tracing::warn!(slot = %name, kind = %kind, "a non-physical slot has the name of a wanted physical slot; leaving it");
-        }
-        let mut changes = SlotChanges::default();
-        for name in plan.create {
-            let sql = format!(
-                "SELECT pg_catalog.pg_create_physical_replication_slot({}, true)",
-                quote_literal(&name)
-            );
-            self.simple_query(&sql, limit).await?;
-            tracing::debug!(slot = %name, "created physical replication slot");
-            changes.created.push(name);
-        }
-        for name in &plan.drop {
-            let sql = format!(
-                "SELECT pg_catalog.pg_drop_replication_slot({})",
-                quote_literal(name)
-            );
-            match self.simple_query(&sql, limit).await {
-                Ok(_) => {
-                    tracing::info!(slot = %name, "dropped physical replication slot");
-                    changes.dropped.push(name.clone());
-                }
-                Err(e) if e.is_connection_problem() => return Err(e),
-                Err(e) => {
-                    tracing::warn!(slot = %name, error = %e, "could not drop replication slot")
-                }
-            }
-        }
-        Ok(changes)
-    }
 }
 
 #[cfg(test)]
@@ -381,72 +253,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slot_plan_leaves_active_temporary_and_foreign_slots_alone() {
-        let row = |name: &str, kind: &str, active: bool, temporary: bool| SlotRow {
-            name: name.into(),
-            kind: kind.into(),
-            active,
-            temporary,
-        };
-        let wanted = vec!["pg2".to_string(), "pg3".to_string(), "pg2".to_string()];
-        let plan = plan_slots(
-            &wanted,
-            &[
-                row("pg3", "logical", false, false),
-                row("gone", "physical", false, false),
-                row("busy", "physical", true, false),
-                row("tmp", "physical", false, true),
-                row("cdc", "logical", false, false),
-            ],
-        );
-        assert_eq!(plan.create, vec!["pg2".to_string()]);
-        assert_eq!(plan.drop, vec!["gone".to_string()]);
-        assert_eq!(
-            plan.clashing,
-            vec![("pg3".to_string(), "logical".to_string())]
-        );
-    }
-
-    #[test]
-    fn slots_match_only_when_nothing_is_to_create_or_drop() {
-        let probe = |slots: &[(&str, bool)]| Probe {
-            slots: slots
-                .iter()
-                .map(|(n, active)| (n.to_string(), *active, None))
-                .collect(),
-            ..Probe::default()
-        };
-        let wanted = vec!["pg2".to_string(), "pg3".to_string()];
-        assert!(probe(&[("pg2", true), ("pg3", false)]).slots_match(&wanted));
-        assert!(
-            !probe(&[("pg2", true)]).slots_match(&wanted),
-            "pg3 is missing"
-        );
-        assert!(
-            !probe(&[("pg2", true), ("pg3", true), ("old", false)]).slots_match(&wanted),
-            "an inactive unknown slot is to be dropped"
-        );
-        assert!(
-            probe(&[("pg2", true), ("pg3", true), ("backup", true)]).slots_match(&wanted),
-            "active slots are never dropped"
-        );
-    }
-
-    #[test]
     fn walfile_timeline() {
         assert_eq!(timeline_from_walfile("000000020000000000000004"), Some(2));
         assert_eq!(timeline_from_walfile("0000000A0000000000000004"), Some(10));
         assert_eq!(timeline_from_walfile("zz"), None);
         assert_eq!(timeline_from_walfile("é0000000000"), None);
-    }
-
-    #[test]
-    fn slot_name_validation() {
-        assert!(valid_slot_name("node_1"));
-        assert!(!valid_slot_name(""));
-        assert!(!valid_slot_name("Node"));
-        assert!(!valid_slot_name("a-b"));
-        assert!(!valid_slot_name(&"a".repeat(64)));
     }
 
     fn columns<'a>(v: &[Option<&'a str>]) -> Vec<Option<&'a str>> {
@@ -473,7 +284,9 @@ mod tests {
                 r#"[["replicator","node2","127.0.0.1","streaming","async",0],["replicator","node3",null,"catchup","sync",1]]"#,
             ),
             Some(r#"[["shared_buffers","64MB","128MB"],["max_wal_size","1GB",null]]"#),
-            Some(r#"[["node2",true,"0/4000150"],["node3",false,null]]"#),
+            Some(
+                r#"[["node2","physical",null,null,true,"0/4000150",null],["node3","physical",null,null,false,null,null],["cdc","logical","app","pgoutput",false,"0/3000000","0/3000100"]]"#,
+            ),
         ]);
         let p = parse_probe_columns(&cols).unwrap();
         assert!(!p.in_recovery);
@@ -497,13 +310,14 @@ mod tests {
             ("shared_buffers".into(), "64MB".into(), "128MB".into())
         );
         assert_eq!(p.pending_restart[1].2, "");
-        assert_eq!(
-            p.slots,
-            vec![
-                ("node2".into(), true, Some("0/4000150".parse().unwrap())),
-                ("node3".into(), false, None)
-            ]
-        );
+        assert_eq!(p.slots.len(), 3);
+        assert_eq!(p.slots[0].name, "node2");
+        assert!(p.slots[0].active && !p.slots[0].is_logical());
+        assert_eq!(p.slots[0].position(), Some("0/4000150".parse().unwrap()));
+        assert_eq!(p.slots[1].restart_lsn, None);
+        assert_eq!(p.slots[2].database.as_deref(), Some("app"));
+        assert_eq!(p.slots[2].plugin.as_deref(), Some("pgoutput"));
+        assert_eq!(p.slots[2].position(), Some("0/3000100".parse().unwrap()));
     }
 
     #[test]

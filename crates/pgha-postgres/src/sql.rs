@@ -32,11 +32,22 @@ pub(crate) async fn connect(
     user: &PgUser,
     timeout: Duration,
 ) -> Result<Client, PgError> {
+    connect_db(host, port, user, "postgres", timeout).await
+}
+
+/// As `connect`, to database `dbname` (logical slots live in one database).
+pub(crate) async fn connect_db(
+    host: &str,
+    port: u16,
+    user: &PgUser,
+    dbname: &str,
+    timeout: Duration,
+) -> Result<Client, PgError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(host)
         .port(port)
         .user(&user.username)
-        .dbname("postgres")
+        .dbname(dbname)
         .application_name("pgha")
         .connect_timeout(timeout);
     if let Some(pw) = &user.password {

@@ -227,16 +227,14 @@ async fn lifecycle_with_real_postgres() {
         probe.pending_restart
     );
 
-    let created = pg1
-        .sync_slots(&["node2".to_string()])
+    pg1.create_physical_slot("node2")
         .await
         .expect("create slot");
-    assert_eq!(created.created, vec!["node2".to_string()]);
     let slots = pg1.probe().await.expect("probe").slots;
     assert!(
         slots
             .iter()
-            .any(|(n, active, lsn)| n == "node2" && !active && lsn.is_some()),
+            .any(|s| s.name == "node2" && !s.active && s.restart_lsn.is_some()),
         "{slots:?}"
     );
 
@@ -287,8 +285,8 @@ async fn lifecycle_with_real_postgres() {
     );
 
     // The slot is in use now: not dropped.
-    let kept = pg1.sync_slots(&[]).await.expect("sync slots");
-    assert!(kept.dropped.is_empty(), "{kept:?}");
+    let dropped = pg1.drop_inactive_slot("node2").await.expect("drop slot");
+    assert!(!dropped, "an active slot was dropped");
 
     // Promote the standby: new timeline, with history.
     pg2.promote(Duration::from_secs(30)).await.expect("promote");
@@ -305,15 +303,15 @@ async fn lifecycle_with_real_postgres() {
     assert_eq!(history[0].timeline, 1);
 
     // The old standby left: its slot becomes inactive and is dropped.
-    let mut dropped = Vec::new();
+    let mut dropped = false;
     for _ in 0..50 {
-        dropped = pg1.sync_slots(&[]).await.expect("drop slot").dropped;
-        if !dropped.is_empty() {
+        dropped = pg1.drop_inactive_slot("node2").await.expect("drop slot");
+        if dropped {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(dropped, vec!["node2".to_string()]);
+    assert!(dropped, "the inactive slot was not dropped");
 
     // The old primary crashes, recovers in single-user mode, rewinds onto the new timeline
     // and follows the new primary.

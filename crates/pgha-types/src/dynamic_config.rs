@@ -49,6 +49,10 @@ pub struct ClusterPolicy {
     pub pg_hba: Option<Vec<String>>,
     /// `postgresql.recovery_conf`: settings a standby runs with (restore_command, ...).
     pub recovery_conf: Map<String, Value>,
+    /// `slots`: replication slots the cluster keeps whoever leads (valid entries only).
+    pub permanent_slots: Vec<crate::PermanentSlot>,
+    /// `ignore_slots`: slots the agent never drops.
+    pub ignore_slots: Vec<crate::SlotMatcher>,
 }
 
 impl Default for ClusterPolicy {
@@ -71,6 +75,8 @@ impl Default for ClusterPolicy {
             parameters: Map::new(),
             pg_hba: None,
             recovery_conf: Map::new(),
+            permanent_slots: Vec::new(),
+            ignore_slots: Vec::new(),
         }
     }
 }
@@ -191,6 +197,12 @@ impl DynamicConfig {
                 );
             }
         }
+        let (slots, slot_warnings) = crate::parse_permanent_slots(m);
+        p.permanent_slots = slots;
+        warnings.extend(slot_warnings);
+        let (ignore, ignore_warnings) = crate::parse_ignore_slots(m.get("ignore_slots"));
+        p.ignore_slots = ignore;
+        warnings.extend(ignore_warnings);
         warnings.extend(adjust_timings(&mut p));
         (p, warnings)
     }

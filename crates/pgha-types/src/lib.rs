@@ -6,6 +6,7 @@ mod cluster;
 mod dynamic_config;
 mod lsn;
 mod member;
+mod slots;
 
 pub use cluster::{
     parse_timestamp_ms, Cluster, Failover, HistoryEntry, KeyValue, Leader, Status, SyncState,
@@ -18,6 +19,10 @@ pub use lsn::{Lsn, LsnParseError};
 pub use member::{
     failover_priority_of, nofailover_of, nosync_of, replicatefrom_of, sync_priority_of,
     tag_is_true, Member, MemberData, ScheduledRestart,
+};
+pub use slots::{
+    parse_ignore_slots, parse_permanent_slots, valid_slot_name, PermanentSlot, SlotInfo, SlotKind,
+    SlotMatcher,
 };
 
 /// Version string published in member keys and `/patroni`. Patroni clients compare it to decide

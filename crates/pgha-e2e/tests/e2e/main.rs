@@ -33,6 +33,7 @@ mod ops_common;
 mod patronictl_compat;
 mod pause_mode;
 mod pending_restart;
+mod permanent_slots;
 mod postmaster_crash;
 mod reload_reinit;
 mod replicatefrom;
