@@ -659,7 +659,7 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
             let sync_peers: Option<Vec<PeerStatus>> = obs
                 .policy
                 .synchronous_mode
-                .then(|| obs.peers.as_deref())
+                .then_some(obs.peers.as_deref())
                 .flatten()
                 .map(|peers| {
                     peers
