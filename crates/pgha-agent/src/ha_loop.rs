@@ -465,6 +465,7 @@ impl Agent {
                                         name: r.application_name.clone(),
                                         state: r.state.clone(),
                                         sync_state: r.sync_state.clone(),
+                                        flush_lsn: r.flush_lsn.map_or(0, |l| l.0),
                                     })
                                     .collect(),
                             };

@@ -690,19 +690,13 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
                     format!("Lock owner: None; I am {me}")
                 }
                 RaceVerdict::NotHealthiest(why) => why,
-                RaceVerdict::Eligible => {
-                    d.act(Action::AcquireLock);
-                    if r.in_recovery {
-                        d.act(Action::StartJob(JobKind::Promote));
-                        d.next.has_lock = true;
-                        "promoted self to leader by acquiring session lock".into()
-                    } else {
-                        d.next.has_lock = true;
-                        d.next.needs_rejoin = false;
-                        d.act(Action::WriteStatus);
-                        "acquired session lock as a leader".into()
+                RaceVerdict::Eligible if crate::sync::quorum_needed(obs, cluster).is_some() => {
+                    match quorum_refusal(obs, cluster, r) {
+                        Some(why) => why,
+                        None => take_over(d, r),
                     }
                 }
+                RaceVerdict::Eligible => take_over(d, r),
             }
         }
         PgProcess::NotReady => "not healthy enough for leader race".into(),
@@ -712,6 +706,52 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
             }));
             format!("Lock owner: None; I am {me}; starting postgres as a read-only replica to join the leader race")
         }
+    }
+}
+
+/// Quorum commit: why this candidate may not take over yet, if it may not. It must see, among
+/// the other voters of the `sync` key, `quorum` that answer, and none of those may be ahead
+/// of it (whatever their tags: a voter that acknowledged a commit has it).
+fn quorum_refusal(obs: &Observation, cluster: &Cluster, r: &PgRunning) -> Option<String> {
+    let (voters, needed) = crate::sync::quorum_needed(obs, cluster)?;
+    let seen: Vec<&PeerStatus> = obs
+        .peers
+        .iter()
+        .flatten()
+        .filter(|p| voters.contains(&p.name))
+        .filter(|p| p.reply.as_ref().is_some_and(|x| x.running))
+        .collect();
+    if let Some(ahead) = seen.iter().find(|p| {
+        p.reply
+            .as_ref()
+            .is_some_and(|x| x.wal_position > r.wal_position)
+    }) {
+        return Some(format!(
+            "Wal position of {} is ahead of my wal position (quorum voter)",
+            ahead.name
+        ));
+    }
+    let seen = seen.len() as u64;
+    (seen < needed).then(|| {
+        format!(
+            "Lock owner: None; I am {}; not racing: quorum not reached, I see {seen} of the {needed} other voters needed ({})",
+            obs.me,
+            voters.join(",")
+        )
+    })
+}
+
+/// The race is ours: take the lock, then promote (or, already a primary, lead).
+fn take_over(d: &mut Draft, r: &PgRunning) -> String {
+    d.act(Action::AcquireLock);
+    d.next.has_lock = true;
+    if r.in_recovery {
+        d.act(Action::StartJob(JobKind::Promote));
+        "promoted self to leader by acquiring session lock".into()
+    } else {
+        d.next.needs_rejoin = false;
+        d.act(Action::WriteStatus);
+        "acquired session lock as a leader".into()
     }
 }
 

@@ -71,6 +71,8 @@ pub struct StandbyConn {
     pub state: String,
     /// `sync_state`: `async`, `potential`, `sync`, `quorum`.
     pub sync_state: String,
+    /// `flush_lsn` (0 when not reported).
+    pub flush_lsn: u64,
 }
 
 /// A shared-memory setting (max_connections, max_wal_senders, ...) a standby runs below its
@@ -255,6 +257,10 @@ pub struct HaState {
     /// Synchronous mode: the `synchronous_standby_names` the primary runs with, set by the
     /// leader (None: the user's own setting).
     pub synchronous_standby_names: Option<String>,
+    /// The primary's WAL position seen in the first cycle that ran with the current
+    /// `synchronous_standby_names`: a standby that has flushed this far has every commit
+    /// acknowledged under the previous setting too.
+    pub synchronous_since_lsn: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +303,8 @@ pub enum Action {
     /// Synchronous mode: write the `sync` key naming us as leader and these standbys.
     WriteSyncKey {
         standbys: Vec<String>,
+        /// Quorum mode: how many other voters a candidate must see; 0 otherwise.
+        quorum: u64,
     },
     /// Synchronous mode was switched off: remove the `sync` key.
     DeleteSyncKey,

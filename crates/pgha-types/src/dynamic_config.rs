@@ -38,6 +38,8 @@ pub struct ClusterPolicy {
     pub failsafe_mode: bool,
     /// `synchronous_mode: true` (or `on`, `quorum`): the leader names synchronous standbys.
     pub synchronous_mode: bool,
+    /// `synchronous_mode: quorum`: `ANY k (...)` quorum commit instead of `FIRST k`.
+    pub synchronous_quorum: bool,
     /// Without a synchronous standby, block commits (`synchronous_standby_names = '*'`) rather
     /// than fall back to asynchronous replication.
     pub synchronous_mode_strict: bool,
@@ -69,6 +71,7 @@ impl Default for ClusterPolicy {
             use_slots: true,
             failsafe_mode: false,
             synchronous_mode: false,
+            synchronous_quorum: false,
             synchronous_mode_strict: false,
             synchronous_node_count: 1,
             maximum_lag_on_syncnode: 0,
@@ -145,12 +148,7 @@ impl DynamicConfig {
         p.failsafe_mode = flag(m.get("failsafe_mode"), false);
         let quorum = matches!(m.get("synchronous_mode"), Some(Value::String(s)) if s.eq_ignore_ascii_case("quorum"));
         p.synchronous_mode = quorum || flag(m.get("synchronous_mode"), false);
-        if quorum {
-            warnings.push(
-                "synchronous_mode: quorum is not implemented by pgha yet: it runs as synchronous_mode: on (FIRST n, every named standby confirms)"
-                    .into(),
-            );
-        }
+        p.synchronous_quorum = quorum;
         p.synchronous_mode_strict = flag(m.get("synchronous_mode_strict"), false);
         num(
             "synchronous_node_count",
@@ -338,13 +336,13 @@ mod tests {
         )
         .unwrap()
         .policy();
-        assert!(p.synchronous_mode);
+        assert!(p.synchronous_mode && p.synchronous_quorum);
         assert_eq!(
             (p.synchronous_node_count, p.maximum_lag_on_syncnode),
             (1, 1_048_576)
         );
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].contains("quorum") && w[1].starts_with("synchronous_node_count"));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("synchronous_node_count"));
     }
 
     #[test]
