@@ -671,6 +671,8 @@ impl Agent {
             state: self.facts_state(obs),
             probe: self.last_probe.clone(),
             system_id: self.system_id.clone(),
+            standby_leader: self.state.has_lock
+                && self.state.configured_as == Some(Role::StandbyLeader),
         };
         let scheduled = self
             .scheduled_restart
@@ -713,6 +715,7 @@ impl Agent {
                     "running custom bootstrap script"
                 }
                 JobKind::Bootstrap => "initializing new cluster",
+                JobKind::BootstrapStandby => "creating replica",
                 JobKind::Clone { .. } => "creating replica",
                 JobKind::Start { .. } | JobKind::Rejoin { .. } => "starting",
                 JobKind::Restart { .. } => "restarting",

@@ -119,6 +119,9 @@ pub struct PeerReply {
 pub enum JobKind {
     /// initdb, start, create roles, post_bootstrap: the node won the bootstrap race.
     Bootstrap,
+    /// A standby cluster's first member: clone the remote primary of `standby_cluster` and
+    /// start as the standby leader.
+    BootstrapStandby,
     /// Create a replica with `create_replica_methods`, from a running member, or with no
     /// source at all (`None`: only methods marked `no_leader` run, e.g. a restore from a
     /// backup while the cluster has no leader).
@@ -162,7 +165,12 @@ pub struct JobOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     Primary,
-    Replica { leader: Option<String> },
+    Replica {
+        leader: Option<String>,
+    },
+    /// The leader of a standby cluster: read-only, replicating from the remote primary of
+    /// `standby_cluster`.
+    StandbyLeader,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

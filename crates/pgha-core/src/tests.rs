@@ -1600,3 +1600,69 @@ fn a_quorum_candidate_must_see_enough_voters_none_ahead() {
     let d = obs(vec![("pg1", None), ("pg3", Some((false, 2000)))]).decide();
     assert!(!d.actions.contains(&Action::AcquireLock), "{}", d.message);
 }
+
+// ---- standby_cluster ----
+
+fn standby_policy(o: &mut Obs) {
+    o.0.policy.standby_cluster = Some(pgha_types::StandbyCluster {
+        host: Some("10.0.0.1".into()),
+        port: Some(5432),
+        ..Default::default()
+    });
+}
+
+#[test]
+fn a_standby_leader_stays_in_recovery_and_a_primary_is_demoted_into_one() {
+    let mut o = Obs::new("pg1", cluster(Some("pg1")), running(true, 1000));
+    standby_policy(&mut o);
+    let d = o.decide();
+    assert_eq!(
+        d.message,
+        "no action. I am (pg1), the standby leader with the lock"
+    );
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::StartJob(JobKind::Promote))));
+    assert!(d.actions.contains(&Action::ApplyConfig {
+        role: Role::StandbyLeader
+    }));
+    let mut o = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000));
+    standby_policy(&mut o);
+    let d = o.decide();
+    assert!(
+        d.actions.iter().any(|a| matches!(a, Action::Stop { .. })),
+        "{:?}",
+        d.actions
+    );
+    // Without standby_cluster the same standby leader is promoted.
+    let d = Obs::new("pg1", cluster(Some("pg1")), running(true, 1000)).decide();
+    assert!(d.actions.contains(&Action::StartJob(JobKind::Promote)));
+}
+
+#[test]
+fn a_standby_cluster_race_winner_takes_the_lock_without_promoting() {
+    let mut o = Obs::new("pg2", cluster(None), running(true, 1000))
+        .peers(vec![("pg1", None), ("pg3", Some((false, 900)))]);
+    standby_policy(&mut o);
+    let d = o.decide();
+    assert!(d.actions.contains(&Action::AcquireLock), "{}", d.message);
+    assert!(!d.actions.contains(&Action::StartJob(JobKind::Promote)));
+    assert_eq!(d.message, "acquired session lock as a standby leader");
+}
+
+#[test]
+fn a_new_standby_cluster_bootstraps_from_the_remote_primary() {
+    let mut keys = Cluster::default();
+    keys.members.clear();
+    let mut o = Obs::new("pg1", keys, LocalPg::Empty);
+    standby_policy(&mut o);
+    let d = o.decide();
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::TakeInitializeLock,
+            Action::StartJob(JobKind::BootstrapStandby)
+        ]
+    );
+}

@@ -221,7 +221,11 @@ fn quorum_commit_failover() -> Result<()> {
         return Ok(());
     }
     let opts = ClusterOptions::default().nodes(3).customize(|_, doc| {
-        yaml_set(doc, &["bootstrap", "dcs", "synchronous_mode"], "quorum".into());
+        yaml_set(
+            doc,
+            &["bootstrap", "dcs", "synchronous_mode"],
+            "quorum".into(),
+        );
     });
     let c = Cluster::start_healthy(opts)?;
     let first = leader(&c)?;
@@ -229,32 +233,43 @@ fn quorum_commit_failover() -> Result<()> {
     let mut voters = others(&c, &first);
     voters.sort();
     let want_key = voters.join(",");
-    c.wait("the quorum sync key and ANY 1", Duration::from_secs(60), || {
-        let key = c.etcd_json("sync")?;
-        ensure!(
-            key["leader"] == first.as_str()
-                && key["quorum"] == 1
-                && key["sync_standby"] == want_key.as_str(),
-            "sync key {key}"
-        );
-        let names = c.pg(&first).sql_one("SHOW synchronous_standby_names")?;
-        ensure!(
-            names.as_deref() == Some(format!("ANY 1 ({want_key})").as_str()),
-            "synchronous_standby_names = {names:?}"
-        );
-        let (out, rows) = list(&c)?;
-        for v in &voters {
-            let role = rows.iter().find(|r| &r.member == v).map(|r| r.role.as_str());
-            ensure!(role == Some("Quorum Standby"), "{out}");
-        }
-        Ok(())
-    })?;
-    for v in &voters {
-        c.wait(&format!("GET /quorum on {v}"), Duration::from_secs(10), || {
-            let (code, _) = rest_call(&c, v, "GET", "/quorum", None)?;
-            ensure!(code == 200, "GET /quorum on {v}: {code}");
+    c.wait(
+        "the quorum sync key and ANY 1",
+        Duration::from_secs(60),
+        || {
+            let key = c.etcd_json("sync")?;
+            ensure!(
+                key["leader"] == first.as_str()
+                    && key["quorum"] == 1
+                    && key["sync_standby"] == want_key.as_str(),
+                "sync key {key}"
+            );
+            let names = c.pg(&first).sql_one("SHOW synchronous_standby_names")?;
+            ensure!(
+                names.as_deref() == Some(format!("ANY 1 ({want_key})").as_str()),
+                "synchronous_standby_names = {names:?}"
+            );
+            let (out, rows) = list(&c)?;
+            for v in &voters {
+                let role = rows
+                    .iter()
+                    .find(|r| &r.member == v)
+                    .map(|r| r.role.as_str());
+                ensure!(role == Some("Quorum Standby"), "{out}");
+            }
             Ok(())
-        })?;
+        },
+    )?;
+    for v in &voters {
+        c.wait(
+            &format!("GET /quorum on {v}"),
+            Duration::from_secs(10),
+            || {
+                let (code, _) = rest_call(&c, v, "GET", "/quorum", None)?;
+                ensure!(code == 200, "GET /quorum on {v}: {code}");
+                Ok(())
+            },
+        )?;
     }
     report(&format!(
         "quorum: {first} runs ANY 1 ({want_key}), sync key quorum 1, both Quorum Standby"
