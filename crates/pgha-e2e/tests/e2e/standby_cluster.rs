@@ -3,15 +3,14 @@
 //! clones node1 and becomes the **Standby Leader** (in recovery, streaming from node1, role
 //! `standby_leader`, `/standby-leader` 200, `Standby Leader` in `pghactl list`); node4 streams
 //! from node3. kill -9 of node3: node4 takes the standby cluster's leader key and stays a
-//! standby leader, streaming from node1. Removing `standby_cluster` (PATCH /config) promotes
-//! it to a primary.
+//! standby leader, streaming from node1. `pghactl promote-cluster` (which removes
+//! `standby_cluster`) makes it a primary.
 
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use pgha_e2e::{proc::run_with_timeout, report, yaml_set, Cluster, ClusterOptions, Signal};
-use serde_json::json;
 
 use crate::common::{parse_list, skip};
 use crate::ops_common::rest_call;
@@ -171,15 +170,24 @@ fn standby_cluster_follows_fails_over_and_is_promoted() -> Result<()> {
     })?;
     report("standby_cluster: kill -9 of node3, node4 is the standby leader, still a standby");
 
-    // Promote the standby cluster: remove standby_cluster from its configuration.
-    let (code, text) = rest_call(
-        &c,
-        "node4",
-        "PATCH",
-        "/config",
-        Some(&json!({"standby_cluster": null})),
-    )?;
-    ensure!(code == 200, "PATCH /config: {code} {text}");
+    // Promote the standby cluster as the runbook does: `pghactl promote-cluster` (it removes
+    // standby_cluster from the configuration through the leader's PATCH /config).
+    let mut cmd = Command::new(c.base.join("bin").join("pghactl"));
+    cmd.arg("-c")
+        .arg(c.config_path("node4"))
+        .args(["promote-cluster", "--force"]);
+    let out = run_with_timeout(&mut cmd, None, Duration::from_secs(90))?;
+    ensure!(
+        out.status.success(),
+        "pghactl promote-cluster: {}",
+        crate::ops_common::both(&out)
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&standby_key("config")?.unwrap_or_default())?;
+    ensure!(
+        config.get("standby_cluster").is_none_or(|v| v.is_null()),
+        "config after promote-cluster: {config}"
+    );
     c.wait("node4 promoted", Duration::from_secs(60), || {
         ensure!(!c.pg("node4").in_recovery()?, "node4 still in recovery");
         c.pg("node4").sql("INSERT INTO sc VALUES (4)")?;
