@@ -92,6 +92,7 @@ pub(crate) fn leaderless_side(
     match f.member.as_deref() {
         Some(c) if c == me => {
             let r = running?;
+            crate::decide::watchdog_before_leading(d, obs);
             d.act(Action::AcquireLock);
             d.next.has_lock = true;
             if r.in_recovery {
