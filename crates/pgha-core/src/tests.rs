@@ -1773,3 +1773,24 @@ fn required_watchdog_that_is_unusable_does_not_bootstrap() {
         .decide();
     assert_eq!(d.actions.first(), Some(&Action::TakeInitializeLock));
 }
+
+#[test]
+fn designated_candidate_without_its_required_watchdog_lets_the_others_race() {
+    let c = with_failover(cluster(None), r#"{"leader":"pg1","member":"pg2"}"#);
+    let d = Obs::new("pg2", c.clone(), running(true, 900))
+        .watchdog(unusable())
+        .decide();
+    assert_eq!(d.actions, vec![Action::ClearFailover]);
+    assert!(d.message.contains("watchdog.device"), "{}", d.message);
+    let d = Obs::new("pg2", c, running(true, 900))
+        .watchdog(WatchdogView::Required)
+        .decide();
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::ActivateWatchdog,
+            Action::AcquireLock,
+            Action::StartJob(JobKind::Promote)
+        ]
+    );
+}
