@@ -100,8 +100,7 @@ pub async fn run(
             let was_running = agent.pg.postmaster_pid().is_some();
             crate::jobs::before_stop(&agent.cfg, &agent.pg).await;
             agent
-                .pg
-                .stop(stop_mode(*mode), timeout)
+                .stop_postgres(stop_mode(*mode), timeout)
                 .await
                 .context("stop postgres")?;
             if was_running {

@@ -801,12 +801,15 @@ impl Agent {
         if self.pg.postmaster_pid().is_some() {
             info!("stopping postgres (fast) before shutting down");
             jobs::before_stop(&self.cfg, &self.pg).await;
-            match self.pg.stop(pgha_postgres::StopMode::Fast, timeout).await {
+            match self
+                .stop_postgres(pgha_postgres::StopMode::Fast, timeout)
+                .await
+            {
                 Ok(()) => self.callbacks.stopped(),
                 Err(e) => error!("stopping postgres failed: {e}"),
             }
         }
-        // Patroni disarms once postgres is down; one still running keeps it armed, unfed.
+        // A postgres we could not stop keeps the watchdog armed (and unfed once we exit).
         if self.pg.postmaster_pid().is_none() || self.policy.pause {
             self.watchdog.disable();
         } else if self.watchdog.is_running() {
@@ -847,6 +850,27 @@ impl Agent {
             warn!("could not revoke our etcd lease: {e}");
         }
         info!("pgha stopped");
+    }
+
+    /// Stops postgres with the watchdog disarmed first, as Patroni disarms it once the stop is
+    /// under way: a long shutdown checkpoint must not reset the machine. If the stop fails
+    /// and postgres still runs, the watchdog is armed again, so a primary that could not be
+    /// stopped stays fenced.
+    pub(crate) async fn stop_postgres(
+        &mut self,
+        mode: pgha_postgres::StopMode,
+        timeout: Duration,
+    ) -> Result<(), pgha_postgres::PgError> {
+        let armed = self.watchdog.is_running();
+        self.watchdog.disable();
+        let stopped = self.pg.stop(mode, timeout).await;
+        if stopped.is_err() && armed && self.pg.postmaster_pid().is_some() {
+            let (ttl, loop_wait) = (self.policy.ttl, self.policy.loop_wait);
+            if let Err(e) = self.watchdog.activate(ttl, loop_wait, now_ms()) {
+                error!("{e}");
+            }
+        }
+        stopped
     }
 
     pub(crate) fn server_config_for(
