@@ -5,7 +5,8 @@
 //!
 //! Asserted: the leader arms its watchdog with ttl - safety_margin and feeds it about once
 //! per loop_wait; replicas never open theirs; `pause` magic-closes it and `resume` arms it
-//! again; while the leader's agent is SIGSTOPped nothing feeds it; SIGTERM magic-closes it;
+//! again; while the leader's agent is SIGSTOPped nothing feeds it; a switchover and a SIGTERM
+//! magic-close it and the new leader arms its own;
 //! node3 never leads (not even when it is the last node), says why naming the watchdog, and
 //! `/patroni` reports `watchdog_failed`.
 
@@ -22,7 +23,7 @@ use anyhow::{ensure, Context, Result};
 use pgha_e2e::{report, yaml_set, Cluster, ClusterOptions, Signal};
 
 use crate::common::{secs, skip};
-use crate::ops_common::{ctl_ok, leader};
+use crate::ops_common::{ctl_ok, leader, wait_healthy_under};
 
 const SAFETY_MARGIN: u64 = 3;
 const FIFO: &str = "watchdog.fifo";
@@ -344,31 +345,65 @@ fn watchdog_testing_driver() -> Result<()> {
     )?;
     ensure!(leader(&c)? == l, "the leader changed during a 4 s stop");
 
-    // A clean shutdown magic-closes it; the other good node takes over and arms its own.
-    let t_term = Instant::now();
-    c.kill_agent(&l, Signal::SIGTERM)?;
-    c.wait_agent_exit(&l, Duration::from_secs(60))?;
-    wait_magic_closed(&c, rl, &l, t_term)?;
-    c.wait(&format!("{m} to lead"), Duration::from_secs(30), || {
-        never_led_by_broken(&c)?;
-        ensure!(leader(&c)? == m, "not yet");
-        Ok(())
-    })?;
+    // A switchover is a clean demotion: the old leader magic-closes, the new one arms.
+    let t_sw = Instant::now();
+    let scope = c.scope.clone();
+    let out = ctl_ok(
+        &c,
+        &[
+            "switchover",
+            &scope,
+            "--leader",
+            &l,
+            "--candidate",
+            &m,
+            "--force",
+        ],
+        Duration::from_secs(60),
+    )?;
+    ensure!(out.contains("Successfully switched over"), "{out}");
+    let closed_sw = wait_magic_closed(&c, rl, &l, t_sw)?;
     wait_armed(&c, rm, &m, t_start, timeout)?;
+    wait_healthy_under(&c, &m, Duration::from_secs(60))?;
+    never_led_by_broken(&c)?;
     let t1 = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     check_fed(rm, &m, t1, Instant::now())?;
     report(&format!(
-        "watchdog: SIGTERM of {l} closed its watchdog; {m} took over {:.1}s after the SIGTERM, armed",
-        secs(t1.duration_since(t_term))
+        "watchdog: switchover {l} -> {m}: {l} closed its watchdog {:.1}s after the request, {m} armed",
+        secs(closed_sw.duration_since(t_sw))
+    ));
+
+    // A clean shutdown magic-closes it; the demoted node takes over again and re-arms.
+    let t_term = Instant::now();
+    ensure!(
+        rl.since(closed_sw + Duration::from_millis(1)).is_empty(),
+        "{l} touched its watchdog as a replica: {}",
+        rl.summary(closed_sw)
+    );
+    c.kill_agent(&m, Signal::SIGTERM)?;
+    c.wait_agent_exit(&m, Duration::from_secs(60))?;
+    wait_magic_closed(&c, rm, &m, t_term)?;
+    c.wait(&format!("{l} to lead"), Duration::from_secs(30), || {
+        never_led_by_broken(&c)?;
+        ensure!(leader(&c)? == l, "not yet");
+        Ok(())
+    })?;
+    wait_armed(&c, rl, &l, t_term, timeout)?;
+    let t2 = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    check_fed(rl, &l, t2, Instant::now())?;
+    report(&format!(
+        "watchdog: SIGTERM of {m} closed its watchdog; {l} leads and armed {:.1}s after the SIGTERM",
+        secs(t2.duration_since(t_term))
     ));
 
     // The last node standing has no watchdog: it never takes the lock.
     let mark = c.log_len(BROKEN);
     let t_term2 = Instant::now();
-    c.kill_agent(&m, Signal::SIGTERM)?;
-    c.wait_agent_exit(&m, Duration::from_secs(60))?;
-    wait_magic_closed(&c, rm, &m, t_term2)?;
+    c.kill_agent(&l, Signal::SIGTERM)?;
+    c.wait_agent_exit(&l, Duration::from_secs(60))?;
+    wait_magic_closed(&c, rl, &l, t_term2)?;
     let hold = Instant::now();
     while hold.elapsed() < Duration::from_secs(6) {
         never_led_by_broken(&c)?;
