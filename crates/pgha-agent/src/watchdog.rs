@@ -687,6 +687,30 @@ mod tests {
         assert_eq!(w.view(30, 10, 31_000), WatchdogView::Required);
     }
 
+    #[test]
+    fn reload_to_off_or_another_device_closes_the_running_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "").unwrap();
+        std::fs::write(&b, "").unwrap();
+        let c = cfg(WatchdogMode::Required, &a);
+        let mut w = Watchdog::new(&c);
+        w.activate(30, 10, 0).unwrap();
+        w.reload(&c);
+        assert!(
+            w.is_running(),
+            "an unchanged configuration keeps it running"
+        );
+        w.reload(&cfg(WatchdogMode::Required, &b));
+        assert!(!w.is_running());
+        w.activate(30, 10, 0).unwrap();
+        w.reload(&cfg(WatchdogMode::Off, &b));
+        assert!(!w.is_running());
+        assert_eq!(w.view(30, 10, 0), WatchdogView::Off);
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "Ctimeout=25\nV");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "Ctimeout=25\nV");
+    }
+
     /// A device that keeps its own timeout and records what it is told.
     struct Fixed {
         timeout: i32,
