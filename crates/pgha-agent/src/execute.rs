@@ -70,6 +70,20 @@ pub async fn run(
             Ok(true)
         }
         Action::ProbePeers => Ok(true),
+        Action::ActivateWatchdog => {
+            let (ttl, loop_wait) = (agent.policy.ttl, agent.policy.loop_wait);
+            match agent
+                .watchdog
+                .activate(ttl, loop_wait, crate::ha_loop::now_ms())
+            {
+                Ok(()) => Ok(true),
+                Err(why) => {
+                    // The next cycle gives up the lock (or stays out of the race) at once.
+                    agent.wake.notify_one();
+                    Err(anyhow::anyhow!("not leading: {why}"))
+                }
+            }
+        }
         Action::StartJob(kind) => {
             agent.start_job(kind.clone(), cluster);
             Ok(true)
@@ -86,8 +100,7 @@ pub async fn run(
             let was_running = agent.pg.postmaster_pid().is_some();
             crate::jobs::before_stop(&agent.cfg, &agent.pg).await;
             agent
-                .pg
-                .stop(stop_mode(*mode), timeout)
+                .stop_postgres(stop_mode(*mode), timeout)
                 .await
                 .context("stop postgres")?;
             if was_running {

@@ -11,6 +11,7 @@ use pgha_config::Config;
 use pgha_core::{
     decide, Action, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome, LocalPg,
     LockRenewal, Observation, PgProcess, PgRunning, Reply, Role, SettingBelowPrimary, StopMode,
+    WatchdogView,
 };
 use pgha_dcs::{DcsError, EtcdDcs};
 use pgha_postgres::{DataDirState, LocalPostgres};
@@ -25,6 +26,7 @@ use crate::jobs::{self, JobCtx};
 use crate::logging::CRITICAL_FIELD;
 use crate::publish::{member_data, node_status, LocalFacts, StatusInputs};
 use crate::settings::{dynamic_config, effective_policy, server_config};
+use crate::watchdog::Watchdog;
 use crate::{execute, peers};
 
 mod requests;
@@ -46,7 +48,7 @@ pub struct Agent {
     job: Option<RunningJob>,
     finished: Option<JobOutcome>,
     status_tx: watch::Sender<Arc<NodeStatus>>,
-    wake: Arc<Notify>,
+    pub(crate) wake: Arc<Notify>,
     /// Set while this node waits for another member (to bootstrap, to run, to stream): then
     /// member key changes wake the loop too.
     wake_on_members: Arc<AtomicBool>,
@@ -81,6 +83,10 @@ pub struct Agent {
     /// The user's `postgresql.callbacks`, told of every start, stop, restart, reload and
     /// role change.
     pub(crate) callbacks: Callbacks,
+    /// Armed while this node leads; reset by every cycle that renews the lock.
+    pub(crate) watchdog: Watchdog,
+    /// The watchdog as last shown to the decision, to log a change once.
+    watchdog_view: WatchdogView,
 }
 
 /// Everything the agent is wired to.
@@ -129,7 +135,6 @@ impl Agent {
             .build()
             .expect("a plain HTTP client always builds");
         Agent {
-            cfg,
             dcs,
             pg,
             http,
@@ -160,6 +165,9 @@ impl Agent {
             stats: pgha_api::LoopStats::default(),
             saved_dynamic: None,
             callbacks,
+            watchdog: Watchdog::new(&cfg.watchdog),
+            watchdog_view: WatchdogView::Off,
+            cfg,
         }
     }
 
@@ -231,6 +239,10 @@ impl Agent {
             self.refresh_policy(c);
         }
         let lock = self.renew_lock(cluster.as_ref(), session).await;
+        if lock == LockRenewal::Renewed {
+            // Only a loop that runs and still holds the lock keeps the machine alive.
+            self.watchdog.keepalive(self.policy.ttl);
+        }
         let local = self.observe_local().await;
         if self.job.is_none() {
             self.tell_callbacks(&local);
@@ -250,6 +262,7 @@ impl Agent {
             finished: self.finished.take(),
             peers: None,
             request,
+            watchdog: self.observe_watchdog(),
         };
         let mut decision = decide(&self.state, &obs);
         if decision.actions.first() == Some(&Action::ProbePeers) {
@@ -272,6 +285,7 @@ impl Agent {
         if critical.is_some() {
             return critical;
         }
+        self.disarm_watchdog_unless_leading();
         if let Some(c) = &cluster {
             self.save_dynamic_cache(c, &obs.local);
         }
@@ -294,6 +308,33 @@ impl Agent {
         self.wake_on_members
             .store(!self.settled(&obs.local), Ordering::Relaxed);
         None
+    }
+
+    fn observe_watchdog(&mut self) -> WatchdogView {
+        let view = self
+            .watchdog
+            .view(self.policy.ttl, self.policy.loop_wait, now_ms());
+        if view != self.watchdog_view {
+            if let WatchdogView::Unusable(why) = &view {
+                warn!("watchdog.mode is required and the watchdog is not usable, so this node will not lead: {why}");
+            }
+            self.watchdog_view = view.clone();
+        }
+        view
+    }
+
+    /// The watchdog runs only while we hold the lock and the cluster is not paused. Without
+    /// the lock it stays armed (and unfed) while postgres may still run as a primary, e.g.
+    /// after a demotion whose stop failed: then the reset fences it.
+    fn disarm_watchdog_unless_leading(&mut self) {
+        if !self.watchdog.is_running() {
+            return;
+        }
+        let primary_may_run =
+            self.pg.postmaster_pid().is_some() && self.last_role == Some("primary");
+        if self.policy.pause || (!self.state.has_lock && !primary_may_run) {
+            self.watchdog.disable();
+        }
     }
 
     /// Running as the leader with the lock, or as a streaming replica, with no job under way:
@@ -632,7 +673,10 @@ impl Agent {
                     error!("{e:#}");
                     // Whatever we believed about postgres's configuration may be stale now.
                     self.state.configured_as = None;
-                    if matches!(action, Action::AcquireLock) {
+                    // A refused watchdog ahead of the race means the lock was never taken.
+                    let never_took_lock = matches!(action, Action::ActivateWatchdog)
+                        && obs.lock != LockRenewal::Renewed;
+                    if matches!(action, Action::AcquireLock) || never_took_lock {
                         self.state.has_lock = false;
                     }
                     break;
@@ -704,6 +748,9 @@ impl Agent {
             dcs_last_seen: self.dcs_last_seen,
             last_role: self.last_role,
             scheduled_restart: self.scheduled_restart.as_ref().map(|s| s.details.clone()),
+            watchdog_failed: self
+                .watchdog
+                .failed(self.policy.ttl, self.policy.loop_wait, now_ms()),
         });
         self.status_tx.send_replace(Arc::new(status));
     }
@@ -754,10 +801,19 @@ impl Agent {
         if self.pg.postmaster_pid().is_some() {
             info!("stopping postgres (fast) before shutting down");
             jobs::before_stop(&self.cfg, &self.pg).await;
-            match self.pg.stop(pgha_postgres::StopMode::Fast, timeout).await {
+            match self
+                .stop_postgres(pgha_postgres::StopMode::Fast, timeout)
+                .await
+            {
                 Ok(()) => self.callbacks.stopped(),
                 Err(e) => error!("stopping postgres failed: {e}"),
             }
+        }
+        // A postgres we could not stop keeps the watchdog armed (and unfed once we exit).
+        if self.pg.postmaster_pid().is_none() || self.policy.pause {
+            self.watchdog.disable();
+        } else if self.watchdog.is_running() {
+            warn!("postgres is still running; leaving the watchdog running");
         }
         // Peers racing for the lock read our /patroni: it must not say "running primary" now.
         if self.pg.postmaster_pid().is_none() {
@@ -794,6 +850,27 @@ impl Agent {
             warn!("could not revoke our etcd lease: {e}");
         }
         info!("pgha stopped");
+    }
+
+    /// Stops postgres with the watchdog disarmed first, as Patroni disarms it once the stop is
+    /// under way: a long shutdown checkpoint must not reset the machine. If the stop fails
+    /// and postgres still runs, the watchdog is armed again, so a primary that could not be
+    /// stopped stays fenced.
+    pub(crate) async fn stop_postgres(
+        &mut self,
+        mode: pgha_postgres::StopMode,
+        timeout: Duration,
+    ) -> Result<(), pgha_postgres::PgError> {
+        let armed = self.watchdog.is_running();
+        self.watchdog.disable();
+        let stopped = self.pg.stop(mode, timeout).await;
+        if stopped.is_err() && armed && self.pg.postmaster_pid().is_some() {
+            let (ttl, loop_wait) = (self.policy.ttl, self.policy.loop_wait);
+            if let Err(e) = self.watchdog.activate(ttl, loop_wait, now_ms()) {
+                error!("{e}");
+            }
+        }
+        stopped
     }
 
     pub(crate) fn server_config_for(

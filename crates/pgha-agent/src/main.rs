@@ -11,6 +11,7 @@ mod peers;
 mod publish;
 mod settings;
 mod slot_upkeep;
+mod watchdog;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

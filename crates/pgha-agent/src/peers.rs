@@ -53,7 +53,8 @@ pub fn parse_reply(body: &Value) -> PeerReply {
         wal_position: pos("location")
             .max(pos("received_location"))
             .max(pos("replayed_location")),
-        nofailover: tags.is_some_and(nofailover_of),
+        // Patroni counts a member without its required watchdog out, like nofailover.
+        nofailover: tags.is_some_and(nofailover_of) || body["watchdog_failed"] == true,
         failover_priority: tags.map_or(1, failover_priority_of),
         timeline: body["timeline"].as_u64().unwrap_or(0) as u32,
     }
@@ -98,5 +99,14 @@ mod tests {
                 .unwrap();
         assert!(parse_reply(&m).is_primary);
         assert!(!parse_reply(&Value::Null).running);
+    }
+
+    #[test]
+    fn a_peer_without_its_required_watchdog_may_not_promote() {
+        let r: Value = serde_json::from_str(
+            r#"{"state":"running","role":"replica","xlog":{"received_location":900},"watchdog_failed":true}"#,
+        )
+        .unwrap();
+        assert!(parse_reply(&r).nofailover);
     }
 }

@@ -123,6 +123,8 @@ pub struct StatusInputs<'a> {
     pub last_role: Option<&'a str>,
     /// What `GET /patroni` shows as `scheduled_restart`.
     pub scheduled_restart: Option<Map<String, Value>>,
+    /// `watchdog.mode` is required and the watchdog cannot be used.
+    pub watchdog_failed: bool,
 }
 
 pub fn node_status(i: StatusInputs<'_>) -> NodeStatus {
@@ -173,5 +175,6 @@ pub fn node_status(i: StatusInputs<'_>) -> NodeStatus {
         cluster: i.cluster.cloned(),
         dcs_reachable: i.dcs_reachable,
         loop_stats: i.loop_stats,
+        watchdog_failed: i.watchdog_failed,
     }
 }

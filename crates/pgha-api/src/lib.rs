@@ -108,6 +108,8 @@ pub struct NodeStatus {
     pub dcs_reachable: bool,
     /// pgha's own figures for `/metrics` (`pgha_*`).
     pub loop_stats: LoopStats,
+    /// `watchdog.mode` is required and the watchdog cannot be used (`watchdog_failed`).
+    pub watchdog_failed: bool,
 }
 
 /// What the HA loop measured about itself, for the `pgha_*` metrics.

@@ -17,7 +17,7 @@ const DETAILED_STATES: &[&str] = &["running", "starting", "restarting"];
 /// `quorum_standby`, `timeline`, `replication_state`, `replication`, `pause`,
 /// `cluster_unlocked`, `dcs_last_seen`, `tags`, `database_system_identifier`,
 /// `pending_restart`, `pending_restart_reason`, `patroni {version, scope, name}`,
-/// `scheduled_restart`.
+/// `scheduled_restart`, `watchdog_failed`.
 ///
 /// Unknown values are omitted; flags appear only when true.
 pub fn patroni_json(s: &NodeStatus) -> Value {
@@ -65,6 +65,9 @@ pub fn patroni_json(s: &NodeStatus) -> Value {
     );
     if let Some(sr) = s.scheduled_restart.as_ref().filter(|sr| !sr.is_empty()) {
         m.insert("scheduled_restart".into(), Value::Object(sr.clone()));
+    }
+    if s.watchdog_failed {
+        m.insert("watchdog_failed".into(), Value::Bool(true));
     }
     Value::Object(m)
 }

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use crate::error::{ConfigError, Problem};
-use crate::model::{normalize_namespace, Auth, Config, Ctl, Etcd, Log, RestApi};
+use crate::model::{
+    normalize_namespace, Auth, Config, Ctl, Etcd, Log, RestApi, Watchdog, WatchdogDriver,
+    WatchdogMode,
+};
 use crate::reader::{
     boolean, join, kind, map_or_empty, required_string, section, split_commas, string, string_list,
     uint, Ctx,
@@ -422,15 +425,83 @@ fn tags(ctx: &mut Ctx, v: Option<&Value>) -> Map<String, Value> {
     tags
 }
 
-fn watchdog(ctx: &mut Ctx, v: Option<&Value>) -> Option<Value> {
-    let v = v.filter(|v| !v.is_null())?;
-    let mode = v.get("mode").and_then(Value::as_str).unwrap_or_default();
-    if mode.eq_ignore_ascii_case("required") {
-        ctx.warn(
-            "watchdog.mode is 'required' but pgha has no watchdog support; this node runs without a watchdog",
-        );
+/// The `watchdog` section, read as Patroni reads it: `mode` also takes `false` (YAML's `off`),
+/// `require`, `auto`, `disable(d)`; an unknown mode is a warning and turns the watchdog off.
+fn watchdog(ctx: &mut Ctx, v: Option<&Value>) -> Watchdog {
+    let mut w = Watchdog::default();
+    let Some(m) = section(ctx, "watchdog", v) else {
+        return w;
+    };
+    w.explicit = true;
+    if let Some(mode) = m.get("mode") {
+        w.mode = match watchdog_mode(mode) {
+            Some(mode) => mode,
+            None => {
+                ctx.warn(format!(
+                    "watchdog.mode: {mode} is not one of off, automatic, required; the watchdog is disabled"
+                ));
+                WatchdogMode::Off
+            }
+        };
     }
-    Some(v.clone())
+    match m.get("device").filter(|d| !d.is_null()) {
+        None => {}
+        Some(Value::String(d)) if !d.trim().is_empty() => w.device = PathBuf::from(d),
+        Some(other) => ctx.problem(
+            "watchdog.device",
+            format!("expected the path of the watchdog device, got {other}"),
+        ),
+    }
+    if let Some(sm) = m.get("safety_margin").filter(|d| !d.is_null()) {
+        let n = match sm {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        match n {
+            Some(n) if n >= -1 => w.safety_margin = n,
+            _ => ctx.problem(
+                "watchdog.safety_margin",
+                format!("expected a whole number of seconds (-1 for half the ttl), got {sm}"),
+            ),
+        }
+    }
+    if let Some(d) = m.get("driver").filter(|d| !d.is_null()) {
+        match d.as_str().map(str::trim) {
+            Some("default") => {}
+            Some("testing") => w.driver = WatchdogDriver::Testing,
+            _ if w.mode == WatchdogMode::Required => ctx.problem(
+                "watchdog.driver",
+                format!(
+                    "unknown watchdog driver {d} (expected default or testing); watchdog.mode is required, so this node could never lead"
+                ),
+            ),
+            _ => {
+                if w.mode != WatchdogMode::Off {
+                    ctx.warn(format!(
+                        "watchdog.driver: unknown watchdog driver {d} (expected default or testing); the watchdog is disabled"
+                    ));
+                }
+                w.mode = WatchdogMode::Off;
+            }
+        }
+    }
+    w
+}
+
+/// Patroni's spellings of `watchdog.mode`; `None` for anything else.
+fn watchdog_mode(v: &Value) -> Option<WatchdogMode> {
+    let text = match v {
+        Value::Bool(false) => return Some(WatchdogMode::Off),
+        Value::String(s) => s.trim().to_ascii_lowercase(),
+        _ => return None,
+    };
+    match text.as_str() {
+        "require" | "required" => Some(WatchdogMode::Required),
+        "auto" | "automatic" => Some(WatchdogMode::Automatic),
+        "off" | "disable" | "disabled" => Some(WatchdogMode::Off),
+        _ => None,
+    }
 }
 
 fn log(ctx: &mut Ctx, v: Option<&Value>) -> Log {

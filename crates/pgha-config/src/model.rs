@@ -26,8 +26,8 @@ pub struct Config {
     pub bootstrap: Bootstrap,
     pub postgresql: Postgresql,
     pub tags: Map<String, Value>,
-    /// Parsed only: pgha has no watchdog support.
-    pub watchdog: Option<Value>,
+    /// The `watchdog` section; Patroni's defaults (`automatic`, `/dev/watchdog`) when absent.
+    pub watchdog: Watchdog,
     pub log: Log,
 }
 
@@ -58,6 +58,65 @@ impl Config {
             Some(parent) if !parent.as_os_str().is_empty() => parent.join(file),
             Some(_) => PathBuf::from(file),
             None => std::env::temp_dir().join(file),
+        }
+    }
+}
+
+/// How the agent uses a watchdog device while it leads (`watchdog.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchdogMode {
+    Off,
+    /// Use the device when it can be opened, lead without it otherwise.
+    Automatic,
+    /// Lead only with an active watchdog.
+    Required,
+}
+
+/// `watchdog.driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchdogDriver {
+    /// A Linux watchdog device, driven with its ioctls.
+    Default,
+    /// Patroni's test double: timeout and keepalives are plain writes to `device` (a FIFO),
+    /// so a test can play the device.
+    Testing,
+}
+
+/// The `watchdog` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watchdog {
+    pub mode: WatchdogMode,
+    pub device: PathBuf,
+    /// Seconds between the watchdog firing and the leader key expiring; -1 means the
+    /// watchdog timeout is half the ttl.
+    pub safety_margin: i64,
+    pub driver: WatchdogDriver,
+    /// The section was in the configuration (not Patroni's implicit `automatic`): a device
+    /// that cannot be opened is then worth a warning.
+    pub explicit: bool,
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        Watchdog {
+            mode: WatchdogMode::Automatic,
+            device: PathBuf::from("/dev/watchdog"),
+            safety_margin: 5,
+            driver: WatchdogDriver::Default,
+            explicit: false,
+        }
+    }
+}
+
+impl Watchdog {
+    /// The watchdog timeout for a leader key `ttl`: `ttl - safety_margin`, or `ttl / 2` with
+    /// `safety_margin: -1`. May be zero or negative for a bad combination; callers check.
+    pub fn timeout(&self, ttl: u64) -> i64 {
+        let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+        if self.safety_margin == -1 {
+            ttl / 2
+        } else {
+            ttl.saturating_sub(self.safety_margin)
         }
     }
 }

@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use pgha_config::{load_from_env_and_path, parse_str, Config, InitdbOption, Loaded};
+use pgha_config::{
+    load_from_env_and_path, parse_str, Config, InitdbOption, Loaded, Watchdog, WatchdogDriver,
+    WatchdogMode,
+};
 use serde_json::json;
 
 fn no_env(_: &str) -> Option<String> {
@@ -47,7 +50,8 @@ fn observed_patroni_node_config_loads_without_warnings() {
     assert_eq!(c.restapi.connect_address, "127.0.0.1:8021");
     assert_eq!(c.restapi.api_url(), "http://127.0.0.1:8021/patroni");
     assert_eq!(c.etcd_endpoints(), vec!["http://127.0.0.1:2401"]);
-    assert!(c.etcd.is_none() && c.ctl.is_none() && c.watchdog.is_none());
+    assert!(c.etcd.is_none() && c.ctl.is_none());
+    assert_eq!(c.watchdog, Watchdog::default());
 
     let dcs = &c.bootstrap.dcs;
     assert_eq!(dcs["ttl"], json!(20));
@@ -337,10 +341,8 @@ fn known_keys_we_do_not_act_on_are_kept_without_warnings() {
     assert_eq!(pg.binary("pg_ctl"), PathBuf::from("pg_ctl15"));
     assert_eq!(pg.create_replica_methods, vec!["wal_g", "basebackup"]);
     assert_eq!(l.config.restapi.extra["ciphers"], json!("HIGH"));
-    assert_eq!(
-        l.config.watchdog,
-        Some(json!({"mode": "off", "device": "/dev/watchdog"}))
-    );
+    assert_eq!(l.config.watchdog.mode, WatchdogMode::Off);
+    assert_eq!(l.config.watchdog.device, PathBuf::from("/dev/watchdog"));
 }
 
 #[test]
@@ -467,4 +469,87 @@ fn create_replica_methods_and_their_command_lines() {
     ))
     .expect_err("bad flag");
     assert!(err.to_string().contains("postgresql.r.keep_data"), "{err}");
+}
+
+#[test]
+fn watchdog_defaults_are_patronis() {
+    let w = config(&minimal("")).watchdog;
+    assert_eq!(w.mode, WatchdogMode::Automatic);
+    assert_eq!(w.device, PathBuf::from("/dev/watchdog"));
+    assert_eq!(w.safety_margin, 5);
+    assert_eq!(w.driver, WatchdogDriver::Default);
+    assert!(!w.explicit);
+    assert_eq!(w.timeout(30), 25);
+}
+
+#[test]
+fn watchdog_modes_take_patronis_spellings() {
+    for (mode, want) in [
+        ("off", WatchdogMode::Off),
+        ("false", WatchdogMode::Off),
+        ("disabled", WatchdogMode::Off),
+        ("disable", WatchdogMode::Off),
+        ("automatic", WatchdogMode::Automatic),
+        ("auto", WatchdogMode::Automatic),
+        ("Required", WatchdogMode::Required),
+        ("require", WatchdogMode::Required),
+    ] {
+        let l = parse_str(&minimal(&format!("watchdog:\n  mode: {mode}\n"))).expect(mode);
+        assert_eq!(l.config.watchdog.mode, want, "{mode}");
+        assert!(l.config.watchdog.explicit);
+        assert!(l.warnings.is_empty(), "{mode}: {:?}", l.warnings);
+    }
+    // As with Patroni: an unknown mode disables the watchdog, with a warning.
+    for mode in ["true", "sometimes", "1"] {
+        let l = parse_str(&minimal(&format!("watchdog:\n  mode: {mode}\n"))).expect(mode);
+        assert_eq!(l.config.watchdog.mode, WatchdogMode::Off, "{mode}");
+        assert!(
+            l.warnings.iter().any(|w| w.starts_with("watchdog.mode:")),
+            "{mode}: {:?}",
+            l.warnings
+        );
+    }
+}
+
+#[test]
+fn watchdog_keys_are_typed() {
+    let w = config(&minimal(
+        "watchdog:\n  mode: required\n  device: /run/wd.fifo\n  safety_margin: -1\n  driver: testing\n",
+    ))
+    .watchdog;
+    assert_eq!(w.mode, WatchdogMode::Required);
+    assert_eq!(w.device, PathBuf::from("/run/wd.fifo"));
+    assert_eq!(w.driver, WatchdogDriver::Testing);
+    assert_eq!(w.timeout(30), 15, "-1 means half the ttl");
+    let w = config(&minimal("watchdog:\n  safety_margin: '7'\n")).watchdog;
+    assert_eq!(w.timeout(30), 23);
+}
+
+#[test]
+fn bad_watchdog_values_name_the_key() {
+    for (yaml, key) in [
+        ("watchdog:\n  safety_margin: -2\n", "watchdog.safety_margin"),
+        (
+            "watchdog:\n  safety_margin: soon\n",
+            "watchdog.safety_margin",
+        ),
+        ("watchdog:\n  device: [a]\n", "watchdog.device"),
+        ("watchdog:\n  device: ''\n", "watchdog.device"),
+        (
+            "watchdog:\n  mode: required\n  driver: magic\n",
+            "watchdog.driver",
+        ),
+        ("watchdog: 1\n", "watchdog"),
+    ] {
+        let err = parse_str(&minimal(yaml)).expect_err(yaml).to_string();
+        assert!(err.contains(key), "{yaml}: {err}");
+    }
+    // Automatic mode with a driver pgha does not know: no watchdog, said loudly.
+    let l = parse_str(&minimal("watchdog:\n  driver: magic\n")).expect("loads");
+    assert_eq!(l.config.watchdog.mode, WatchdogMode::Off);
+    assert!(
+        l.warnings.iter().any(|w| w.starts_with("watchdog.driver:")),
+        "{:?}",
+        l.warnings
+    );
 }

@@ -4,7 +4,7 @@ use crate::race::{healthiest_verdict, Candidate, RaceVerdict};
 use crate::{requests, switchover};
 use crate::{
     slot_targets, Action, DcsView, Decision, HaState, JobKind, JobOutcome, LocalPg, LockRenewal,
-    Observation, PeerStatus, PgProcess, PgRunning, Role, StopMode,
+    Observation, PeerStatus, PgProcess, PgRunning, Role, StopMode, WatchdogView,
 };
 
 /// One HA cycle: what to do given what was observed. Pure; see the crate docs.
@@ -271,6 +271,12 @@ pub(crate) fn failure_cause(message: &str) -> String {
 
 fn empty_data_dir(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String {
     let me = obs.me.as_str();
+    if cluster.leader.is_none() && cluster.initialize.is_none() && !obs.nofailover {
+        // Bootstrapping makes this node the leader, which it may not be.
+        if let WatchdogView::Unusable(why) = &obs.watchdog {
+            return format!("not bootstrapping a new cluster: {why}");
+        }
+    }
     match cluster.leader.as_ref() {
         None if cluster.initialize.is_none() && !obs.nofailover => {
             d.act(Action::TakeInitializeLock);
@@ -390,6 +396,11 @@ fn i_am_leader(
             return msg;
         }
     }
+    if !obs.policy.pause {
+        if let WatchdogView::Unusable(why) = &obs.watchdog {
+            return refuse_to_lead(d, process, why);
+        }
+    }
     match process {
         PgProcess::Running(r) if !r.in_recovery => {
             d.next.primary_start_began = None;
@@ -401,6 +412,7 @@ fn i_am_leader(
                     return msg;
                 }
             }
+            watchdog_before_leading(d, obs);
             leader_housekeeping(d, obs, cluster, system_id, r);
             // The sync key before the configuration: see `sync` for the order.
             let note = crate::sync::leader_upkeep(d, obs, cluster, r);
@@ -410,6 +422,7 @@ fn i_am_leader(
             note.unwrap_or_else(|| format!("no action. I am ({me}), the leader with the lock"))
         }
         PgProcess::Running(_) => {
+            watchdog_before_leading(d, obs);
             d.act(Action::StartJob(JobKind::Promote));
             "promoted self to leader because I had the session lock".into()
         }
@@ -507,6 +520,34 @@ fn standby_leader(
             Some("starting as a standby leader".into())
         }
         _ => None,
+    }
+}
+
+/// `watchdog.mode: required` and no usable watchdog while we hold the lock: give it back, and
+/// stop a primary at once (as Patroni's "immediate" demotion), rather than lead unguarded.
+fn refuse_to_lead(d: &mut Draft, process: &PgProcess, why: &str) -> String {
+    d.next.configured_as = None;
+    match process {
+        PgProcess::Running(r) if !r.in_recovery => {
+            d.next.needs_rejoin = true;
+            d.act(Action::Stop {
+                mode: StopMode::Immediate,
+            });
+            d.act(Action::ReleaseLock);
+            format!("Demoting self because watchdog could not be activated: {why}")
+        }
+        _ => {
+            d.act(Action::ReleaseLock);
+            format!("Not promoting self because watchdog could not be activated: {why}")
+        }
+    }
+}
+
+/// Before this node leads (takes the lock, promotes, or goes on as primary): the watchdog is
+/// to run. Not while paused: maintenance mode keeps it off, as with Patroni.
+pub(crate) fn watchdog_before_leading(d: &mut Draft, obs: &Observation) {
+    if obs.watchdog != WatchdogView::Off && !obs.policy.pause {
+        d.act(Action::ActivateWatchdog);
     }
 }
 
@@ -713,6 +754,9 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
             "Lock owner: None; I am {me}; not racing: synchronous_mode is on and the sync key lists {listed}, not me"
         );
     }
+    if let (PgProcess::Running(_), WatchdogView::Unusable(why)) = (process, &obs.watchdog) {
+        return format!("Lock owner: None; I am {me}; not racing for the leader lock: {why}");
+    }
     match process {
         PgProcess::Running(r) => {
             // In synchronous mode only members the sync key lists may take over: the others'
@@ -804,6 +848,11 @@ fn quorum_refusal(obs: &Observation, cluster: &Cluster, r: &PgRunning) -> Option
 
 /// The race is ours: take the lock, then promote (or, already a primary, lead).
 fn take_over(d: &mut Draft, obs: &Observation, r: &PgRunning) -> String {
+    // The watchdog first: a node that cannot have one never takes the lock. A standby leader
+    // is no primary and needs none (Patroni arms it only to run a primary).
+    if !(r.in_recovery && obs.policy.standby_cluster.is_some()) {
+        watchdog_before_leading(d, obs);
+    }
     d.act(Action::AcquireLock);
     d.next.has_lock = true;
     if r.in_recovery && obs.policy.standby_cluster.is_some() {

@@ -19,7 +19,7 @@ pub use decide::decide;
 pub use model::{
     Action, AdminRequest, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome,
     LocalPg, LockRenewal, Observation, PeerReply, PeerStatus, PgProcess, PgRunning, Reply,
-    RestartRequest, Role, SettingBelowPrimary, StandbyConn, StopMode,
+    RestartRequest, Role, SettingBelowPrimary, StandbyConn, StopMode, WatchdogView,
 };
 pub use race::{healthiest_verdict, Candidate, RaceVerdict};
 pub use rewind::{assess_divergence, Divergence};

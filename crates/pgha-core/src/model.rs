@@ -206,6 +206,22 @@ pub struct Observation {
     pub peers: Option<Vec<PeerStatus>>,
     /// An operator's request for this node (REST API, or a scheduled restart that is due).
     pub request: Option<AdminRequest>,
+    /// Whether leading needs, or could use, the watchdog, and whether it can be had.
+    pub watchdog: WatchdogView,
+}
+
+/// The watchdog as the decision sees it (`watchdog.mode` and what the device allows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchdogView {
+    /// `mode: off`: nothing to activate.
+    Off,
+    /// `automatic`: activated when leading, never in the way of leading.
+    Automatic,
+    /// `required` and usable as far as the agent can tell (or already running).
+    Required,
+    /// `required`, but the device cannot be used: this node must not lead. The reason names
+    /// the key or device at fault.
+    Unusable(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +296,9 @@ pub enum Action {
     /// The leader race: create `leader` if absent. The list stops if we lose.
     AcquireLock,
     ReleaseLock,
+    /// Open the watchdog (if it is not open yet) before leading. Fails, ending the list, when
+    /// `watchdog.mode` is `required` and the device cannot be activated.
+    ActivateWatchdog,
     /// Ask every other member for `GET /patroni` and decide again with the answers.
     ProbePeers,
     StartJob(JobKind),

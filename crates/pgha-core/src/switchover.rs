@@ -4,7 +4,7 @@
 use pgha_types::{Cluster, Failover};
 
 use crate::decide::Draft;
-use crate::{Action, JobKind, Observation, PgRunning, StopMode};
+use crate::{Action, JobKind, Observation, PgRunning, StopMode, WatchdogView};
 
 /// The `failover` key if it asks for something now.
 pub(crate) fn due(cluster: &Cluster, now: u64) -> Option<&Failover> {
@@ -92,6 +92,14 @@ pub(crate) fn leaderless_side(
     match f.member.as_deref() {
         Some(c) if c == me => {
             let r = running?;
+            if let (WatchdogView::Unusable(why), false) = (&obs.watchdog, obs.policy.pause) {
+                // As with Patroni, the others then race as if no candidate had been named.
+                d.act(Action::ClearFailover);
+                return Some(format!(
+                    "Lock owner: None; I am {me}; cannot take over as the designated candidate: {why}"
+                ));
+            }
+            crate::decide::watchdog_before_leading(d, obs);
             d.act(Action::AcquireLock);
             d.next.has_lock = true;
             if r.in_recovery {

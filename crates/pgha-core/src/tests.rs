@@ -105,7 +105,12 @@ impl Obs {
             finished: None,
             peers: None,
             request: None,
+            watchdog: WatchdogView::Off,
         })
+    }
+    fn watchdog(mut self, w: WatchdogView) -> Obs {
+        self.0.watchdog = w;
+        self
     }
     fn lock(mut self, l: LockRenewal) -> Obs {
         self.0.lock = l;
@@ -1663,6 +1668,129 @@ fn a_new_standby_cluster_bootstraps_from_the_remote_primary() {
         vec![
             Action::TakeInitializeLock,
             Action::StartJob(JobKind::BootstrapStandby)
+        ]
+    );
+}
+
+fn unusable() -> WatchdogView {
+    WatchdogView::Unusable("watchdog.device /dev/wd cannot be opened: No such file".into())
+}
+
+#[test]
+fn watchdog_is_activated_before_taking_the_lock() {
+    for view in [WatchdogView::Automatic, WatchdogView::Required] {
+        let d = Obs::new("pg2", cluster(None), running(true, 1000))
+            .watchdog(view)
+            .peers(vec![("pg1", None), ("pg3", Some((false, 1000)))])
+            .decide();
+        assert_eq!(
+            d.actions,
+            vec![
+                Action::ActivateWatchdog,
+                Action::AcquireLock,
+                Action::StartJob(JobKind::Promote)
+            ]
+        );
+    }
+}
+
+#[test]
+fn leader_keeps_its_watchdog_active_unless_paused() {
+    let o = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000))
+        .watchdog(WatchdogView::Required);
+    let d = o.decide();
+    assert_eq!(d.actions.first(), Some(&Action::ActivateWatchdog));
+    assert_eq!(d.message, "no action. I am (pg1), the leader with the lock");
+    let mut paused = o;
+    paused.0.policy.pause = true;
+    assert!(!paused.decide().actions.contains(&Action::ActivateWatchdog));
+}
+
+#[test]
+fn watchdog_off_is_never_activated() {
+    let d = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000)).decide();
+    assert!(!d.actions.contains(&Action::ActivateWatchdog));
+}
+
+#[test]
+fn required_watchdog_that_is_unusable_keeps_a_node_out_of_the_race() {
+    let d = Obs::new("pg2", cluster(None), running(true, 1000))
+        .watchdog(unusable())
+        .peers(vec![])
+        .decide();
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(!d.next.has_lock);
+    assert!(d.message.contains("watchdog.device"), "{}", d.message);
+}
+
+#[test]
+fn required_watchdog_that_is_unusable_makes_the_leader_give_up() {
+    // Still a replica (activation failed before the promotion): release the lock.
+    let d = Obs::new("pg1", cluster(Some("pg1")), running(true, 1000))
+        .watchdog(unusable())
+        .decide();
+    assert_eq!(d.actions, vec![Action::ReleaseLock]);
+    assert!(!d.next.has_lock);
+    assert!(
+        d.message
+            .starts_with("Not promoting self because watchdog could not be activated"),
+        "{}",
+        d.message
+    );
+    // A running primary stops at once and then gives the lock back.
+    let d = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000))
+        .watchdog(unusable())
+        .decide();
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::Stop {
+                mode: StopMode::Immediate
+            },
+            Action::ReleaseLock
+        ]
+    );
+    assert!(d.next.needs_rejoin);
+    assert!(d
+        .message
+        .starts_with("Demoting self because watchdog could not be activated"));
+    // Paused: nothing is demoted automatically, as with Patroni.
+    let mut o = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000)).watchdog(unusable());
+    o.0.policy.pause = true;
+    assert!(!o.decide().actions.contains(&Action::ReleaseLock));
+}
+
+#[test]
+fn required_watchdog_that_is_unusable_does_not_bootstrap() {
+    let empty = Cluster::from_keys(&[]);
+    let d = Obs::new("pg1", empty.clone(), LocalPg::Empty)
+        .watchdog(unusable())
+        .decide();
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(d.message.contains("watchdog"), "{}", d.message);
+    let d = Obs::new("pg1", empty, LocalPg::Empty)
+        .watchdog(WatchdogView::Required)
+        .decide();
+    assert_eq!(d.actions.first(), Some(&Action::TakeInitializeLock));
+}
+
+#[test]
+fn designated_candidate_without_its_required_watchdog_lets_the_others_race() {
+    let c = with_failover(cluster(None), r#"{"leader":"pg1","member":"pg2"}"#);
+    let d = Obs::new("pg2", c.clone(), running(true, 900))
+        .watchdog(unusable())
+        .decide();
+    assert_eq!(d.actions, vec![Action::ClearFailover]);
+    assert!(d.message.contains("watchdog.device"), "{}", d.message);
+    let d = Obs::new("pg2", c, running(true, 900))
+        .watchdog(WatchdogView::Required)
+        .decide();
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::ActivateWatchdog,
+            Action::AcquireLock,
+            Action::StartJob(JobKind::Promote)
         ]
     );
 }

@@ -235,6 +235,7 @@ impl Agent {
                 }
                 info!("reloaded the local configuration");
                 self.cfg = Arc::new(l.config);
+                self.watchdog.reload(&self.cfg.watchdog);
             }
             Err(e) => error!("keeping the current configuration; the new one is invalid: {e}"),
         }

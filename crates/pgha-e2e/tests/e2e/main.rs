@@ -46,6 +46,7 @@ mod startup_refusals;
 mod switchover_rest;
 mod switchover_writes;
 mod sync_mode;
+mod watchdog;
 
 // Production fit: HAProxy, /metrics, logs, packaging, load.
 mod prod_haproxy;
