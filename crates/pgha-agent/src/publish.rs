@@ -168,5 +168,8 @@ pub fn node_status(i: StatusInputs<'_>) -> NodeStatus {
         cluster: i.cluster.cloned(),
         dcs_reachable: i.dcs_reachable,
         loop_stats: i.loop_stats,
+        // Set by the HA loop, which knows the failsafe state.
+        failsafe_mode: i.policy.failsafe_mode,
+        ..NodeStatus::default()
     }
 }

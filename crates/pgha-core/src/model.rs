@@ -196,6 +196,8 @@ pub struct Observation {
     pub peers: Option<Vec<PeerStatus>>,
     /// An operator's request for this node (REST API, or a scheduled restart that is due).
     pub request: Option<AdminRequest>,
+    /// failsafe_mode: the `failsafe` key, answers to our `POST /failsafe`, a leader's ping.
+    pub failsafe: crate::FailsafeObs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +257,8 @@ pub struct HaState {
     /// Synchronous mode: the `synchronous_standby_names` the primary runs with, set by the
     /// leader (None: the user's own setting).
     pub synchronous_standby_names: Option<String>,
+    /// failsafe_mode: this primary runs without the DCS because every member confirmed.
+    pub failsafe_active: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,6 +304,11 @@ pub enum Action {
     },
     /// Synchronous mode was switched off: remove the `sync` key.
     DeleteSyncKey,
+    /// failsafe_mode: send `POST /failsafe` to every other member of the `failsafe` key and
+    /// decide again with the answers.
+    PostFailsafe,
+    /// failsafe_mode: write the `failsafe` key (member name → api_url).
+    WriteFailsafe(std::collections::BTreeMap<String, String>),
     /// Refuse to continue: the agent exits with this CRITICAL message.
     Exit(String),
 }

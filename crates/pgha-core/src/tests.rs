@@ -105,6 +105,7 @@ impl Obs {
             finished: None,
             peers: None,
             request: None,
+            failsafe: FailsafeObs::default(),
         })
     }
     fn lock(mut self, l: LockRenewal) -> Obs {
