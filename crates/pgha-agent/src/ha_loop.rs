@@ -374,18 +374,12 @@ impl Agent {
         let Some(topology) = self.failsafe_key.clone() else {
             return Vec::new();
         };
-        let ttl = Duration::from_secs(self.policy.ttl);
         let sent = std::time::Instant::now();
-        let deadline = [self.lease_renewed_at, self.failsafe_confirmed_at]
-            .into_iter()
-            .flatten()
-            .map(|t| t + ttl)
-            .max();
-        let margin = Duration::from_secs(1);
-        let timeout = deadline
-            .map(|d| d.saturating_duration_since(sent).saturating_sub(margin))
-            .unwrap_or_default()
-            .min(Duration::from_secs(2));
+        let timeout = failsafe_timeout(
+            sent,
+            [self.lease_renewed_at, self.failsafe_confirmed_at],
+            Duration::from_secs(self.policy.ttl),
+        );
         if timeout < Duration::from_millis(100) {
             warn!("failsafe mode: too late to ask the members (our leader key has expired and no recent confirmation holds the replicas back)");
             return Vec::new();
@@ -425,7 +419,7 @@ impl Agent {
             .keys()
             .filter(|n| **n != self.cfg.name)
             .all(|n| replies.iter().any(|r| &r.name == n && r.accepted));
-        if all && sent.elapsed() < timeout + margin {
+        if all && sent.elapsed() <= timeout + FAILSAFE_MARGIN {
             self.failsafe_confirmed_at = Some(sent);
         }
         replies
@@ -956,6 +950,28 @@ impl Agent {
     }
 }
 
+/// Time kept for the demotion itself when the members' answers come late.
+const FAILSAFE_MARGIN: Duration = Duration::from_secs(1);
+
+/// How long the `POST /failsafe` pings sent at `now` may take: at most 2 s (as Patroni), and
+/// the answers must be in `FAILSAFE_MARGIN` before the latest of `since` + `ttl` (our last
+/// lease renewal, the last round every member confirmed), after which a member that can reach
+/// the DCS no longer waits for us. Zero when that time has passed.
+fn failsafe_timeout(
+    now: std::time::Instant,
+    since: [Option<std::time::Instant>; 2],
+    ttl: Duration,
+) -> Duration {
+    since
+        .into_iter()
+        .flatten()
+        .map(|t| (t + ttl).saturating_duration_since(now))
+        .max()
+        .unwrap_or_default()
+        .saturating_sub(FAILSAFE_MARGIN)
+        .min(Duration::from_secs(2))
+}
+
 /// How renewing our lease went at the start of a cycle.
 enum Session {
     Renewed,
@@ -970,5 +986,36 @@ pub(crate) fn stop_mode(m: StopMode) -> pgha_postgres::StopMode {
     match m {
         StopMode::Fast => pgha_postgres::StopMode::Fast,
         StopMode::Immediate => pgha_postgres::StopMode::Immediate,
+    }
+}
+
+#[cfg(test)]
+mod failsafe_timing {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn pings_must_be_answered_before_the_replicas_stop_waiting() {
+        let t = Instant::now();
+        let ttl = Duration::from_secs(10);
+        let s = Duration::from_secs;
+        // Lease renewed 4 s ago: plenty of time, capped at 2 s.
+        assert_eq!(failsafe_timeout(t + s(4), [Some(t), None], ttl), s(2));
+        // 8.5 s ago: 0.5 s left after the margin.
+        assert_eq!(
+            failsafe_timeout(t + Duration::from_millis(8500), [Some(t), None], ttl),
+            Duration::from_millis(500)
+        );
+        // Key long expired, but every member confirmed 3 s ago.
+        assert_eq!(
+            failsafe_timeout(t + s(30), [Some(t), Some(t + s(27))], ttl),
+            s(2)
+        );
+        // Nothing recent: too late to ask.
+        assert_eq!(
+            failsafe_timeout(t + s(30), [Some(t), Some(t + s(15))], ttl),
+            Duration::ZERO
+        );
+        assert_eq!(failsafe_timeout(t, [None, None], ttl), Duration::ZERO);
     }
 }

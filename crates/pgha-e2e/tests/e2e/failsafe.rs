@@ -125,6 +125,13 @@ fn failsafe_mode_keeps_the_primary_through_an_etcd_outage() -> Result<()> {
         metric_active(&c, &l)?,
         "patroni_failsafe_mode_is_active is not 1 on {l}"
     );
+    // The key as last seen, while etcd is down.
+    let (code, body) = c.rest(&l).get("/failsafe")?;
+    let got: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    ensure!(
+        code == 200 && got == Value::Object(want.clone()),
+        "GET /failsafe on {l} during the outage: {code} {body}"
+    );
     let mut replicas_active = BTreeSet::new();
     while t0.elapsed() < outage {
         let w = writable(&c);
