@@ -211,10 +211,10 @@ pub async fn run(
             apply_config(agent, role, cluster).await?;
             Ok(true)
         }
-        Action::WriteSyncKey { standbys } => {
+        Action::WriteSyncKey { standbys, quorum } => {
             let value = serde_json::json!({
                 "leader": agent.cfg.name,
-                "quorum": 0,
+                "quorum": quorum,
                 "sync_standby": if standbys.is_empty() {
                     serde_json::Value::Null
                 } else {

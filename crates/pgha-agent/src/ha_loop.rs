@@ -594,6 +594,7 @@ impl Agent {
                                         name: r.application_name.clone(),
                                         state: r.state.clone(),
                                         sync_state: r.sync_state.clone(),
+                                        flush_lsn: r.flush_lsn.map_or(0, |l| l.0),
                                     })
                                     .collect(),
                             };
@@ -799,6 +800,8 @@ impl Agent {
             state: self.facts_state(obs),
             probe: self.last_probe.clone(),
             system_id: self.system_id.clone(),
+            standby_leader: self.state.has_lock
+                && self.state.configured_as == Some(Role::StandbyLeader),
         };
         let scheduled = self
             .scheduled_restart
@@ -845,6 +848,7 @@ impl Agent {
                     "running custom bootstrap script"
                 }
                 JobKind::Bootstrap => "initializing new cluster",
+                JobKind::BootstrapStandby => "creating replica",
                 JobKind::Clone { .. } => "creating replica",
                 JobKind::Start { .. } | JobKind::Rejoin { .. } => "starting",
                 JobKind::Restart { .. } => "restarting",

@@ -42,6 +42,7 @@ impl From<String> for JobFailure {
 pub async fn run(kind: JobKind, ctx: JobCtx) -> Result<String, JobFailure> {
     match kind {
         JobKind::Bootstrap => bootstrap(&ctx).await.map_err(Into::into),
+        JobKind::BootstrapStandby => bootstrap_standby(&ctx).await.map_err(Into::into),
         JobKind::Clone {
             from,
             basebackup_only,
@@ -163,6 +164,51 @@ async fn bootstrap_steps(ctx: &JobCtx) -> Result<String, String> {
     };
     Ok(format!(
         "initialized a new cluster {how} (system identifier {sysid})"
+    ))
+}
+
+/// A standby cluster's first member: pg_basebackup from the remote primary of
+/// `standby_cluster`, start as the standby leader, then claim the cluster (initialize key,
+/// dynamic configuration, leader key) as a bootstrap does.
+async fn bootstrap_standby(ctx: &JobCtx) -> Result<String, String> {
+    let (cfg, pg) = (&ctx.cfg, &ctx.pg);
+    let sc = ctx
+        .policy
+        .standby_cluster
+        .clone()
+        .ok_or("standby_cluster is not configured")?;
+    let host = sc.host.clone().ok_or(
+        "standby_cluster has no host: a standby leader without one cannot be cloned (restore a base backup with a create_replica_methods entry instead)",
+    )?;
+    let source = pgha_postgres::ConnTarget {
+        host,
+        port: sc.port.unwrap_or(5432),
+    };
+    info!("cloning the remote primary {source} of standby_cluster");
+    pg.basebackup(&source).await.map_err(fail(
+        "Error creating the standby leader using basebackup from standby_cluster",
+    ))?;
+    start(ctx, &Role::StandbyLeader).await?;
+    let sysid = pg
+        .controldata()
+        .await
+        .map_err(fail("pg_controldata failed"))?
+        .system_identifier;
+    let dcs = &ctx.dcs;
+    dcs.initialize(false, &sysid)
+        .await
+        .map_err(|e| format!("writing the initialize key failed: {e}"))?;
+    let dynamic = serde_json::to_string(&cfg.bootstrap.dcs).unwrap_or_else(|_| "{}".into());
+    if let Err(e) = dcs.set_config(&dynamic, Some(0)).await {
+        warn!("could not store bootstrap.dcs as the cluster configuration: {e}");
+    }
+    match dcs.acquire_leader(&cfg.name).await {
+        Ok(true) => info!("acquired session lock as a standby leader"),
+        Ok(false) => warn!("another member holds the leader lock after our bootstrap"),
+        Err(e) => warn!("could not take the leader lock after bootstrap: {e}"),
+    }
+    Ok(format!(
+        "initialized a standby cluster from {source} (system identifier {sysid})"
     ))
 }
 

@@ -14,13 +14,18 @@ pub struct LocalFacts {
     pub state: String,
     pub probe: Option<Probe>,
     pub system_id: Option<String>,
+    /// This node leads a standby cluster (it holds the lock and replicates from the remote
+    /// primary): its role is `standby_leader`, not `replica`.
+    pub standby_leader: bool,
 }
 
 impl LocalFacts {
     pub fn role(&self) -> Option<&'static str> {
-        self.probe
-            .as_ref()
-            .map(|p| if p.in_recovery { "replica" } else { "primary" })
+        self.probe.as_ref().map(|p| match p.in_recovery {
+            true if self.standby_leader => "standby_leader",
+            true => "replica",
+            false => "primary",
+        })
     }
 }
 

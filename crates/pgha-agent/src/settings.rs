@@ -197,6 +197,30 @@ pub fn server_config(
     let mut parameters = parameters;
     let standby = match role {
         Role::Primary => None,
+        // A standby cluster's leader: from the remote primary, with the standby_cluster
+        // section's recovery settings; restore-only when it names no host.
+        Role::StandbyLeader => {
+            add_recovery_conf(&mut parameters, policy, cfg);
+            let sc = policy.standby_cluster.clone().unwrap_or_default();
+            for (name, value) in [
+                ("restore_command", &sc.restore_command),
+                ("archive_cleanup_command", &sc.archive_cleanup_command),
+                ("recovery_min_apply_delay", &sc.recovery_min_apply_delay),
+            ] {
+                if let Some(v) = value {
+                    parameters.insert(name.into(), v.clone());
+                }
+            }
+            Some(StandbyConfig {
+                primary_host: sc.host.clone().unwrap_or_default(),
+                primary_port: if sc.host.is_some() {
+                    sc.port.unwrap_or(5432)
+                } else {
+                    0
+                },
+                primary_slot_name: sc.host.as_ref().and(sc.primary_slot_name.clone()),
+            })
+        }
         // nostream: replay from the archive only (restore_command); no upstream, no slot.
         Role::Replica { .. } if pgha_types::tag_is_true(cfg.tags.get("nostream")) => {
             add_recovery_conf(&mut parameters, policy, cfg);

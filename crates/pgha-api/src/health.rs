@@ -18,7 +18,7 @@ use crate::{parse_lag, NodeStatus};
 ///
 /// | path (substring)                      | 200 when |
 /// |---|---|
-/// | `standby_leader`, `standby-leader`    | never (no standby clusters yet) |
+/// | `standby_leader`, `standby-leader`    | holds the lock as a standby cluster's leader, running |
 /// | `leader`                              | holds the leader lock |
 /// | `/`, `master`, `primary`, `read-write`| holds the lock, runs as primary, state running |
 /// | `replica`                             | running replica, no `noloadbalance`, `?lag`, `?replication_state` |
@@ -53,7 +53,7 @@ pub(crate) fn health_code(
     let mut ignore_tags = false;
     let ok = if path.contains("standby_leader") || path.contains("standby-leader") {
         ignore_tags = true;
-        false
+        holds_lock(s, started, now) && role_is(s, "standby_leader") && is_running(s)
     } else if path.contains("leader") {
         ignore_tags = true;
         leader_ok

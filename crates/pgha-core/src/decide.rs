@@ -184,7 +184,7 @@ fn after_failed_job(
     done: &JobOutcome,
 ) -> Option<String> {
     match &done.kind {
-        JobKind::Bootstrap => {
+        JobKind::Bootstrap | JobKind::BootstrapStandby => {
             if cluster.initialize.as_deref() == Some("") {
                 d.act(Action::CancelInitialization);
             }
@@ -289,6 +289,10 @@ fn empty_data_dir(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String
     match cluster.leader.as_ref() {
         None if cluster.initialize.is_none() && !obs.nofailover => {
             d.act(Action::TakeInitializeLock);
+            if obs.policy.standby_cluster.is_some() {
+                d.act(Action::StartJob(JobKind::BootstrapStandby));
+                return "trying to bootstrap a new standby leader".into();
+            }
             d.act(Action::StartJob(JobKind::Bootstrap));
             "trying to bootstrap a new cluster".into()
         }
@@ -358,6 +362,7 @@ fn job_in_progress(obs: &Observation, cluster: &Cluster, kind: &JobKind) -> Stri
     };
     match kind {
         JobKind::Bootstrap => "bootstrap in progress".into(),
+        JobKind::BootstrapStandby => "bootstrap of the standby leader in progress".into(),
         JobKind::Clone {
             from: Some(from), ..
         } => {
@@ -395,6 +400,11 @@ fn i_am_leader(
     process: &PgProcess,
 ) -> String {
     let me = obs.me.as_str();
+    if obs.policy.standby_cluster.is_some() {
+        if let Some(msg) = standby_leader(d, obs, cluster, system_id, process) {
+            return msg;
+        }
+    }
     match process {
         PgProcess::Running(r) if !r.in_recovery => {
             d.next.primary_start_began = None;
@@ -461,6 +471,57 @@ fn i_am_leader(
             d.next.primary_start_began = Some(obs.now);
             "starting primary after failure".into()
         }
+    }
+}
+
+/// The leader of a standby cluster: keeps postgres in recovery, replicating from the remote
+/// primary. A primary told to become one (`standby_cluster` added, `demote-cluster`) stops and
+/// comes back as the standby leader. None: not a case for this rule (postgres not answering
+/// yet: the primary rules apply).
+fn standby_leader(
+    d: &mut Draft,
+    obs: &Observation,
+    cluster: &Cluster,
+    system_id: &str,
+    process: &PgProcess,
+) -> Option<String> {
+    let me = obs.me.as_str();
+    match process {
+        PgProcess::Running(r) if r.in_recovery => {
+            d.next.primary_start_began = None;
+            d.next.unresponsive_since = None;
+            d.next.configured_as = Some(Role::StandbyLeader);
+            if cluster.initialize.as_deref().is_none_or(str::is_empty) {
+                d.act(Action::SetInitialize(system_id.to_string()));
+            }
+            d.act(Action::SyncSlots(slot_targets(
+                cluster,
+                &obs.me,
+                &obs.policy,
+                true,
+                obs.nofailover,
+            )));
+            d.act(Action::ApplyConfig {
+                role: Role::StandbyLeader,
+            });
+            Some(format!(
+                "no action. I am ({me}), the standby leader with the lock"
+            ))
+        }
+        PgProcess::Running(_) => {
+            d.next.configured_as = None;
+            d.act(Action::Stop {
+                mode: StopMode::Fast,
+            });
+            Some("demoting to a standby leader: standby_cluster is configured".into())
+        }
+        PgProcess::Stopped if !obs.policy.pause => {
+            d.act(Action::StartJob(JobKind::Start {
+                role: Role::StandbyLeader,
+            }));
+            Some("starting as a standby leader".into())
+        }
+        _ => None,
     }
 }
 
@@ -706,19 +767,13 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
                     format!("Lock owner: None; I am {me}")
                 }
                 RaceVerdict::NotHealthiest(why) => why,
-                RaceVerdict::Eligible => {
-                    d.act(Action::AcquireLock);
-                    if r.in_recovery {
-                        d.act(Action::StartJob(JobKind::Promote));
-                        d.next.has_lock = true;
-                        "promoted self to leader by acquiring session lock".into()
-                    } else {
-                        d.next.has_lock = true;
-                        d.next.needs_rejoin = false;
-                        d.act(Action::WriteStatus);
-                        "acquired session lock as a leader".into()
+                RaceVerdict::Eligible if crate::sync::quorum_needed(obs, cluster).is_some() => {
+                    match quorum_refusal(obs, cluster, r) {
+                        Some(why) => why,
+                        None => take_over(d, obs, r),
                     }
                 }
+                RaceVerdict::Eligible => take_over(d, obs, r),
             }
         }
         PgProcess::NotReady => "not healthy enough for leader race".into(),
@@ -728,6 +783,56 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
             }));
             format!("Lock owner: None; I am {me}; starting postgres as a read-only replica to join the leader race")
         }
+    }
+}
+
+/// Quorum commit: why this candidate may not take over yet, if it may not. It must see, among
+/// the other voters of the `sync` key, `quorum` that answer, and none of those may be ahead
+/// of it (whatever their tags: a voter that acknowledged a commit has it).
+fn quorum_refusal(obs: &Observation, cluster: &Cluster, r: &PgRunning) -> Option<String> {
+    let (voters, needed) = crate::sync::quorum_needed(obs, cluster)?;
+    let seen: Vec<&PeerStatus> = obs
+        .peers
+        .iter()
+        .flatten()
+        .filter(|p| voters.contains(&p.name))
+        .filter(|p| p.reply.as_ref().is_some_and(|x| x.running))
+        .collect();
+    if let Some(ahead) = seen.iter().find(|p| {
+        p.reply
+            .as_ref()
+            .is_some_and(|x| x.wal_position > r.wal_position)
+    }) {
+        return Some(format!(
+            "Wal position of {} is ahead of my wal position (quorum voter)",
+            ahead.name
+        ));
+    }
+    let seen = seen.len() as u64;
+    (seen < needed).then(|| {
+        format!(
+            "Lock owner: None; I am {}; not racing: quorum not reached, I see {seen} of the {needed} other voters needed ({})",
+            obs.me,
+            voters.join(",")
+        )
+    })
+}
+
+/// The race is ours: take the lock, then promote (or, already a primary, lead).
+fn take_over(d: &mut Draft, obs: &Observation, r: &PgRunning) -> String {
+    d.act(Action::AcquireLock);
+    d.next.has_lock = true;
+    if r.in_recovery && obs.policy.standby_cluster.is_some() {
+        // A standby cluster stays one: the new leader follows the remote primary instead.
+        return "acquired session lock as a standby leader".into();
+    }
+    if r.in_recovery {
+        d.act(Action::StartJob(JobKind::Promote));
+        "promoted self to leader by acquiring session lock".into()
+    } else {
+        d.next.needs_rejoin = false;
+        d.act(Action::WriteStatus);
+        "acquired session lock as a leader".into()
     }
 }
 

@@ -71,6 +71,8 @@ pub struct StandbyConn {
     pub state: String,
     /// `sync_state`: `async`, `potential`, `sync`, `quorum`.
     pub sync_state: String,
+    /// `flush_lsn` (0 when not reported).
+    pub flush_lsn: u64,
 }
 
 /// A shared-memory setting (max_connections, max_wal_senders, ...) a standby runs below its
@@ -117,6 +119,9 @@ pub struct PeerReply {
 pub enum JobKind {
     /// initdb, start, create roles, post_bootstrap: the node won the bootstrap race.
     Bootstrap,
+    /// A standby cluster's first member: clone the remote primary of `standby_cluster` and
+    /// start as the standby leader.
+    BootstrapStandby,
     /// Create a replica with `create_replica_methods`, from a running member, or with no
     /// source at all (`None`: only methods marked `no_leader` run, e.g. a restore from a
     /// backup while the cluster has no leader).
@@ -160,7 +165,12 @@ pub struct JobOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     Primary,
-    Replica { leader: Option<String> },
+    Replica {
+        leader: Option<String>,
+    },
+    /// The leader of a standby cluster: read-only, replicating from the remote primary of
+    /// `standby_cluster`.
+    StandbyLeader,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +267,10 @@ pub struct HaState {
     /// Synchronous mode: the `synchronous_standby_names` the primary runs with, set by the
     /// leader (None: the user's own setting).
     pub synchronous_standby_names: Option<String>,
+    /// The primary's WAL position seen in the first cycle that ran with the current
+    /// `synchronous_standby_names`: a standby that has flushed this far has every commit
+    /// acknowledged under the previous setting too.
+    pub synchronous_since_lsn: Option<u64>,
     /// failsafe_mode: this primary runs without the DCS because every member confirmed.
     pub failsafe_active: bool,
 }
@@ -301,6 +315,8 @@ pub enum Action {
     /// Synchronous mode: write the `sync` key naming us as leader and these standbys.
     WriteSyncKey {
         standbys: Vec<String>,
+        /// Quorum mode: how many other voters a candidate must see; 0 otherwise.
+        quorum: u64,
     },
     /// Synchronous mode was switched off: remove the `sync` key.
     DeleteSyncKey,

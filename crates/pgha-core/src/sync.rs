@@ -1,13 +1,18 @@
-//! Synchronous replication (`synchronous_mode`), as Patroni runs it: the leader chooses up to
-//! `synchronous_node_count` standbys, names them in `synchronous_standby_names`, and lists in
-//! the `sync` key only those PostgreSQL already treats as synchronous. Only a member the `sync`
-//! key lists (or its leader) may be promoted, so a promotion never loses an acknowledged
-//! commit.
+//! Synchronous replication (`synchronous_mode`), as Patroni runs it: the leader chooses its
+//! synchronous standbys, names them in `synchronous_standby_names`, and publishes in the `sync`
+//! key who may take over. Only a member the key allows may be promoted, so a promotion never
+//! loses an acknowledged commit.
 //!
-//! The order is what makes it safe. A standby enters `synchronous_standby_names` first and the
-//! `sync` key only once `pg_stat_replication` shows it `sync`; a standby leaves the `sync` key
-//! first and `synchronous_standby_names` after. At no moment does the key name a standby that
-//! has not confirmed every commit acknowledged since it was named.
+//! `synchronous_mode: on` (`FIRST k`): a standby enters `synchronous_standby_names` first and
+//! the `sync` key only once PostgreSQL reports it `sync` and it has flushed everything
+//! committed before that; it leaves the key first and the setting after. The key never names
+//! a standby that may lack an acknowledged commit.
+//!
+//! `synchronous_mode: quorum` (`ANY k (V)`): a commit is acknowledged by any k of the voters
+//! V. The key holds voters Vk and `quorum` q: a candidate must be a voter (or the leader) and
+//! see q other voters it is at least as advanced as. That is safe while PostgreSQL's voters
+//! are among the key's and q >= |Vk| - k: any q + 1 voters then include one of every k that
+//! acknowledged a commit.
 
 use pgha_types::{nosync_of, sync_priority_of, Cluster};
 
@@ -146,17 +151,22 @@ pub(crate) fn leader_upkeep(
         .into_iter()
         .take(count)
         .collect();
+    if obs.policy.synchronous_quorum {
+        return quorum_upkeep(d, obs, cluster, r);
+    }
     let setting = standby_names_setting(&want, obs.policy.synchronous_mode_strict);
-    // Confirmed under the setting in force when this cycle's probe ran.
-    let in_force = d.next.synchronous_standby_names.as_deref() == Some(setting.as_str());
+    // Confirmed under the setting in force when this cycle's probe ran, and caught up with
+    // what was committed before it.
+    let since = in_force_since(d, &setting, r);
     let mut key: Vec<String> = want
         .iter()
         .filter(|n| {
             listed.contains(n)
-                || (in_force
-                    && r.standbys
+                || since.is_some_and(|since| {
+                    r.standbys
                         .iter()
-                        .any(|s| &s.name == *n && s.sync_state == "sync"))
+                        .any(|s| &s.name == *n && s.sync_state == "sync" && s.flush_lsn >= since)
+                })
         })
         .cloned()
         .collect();
@@ -171,6 +181,7 @@ pub(crate) fn leader_upkeep(
     if !key_is_ours || key != listed_sorted {
         d.act(Action::WriteSyncKey {
             standbys: key.clone(),
+            quorum: 0,
         });
         note = Some(if key.is_empty() {
             "no synchronous standby confirmed; the sync key lists none".to_string()
@@ -190,6 +201,121 @@ pub(crate) fn leader_upkeep(
             });
         }
         d.next.synchronous_standby_names = Some(setting);
+        d.next.synchronous_since_lsn = None;
     }
     note
+}
+
+/// The WAL position from which `setting` is known to be in force (the first cycle that ran
+/// with it), recorded on that cycle; None while it is new.
+fn in_force_since(d: &mut Draft, setting: &str, r: &PgRunning) -> Option<u64> {
+    if d.next.synchronous_standby_names.as_deref() != Some(setting) {
+        return None;
+    }
+    if d.next.synchronous_since_lsn.is_none() {
+        d.next.synchronous_since_lsn = Some(r.wal_position);
+        return None;
+    }
+    d.next.synchronous_since_lsn
+}
+
+/// `ANY k (a,b)` for quorum commit; `*` (strict) or empty without voters.
+fn quorum_setting(voters: &[String], k: usize, strict: bool) -> String {
+    if voters.is_empty() || k == 0 {
+        return if strict { "*".into() } else { String::new() };
+    }
+    format!(
+        "ANY {k} ({})",
+        voters
+            .iter()
+            .map(|n| quote(n))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+/// The voters and k of a setting `quorum_setting` wrote; none for anything else.
+fn parse_quorum_setting(setting: Option<&str>) -> (Vec<String>, usize) {
+    let Some(rest) = setting.and_then(|s| s.strip_prefix("ANY ")) else {
+        return (Vec::new(), 0);
+    };
+    let Some((k, list)) = rest.split_once(' ') else {
+        return (Vec::new(), 0);
+    };
+    let names = list
+        .trim()
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split(',')
+        .map(|n| n.trim().trim_matches('"').replace("\"\"", "\""))
+        .filter(|n| !n.is_empty())
+        .collect();
+    (names, k.parse().unwrap_or(0))
+}
+
+/// Quorum commit upkeep: one safe step towards every eligible standby voting, with
+/// k = min(synchronous_node_count, voters). The key written first holds for the setting in
+/// force and for the new one (voters of both, quorum for the smaller k); the new setting
+/// follows in the same cycle, and the next cycle tightens the key to it.
+fn quorum_upkeep(
+    d: &mut Draft,
+    obs: &Observation,
+    cluster: &Cluster,
+    r: &PgRunning,
+) -> Option<String> {
+    let me = obs.me.as_str();
+    let listed_now = listed(cluster, me);
+    let mut target = candidates(obs, cluster, r, &listed_now);
+    target.sort();
+    let count = usize::try_from(obs.policy.synchronous_node_count).unwrap_or(usize::MAX);
+    let k_target = count.min(target.len());
+    let (mut pg_voters, pg_k) = parse_quorum_setting(d.next.synchronous_standby_names.as_deref());
+    pg_voters.sort();
+    let key_is_ours = cluster
+        .sync
+        .as_ref()
+        .is_some_and(|s| s.leader.as_deref() == Some(me));
+    let key_quorum = cluster.sync.as_ref().and_then(|s| s.quorum).unwrap_or(0);
+    let mut key_voters: Vec<String> = pg_voters.iter().chain(&target).cloned().collect();
+    key_voters.sort();
+    key_voters.dedup();
+    let key_q = key_voters.len().saturating_sub(pg_k.min(k_target)) as u64;
+    let mut listed_sorted = listed_now;
+    listed_sorted.sort();
+    let mut note = None;
+    if !key_is_ours || listed_sorted != key_voters || key_quorum != key_q {
+        d.act(Action::WriteSyncKey {
+            standbys: key_voters.clone(),
+            quorum: key_q,
+        });
+        note = Some(format!(
+            "Setting leader to '{me}', quorum to {key_q} and sync_standby to {key_voters:?}"
+        ));
+    }
+    let setting = quorum_setting(&target, k_target, obs.policy.synchronous_mode_strict);
+    if d.next.synchronous_standby_names.as_deref() != Some(setting.as_str()) {
+        note.get_or_insert_with(|| format!("Setting synchronous_standby_names to '{setting}'"));
+        d.next.synchronous_standby_names = Some(setting);
+        d.next.synchronous_since_lsn = None;
+    }
+    note
+}
+
+/// Quorum mode: the other voters (the key's standbys and its leader) and how many of them a
+/// candidate must see, at least as advanced as it is, before it may take over.
+pub(crate) fn quorum_needed(obs: &Observation, cluster: &Cluster) -> Option<(Vec<String>, u64)> {
+    if !obs.policy.synchronous_quorum {
+        return None;
+    }
+    let sync = cluster.sync.as_ref()?;
+    let mut voters: Vec<String> = sync
+        .sync_standby
+        .as_deref()
+        .map(split_names)
+        .unwrap_or_default();
+    if let Some(l) = &sync.leader {
+        voters.push(l.clone());
+    }
+    voters.retain(|v| *v != obs.me);
+    Some((voters, sync.quorum.unwrap_or(0)))
 }

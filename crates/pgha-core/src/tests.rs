@@ -1316,6 +1316,7 @@ fn primary_with(standbys: &[(&str, &str)]) -> LocalPg {
                 name: (*n).into(),
                 state: "streaming".into(),
                 sync_state: (*s).into(),
+                flush_lsn: 1000,
             })
             .collect();
     }
@@ -1333,7 +1334,7 @@ fn sync_key_writes(d: &Decision) -> Vec<Vec<String>> {
     d.actions
         .iter()
         .filter_map(|a| match a {
-            Action::WriteSyncKey { standbys } => Some(standbys.clone()),
+            Action::WriteSyncKey { standbys, .. } => Some(standbys.clone()),
             _ => None,
         })
         .collect()
@@ -1362,7 +1363,8 @@ fn sync_mode_names_a_standby_before_the_key_lists_it() {
         .unwrap();
     assert!(key_at < conf_at, "{:?}", d.actions);
 
-    // Cycle 2: PostgreSQL reports pg2 as sync under that setting: now the key lists it.
+    // Cycle 2 notes the position the standby must reach (the first cycle with that setting in
+    // force); cycle 3: pg2 is sync and flushed that far, so the key lists it.
     let o = sync_obs(
         sync_cluster(
             Some("pg1"),
@@ -1372,6 +1374,9 @@ fn sync_mode_names_a_standby_before_the_key_lists_it() {
         primary_with(&[("pg2", "sync"), ("pg3", "async")]),
         false,
     );
+    let d = o.decide_from(&d.next);
+    assert!(sync_key_writes(&d).is_empty(), "{:?}", d.actions);
+    assert_eq!(d.next.synchronous_since_lsn, Some(1000));
     let d = o.decide_from(&d.next);
     assert_eq!(sync_key_writes(&d), vec![vec!["pg2".to_string()]]);
     assert_eq!(
@@ -1501,4 +1506,164 @@ fn turning_sync_mode_off_removes_our_sync_key_and_the_setting() {
         d.actions
     );
     assert_eq!(d.next.synchronous_standby_names, None);
+}
+
+#[test]
+fn a_sync_standby_behind_the_position_of_the_switch_is_not_listed_yet() {
+    let state = HaState {
+        has_lock: true,
+        synchronous_standby_names: Some("pg2".into()),
+        synchronous_since_lsn: Some(5000),
+        ..HaState::default()
+    };
+    let o = sync_obs(
+        sync_cluster(
+            Some("pg1"),
+            Some(r#"{"leader":"pg1","sync_standby":null}"#),
+            "",
+        ),
+        primary_with(&[("pg2", "sync")]),
+        false,
+    );
+    // pg2 flushed 1000 < 5000: commits acknowledged before it was named may be missing there.
+    assert!(sync_key_writes(&o.decide_from(&state)).is_empty());
+}
+
+fn quorum_writes(d: &Decision) -> Vec<(Vec<String>, u64)> {
+    d.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::WriteSyncKey { standbys, quorum } => Some((standbys.clone(), *quorum)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn quorum_obs(sync: Option<&str>, standbys: &[(&str, &str)]) -> Obs {
+    let mut o = sync_obs(
+        sync_cluster(Some("pg1"), sync, ""),
+        primary_with(standbys),
+        false,
+    );
+    o.0.policy.synchronous_quorum = true;
+    o
+}
+
+#[test]
+fn quorum_mode_widens_the_key_before_the_setting_and_tightens_it_after() {
+    let both = vec!["pg2".to_string(), "pg3".to_string()];
+    // Nothing in force yet: the key demands every voter until ANY 1 is.
+    let d = quorum_obs(None, &[("pg2", "async"), ("pg3", "async")]).decide();
+    assert_eq!(quorum_writes(&d), vec![(both.clone(), 2)]);
+    assert_eq!(
+        d.next.synchronous_standby_names.as_deref(),
+        Some("ANY 1 (pg2,pg3)")
+    );
+    let o = quorum_obs(
+        Some(r#"{"leader":"pg1","quorum":2,"sync_standby":"pg2,pg3"}"#),
+        &[("pg2", "quorum"), ("pg3", "quorum")],
+    );
+    let d2 = o.decide_from(&d.next);
+    assert_eq!(quorum_writes(&d2), vec![(both.clone(), 1)]);
+    // pg3 leaves: ANY 1 (pg2) comes while the key still counts pg3, until it is in force.
+    let o = quorum_obs(
+        Some(r#"{"leader":"pg1","quorum":1,"sync_standby":"pg2,pg3"}"#),
+        &[("pg2", "quorum")],
+    );
+    let d3 = o.decide_from(&d2.next);
+    assert!(quorum_writes(&d3).is_empty(), "{:?}", d3.actions);
+    assert_eq!(
+        d3.next.synchronous_standby_names.as_deref(),
+        Some("ANY 1 (pg2)")
+    );
+    let d4 = o.decide_from(&d3.next);
+    assert_eq!(quorum_writes(&d4), vec![(vec!["pg2".to_string()], 0)]);
+}
+
+#[test]
+fn a_quorum_candidate_must_see_enough_voters_none_ahead() {
+    let key = Some(r#"{"leader":"pg1","quorum":1,"sync_standby":"pg2,pg3"}"#);
+    let obs = |peers: Vec<(&str, Option<(bool, u64)>)>| {
+        let mut o = Obs::new("pg2", sync_cluster(None, key, ""), running(true, 1000)).peers(peers);
+        o.0.policy.synchronous_mode = true;
+        o.0.policy.synchronous_quorum = true;
+        o
+    };
+    let d = obs(vec![("pg1", None), ("pg3", Some((false, 1000)))]).decide();
+    assert!(d.actions.contains(&Action::AcquireLock), "{}", d.message);
+    let d = obs(vec![("pg1", None), ("pg3", None)]).decide();
+    assert!(!d.actions.contains(&Action::AcquireLock));
+    assert!(
+        d.message.contains("quorum not reached, I see 0 of the 1"),
+        "{}",
+        d.message
+    );
+    let d = obs(vec![("pg1", None), ("pg3", Some((false, 2000)))]).decide();
+    assert!(!d.actions.contains(&Action::AcquireLock), "{}", d.message);
+}
+
+// ---- standby_cluster ----
+
+fn standby_policy(o: &mut Obs) {
+    o.0.policy.standby_cluster = Some(pgha_types::StandbyCluster {
+        host: Some("10.0.0.1".into()),
+        port: Some(5432),
+        ..Default::default()
+    });
+}
+
+#[test]
+fn a_standby_leader_stays_in_recovery_and_a_primary_is_demoted_into_one() {
+    let mut o = Obs::new("pg1", cluster(Some("pg1")), running(true, 1000));
+    standby_policy(&mut o);
+    let d = o.decide();
+    assert_eq!(
+        d.message,
+        "no action. I am (pg1), the standby leader with the lock"
+    );
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::StartJob(JobKind::Promote))));
+    assert!(d.actions.contains(&Action::ApplyConfig {
+        role: Role::StandbyLeader
+    }));
+    let mut o = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000));
+    standby_policy(&mut o);
+    let d = o.decide();
+    assert!(
+        d.actions.iter().any(|a| matches!(a, Action::Stop { .. })),
+        "{:?}",
+        d.actions
+    );
+    // Without standby_cluster the same standby leader is promoted.
+    let d = Obs::new("pg1", cluster(Some("pg1")), running(true, 1000)).decide();
+    assert!(d.actions.contains(&Action::StartJob(JobKind::Promote)));
+}
+
+#[test]
+fn a_standby_cluster_race_winner_takes_the_lock_without_promoting() {
+    let mut o = Obs::new("pg2", cluster(None), running(true, 1000))
+        .peers(vec![("pg1", None), ("pg3", Some((false, 900)))]);
+    standby_policy(&mut o);
+    let d = o.decide();
+    assert!(d.actions.contains(&Action::AcquireLock), "{}", d.message);
+    assert!(!d.actions.contains(&Action::StartJob(JobKind::Promote)));
+    assert_eq!(d.message, "acquired session lock as a standby leader");
+}
+
+#[test]
+fn a_new_standby_cluster_bootstraps_from_the_remote_primary() {
+    let mut keys = Cluster::default();
+    keys.members.clear();
+    let mut o = Obs::new("pg1", keys, LocalPg::Empty);
+    standby_policy(&mut o);
+    let d = o.decide();
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::TakeInitializeLock,
+            Action::StartJob(JobKind::BootstrapStandby)
+        ]
+    );
 }

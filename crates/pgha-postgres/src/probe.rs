@@ -18,6 +18,8 @@ pub struct ReplicationRow {
     pub state: String,
     pub sync_state: String,
     pub sync_priority: i64,
+    /// `flush_lsn`: how far the standby has made WAL durable.
+    pub flush_lsn: Option<Lsn>,
 }
 
 /// What the running server says about itself.
@@ -72,7 +74,7 @@ fn probe_sql() -> String {
          GREATEST(c.timeline_id, r.min_recovery_end_timeline), \
          pg_catalog.to_char(pg_catalog.pg_postmaster_start_time() AT TIME ZONE 'UTC', {TS_FORMAT}), \
          (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(usename, application_name, \
-                 pg_catalog.host(client_addr), state, sync_state, sync_priority) ORDER BY pid) \
+                 pg_catalog.host(client_addr), state, sync_state, sync_priority, flush_lsn) ORDER BY pid) \
             FROM pg_catalog.pg_stat_replication), \
          (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(s.name, pg_catalog.current_setting(s.name), \
                  (SELECT f.setting FROM pg_catalog.pg_file_settings f WHERE f.name = s.name \
@@ -162,6 +164,7 @@ pub(crate) fn parse_probe_columns(cols: &[Option<&str>]) -> Result<Probe, PgErro
                 state: f(3).unwrap_or_default(),
                 sync_state: f(4).unwrap_or_default(),
                 sync_priority: r.get(5).and_then(Value::as_i64).unwrap_or(0),
+                flush_lsn: f(6).and_then(|v| v.parse().ok()),
             }
         })
         .collect();

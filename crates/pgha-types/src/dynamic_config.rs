@@ -38,6 +38,8 @@ pub struct ClusterPolicy {
     pub failsafe_mode: bool,
     /// `synchronous_mode: true` (or `on`, `quorum`): the leader names synchronous standbys.
     pub synchronous_mode: bool,
+    /// `synchronous_mode: quorum`: `ANY k (...)` quorum commit instead of `FIRST k`.
+    pub synchronous_quorum: bool,
     /// Without a synchronous standby, block commits (`synchronous_standby_names = '*'`) rather
     /// than fall back to asynchronous replication.
     pub synchronous_mode_strict: bool,
@@ -45,6 +47,9 @@ pub struct ClusterPolicy {
     pub synchronous_node_count: u64,
     /// A standby further behind than this many bytes is not chosen as synchronous; 0 = off.
     pub maximum_lag_on_syncnode: u64,
+    /// `standby_cluster`: this cluster replicates from a remote primary; its leader is a
+    /// standby leader.
+    pub standby_cluster: Option<StandbyCluster>,
     pub parameters: Map<String, Value>,
     pub pg_hba: Option<Vec<String>>,
     /// `postgresql.recovery_conf`: settings a standby runs with (restore_command, ...).
@@ -69,15 +74,80 @@ impl Default for ClusterPolicy {
             use_slots: true,
             failsafe_mode: false,
             synchronous_mode: false,
+            synchronous_quorum: false,
             synchronous_mode_strict: false,
             synchronous_node_count: 1,
             maximum_lag_on_syncnode: 0,
+            standby_cluster: None,
             parameters: Map::new(),
             pg_hba: None,
             recovery_conf: Map::new(),
             permanent_slots: Vec::new(),
             ignore_slots: Vec::new(),
         }
+    }
+}
+
+/// Where a standby cluster's leader replicates from, and how (`standby_cluster`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StandbyCluster {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub primary_slot_name: Option<String>,
+    pub restore_command: Option<String>,
+    pub archive_cleanup_command: Option<String>,
+    pub recovery_min_apply_delay: Option<String>,
+    pub create_replica_methods: Vec<String>,
+}
+
+impl StandbyCluster {
+    /// Reads the `standby_cluster` section: None when absent or null, an error naming the
+    /// problem when it can be neither streamed nor restored from.
+    pub fn parse(v: Option<&Value>) -> Result<Option<StandbyCluster>, String> {
+        let m = match v {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Object(m)) if m.is_empty() => return Ok(None),
+            Some(Value::Object(m)) => m,
+            Some(other) => return Err(format!("standby_cluster: {other} is not a mapping")),
+        };
+        let text = |k: &str| -> Option<String> {
+            match m.get(k) {
+                Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            }
+        };
+        let port = match m.get("port") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                as_u64(v)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("standby_cluster.port: {v} is not a port number"))?,
+            ),
+        };
+        let sc = StandbyCluster {
+            host: text("host"),
+            port,
+            primary_slot_name: text("primary_slot_name"),
+            restore_command: text("restore_command"),
+            archive_cleanup_command: text("archive_cleanup_command"),
+            recovery_min_apply_delay: text("recovery_min_apply_delay"),
+            create_replica_methods: match m.get("create_replica_methods") {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            },
+        };
+        if sc.host.is_none() && sc.restore_command.is_none() {
+            return Err(
+                "standby_cluster: needs host (to stream from) or restore_command (to restore from)"
+                    .into(),
+            );
+        }
+        Ok(Some(sc))
     }
 }
 
@@ -145,12 +215,7 @@ impl DynamicConfig {
         p.failsafe_mode = flag(m.get("failsafe_mode"), false);
         let quorum = matches!(m.get("synchronous_mode"), Some(Value::String(s)) if s.eq_ignore_ascii_case("quorum"));
         p.synchronous_mode = quorum || flag(m.get("synchronous_mode"), false);
-        if quorum {
-            warnings.push(
-                "synchronous_mode: quorum is not implemented by pgha yet: it runs as synchronous_mode: on (FIRST n, every named standby confirms)"
-                    .into(),
-            );
-        }
+        p.synchronous_quorum = quorum;
         p.synchronous_mode_strict = flag(m.get("synchronous_mode_strict"), false);
         num(
             "synchronous_node_count",
@@ -174,11 +239,9 @@ impl DynamicConfig {
                 )),
             },
         }
-        if m.get("standby_cluster").is_some_and(|v| !v.is_null()) {
-            warnings.push(
-                "standby_cluster is not implemented by pgha: this cluster runs its own primary"
-                    .into(),
-            );
+        match StandbyCluster::parse(m.get("standby_cluster")) {
+            Ok(sc) => p.standby_cluster = sc,
+            Err(e) => warnings.push(format!("{e}; this cluster runs its own primary")),
         }
         if let Some(Value::Object(pg)) = m.get("postgresql") {
             p.use_pg_rewind = flag(pg.get("use_pg_rewind"), false);
@@ -312,8 +375,21 @@ mod tests {
         .unwrap();
         let (p, w) = c.policy();
         assert!(p.synchronous_mode);
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].starts_with("standby_cluster is not implemented"));
+        assert!(w.is_empty(), "{w:?}");
+        let sc = p.standby_cluster.expect("a standby cluster");
+        assert_eq!(
+            (sc.host.as_deref(), sc.port),
+            (Some("10.0.0.1"), Some(5432))
+        );
+        let (p, w) = DynamicConfig::parse(r#"{"standby_cluster":{"primary_slot_name":"x"}}"#)
+            .unwrap()
+            .policy();
+        assert!(p.standby_cluster.is_none());
+        assert!(w[0].contains("needs host"), "{w:?}");
+        let (_, w) = DynamicConfig::parse(r#"{"standby_cluster":{"host":"h","port":"x"}}"#)
+            .unwrap()
+            .policy();
+        assert!(w[0].starts_with("standby_cluster.port"), "{w:?}");
         let (_, w) = DynamicConfig::parse(r#"{"synchronous_mode":false}"#)
             .unwrap()
             .policy();
@@ -338,13 +414,13 @@ mod tests {
         )
         .unwrap()
         .policy();
-        assert!(p.synchronous_mode);
+        assert!(p.synchronous_mode && p.synchronous_quorum);
         assert_eq!(
             (p.synchronous_node_count, p.maximum_lag_on_syncnode),
             (1, 1_048_576)
         );
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].contains("quorum") && w[1].starts_with("synchronous_node_count"));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("synchronous_node_count"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub use cluster::{
     parse_timestamp_ms, Cluster, Failover, HistoryEntry, KeyValue, Leader, Status, SyncState,
 };
 pub use dynamic_config::{
-    check_timings, ClusterPolicy, DynamicConfig, CLUSTER_WIDE_GUCS, MIN_LOOP_WAIT,
+    check_timings, ClusterPolicy, DynamicConfig, StandbyCluster, CLUSTER_WIDE_GUCS, MIN_LOOP_WAIT,
     MIN_RETRY_TIMEOUT, MIN_TTL,
 };
 pub use lsn::{Lsn, LsnParseError};

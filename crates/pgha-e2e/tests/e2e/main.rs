@@ -42,6 +42,7 @@ mod rest_completeness;
 mod sample_configs;
 mod scheduled_switchover;
 mod sigterm_leader;
+mod standby_cluster;
 mod startup_refusals;
 mod switchover_rest;
 mod switchover_writes;

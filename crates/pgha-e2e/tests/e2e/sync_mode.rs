@@ -211,3 +211,103 @@ fn synchronous_mode_failover_and_strict() -> Result<()> {
     c.pass();
     Ok(())
 }
+
+/// `synchronous_mode: quorum`: `ANY 1 (a,b)` on the leader, the `sync` key with both voters and
+/// `quorum: 1`, both replicas `Quorum Standby`; kill -9 of the leader under load: a voter that
+/// sees the other one takes over with every acknowledged row.
+#[test]
+fn quorum_commit_failover() -> Result<()> {
+    if skip("quorum_commit_failover") {
+        return Ok(());
+    }
+    let opts = ClusterOptions::default().nodes(3).customize(|_, doc| {
+        yaml_set(
+            doc,
+            &["bootstrap", "dcs", "synchronous_mode"],
+            "quorum".into(),
+        );
+    });
+    let c = Cluster::start_healthy(opts)?;
+    let first = leader(&c)?;
+    wait_healthy_under(&c, &first, Duration::from_secs(60))?;
+    let mut voters = others(&c, &first);
+    voters.sort();
+    let want_key = voters.join(",");
+    c.wait(
+        "the quorum sync key and ANY 1",
+        Duration::from_secs(60),
+        || {
+            let key = c.etcd_json("sync")?;
+            ensure!(
+                key["leader"] == first.as_str()
+                    && key["quorum"] == 1
+                    && key["sync_standby"] == want_key.as_str(),
+                "sync key {key}"
+            );
+            let names = c.pg(&first).sql_one("SHOW synchronous_standby_names")?;
+            ensure!(
+                names.as_deref() == Some(format!("ANY 1 ({want_key})").as_str()),
+                "synchronous_standby_names = {names:?}"
+            );
+            let (out, rows) = list(&c)?;
+            for v in &voters {
+                let role = rows
+                    .iter()
+                    .find(|r| &r.member == v)
+                    .map(|r| r.role.as_str());
+                ensure!(role == Some("Quorum Standby"), "{out}");
+            }
+            Ok(())
+        },
+    )?;
+    for v in &voters {
+        c.wait(
+            &format!("GET /quorum on {v}"),
+            Duration::from_secs(10),
+            || {
+                let (code, _) = rest_call(&c, v, "GET", "/quorum", None)?;
+                ensure!(code == 200, "GET /quorum on {v}: {code}");
+                Ok(())
+            },
+        )?;
+    }
+    report(&format!(
+        "quorum: {first} runs ANY 1 ({want_key}), sync key quorum 1, both Quorum Standby"
+    ));
+
+    c.pg(&first).sql("CREATE TABLE qw(id bigint PRIMARY KEY)")?;
+    let writer = Writer::start_into(
+        c.node_names().iter().map(|n| c.pg(n)).collect(),
+        "qw",
+        1,
+        Duration::from_secs(300),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    c.kill_agent(&first, Signal::SIGKILL)?;
+    c.kill_postmaster(&first, Signal::SIGKILL)?;
+    let next = c.wait(
+        "a new leader after kill -9",
+        Duration::from_secs(60),
+        || {
+            let l = leader(&c)?;
+            ensure!(l != first, "leader key still names {first}");
+            ensure!(!c.pg(&l).in_recovery()?, "{l} not promoted yet");
+            Ok(l)
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    let log = writer.finish();
+    let acked: BTreeSet<i64> = log.iter().filter(|a| a.ok).map(|a| a.id).collect();
+    ensure!(acked.len() > 50, "only {} writes acknowledged", acked.len());
+    wait_rows(&c, &next, "qw", &acked, Duration::from_secs(30))?;
+    c.start_node(&first)?;
+    wait_healthy_under(&c, &next, Duration::from_secs(120))?;
+    let (gap, _) = longest_gap(&log);
+    report(&format!(
+        "quorum: kill -9 of {first}: {next} took over, {} acknowledged writes, none lost, write gap {:.1}s",
+        acked.len(),
+        secs(gap)
+    ));
+    c.pass();
+    Ok(())
+}
