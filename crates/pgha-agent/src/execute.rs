@@ -39,6 +39,14 @@ pub async fn run(
             Ok(true)
         }
         Action::AcquireLock => {
+            // failsafe_mode: a leader that lost the DCS may still run and ping us; the REST
+            // API stops accepting its pings before we race, or we stay out.
+            let ttl = std::time::Duration::from_secs(agent.policy.ttl);
+            if agent.policy.failsafe_mode && !agent.failsafe_memory.claim(ttl) {
+                info!("not racing: a leader's POST /failsafe arrived less than ttl ago");
+                agent.lost_race();
+                return Ok(false);
+            }
             agent
                 .dcs
                 .ensure_lease(agent.policy.ttl)
@@ -69,7 +77,8 @@ pub async fn run(
             info!("Leader key released");
             Ok(true)
         }
-        Action::ProbePeers => Ok(true),
+        // Both ask and decide again before the actions run (see the HA loop).
+        Action::ProbePeers | Action::PostFailsafe => Ok(true),
         Action::ActivateWatchdog => {
             let (ttl, loop_wait) = (agent.policy.ttl, agent.policy.loop_wait);
             match agent
@@ -83,6 +92,16 @@ pub async fn run(
                     Err(anyhow::anyhow!("not leading: {why}"))
                 }
             }
+        }
+        Action::WriteFailsafe(map) => {
+            let value = serde_json::to_string(map).context("encode the failsafe key")?;
+            agent
+                .dcs
+                .put_key("failsafe", &value)
+                .await
+                .context("write the failsafe key")?;
+            agent.failsafe_key = Some(map.clone());
+            Ok(true)
         }
         Action::StartJob(kind) => {
             agent.start_job(kind.clone(), cluster);

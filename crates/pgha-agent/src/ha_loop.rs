@@ -87,6 +87,14 @@ pub struct Agent {
     pub(crate) watchdog: Watchdog,
     /// The watchdog as last shown to the decision, to log a change once.
     watchdog_view: WatchdogView,
+    /// Leaders' `POST /failsafe` pings, shared with the REST API.
+    pub(crate) failsafe_memory: Arc<pgha_api::FailsafeMemory>,
+    /// The `failsafe` key as last read or written; kept while the DCS is down.
+    pub(crate) failsafe_key: Option<std::collections::BTreeMap<String, String>>,
+    /// When our lease (and with it the leader key) was last renewed.
+    lease_renewed_at: Option<std::time::Instant>,
+    /// When we last sent `POST /failsafe` pings that every member accepted.
+    failsafe_confirmed_at: Option<std::time::Instant>,
 }
 
 /// Everything the agent is wired to.
@@ -99,6 +107,7 @@ pub struct Wiring {
     pub requests: mpsc::Receiver<Pending>,
     pub wake: Arc<Notify>,
     pub loop_wait: Arc<AtomicU64>,
+    pub failsafe: Arc<pgha_api::FailsafeMemory>,
 }
 
 /// Why the loop ended.
@@ -127,6 +136,7 @@ impl Agent {
             requests,
             wake,
             loop_wait,
+            failsafe,
         } = w;
         let (policy, policy_warnings) = effective_policy(&cfg, &dynamic_config(&cfg, None));
         let callbacks = Callbacks::new(&cfg.postgresql.callbacks, &cfg.scope);
@@ -167,6 +177,10 @@ impl Agent {
             callbacks,
             watchdog: Watchdog::new(&cfg.watchdog),
             watchdog_view: WatchdogView::Off,
+            failsafe_memory: failsafe,
+            failsafe_key: None,
+            lease_renewed_at: None,
+            failsafe_confirmed_at: None,
             cfg,
         }
     }
@@ -205,6 +219,9 @@ impl Agent {
         }
         let cycle_started = std::time::Instant::now();
         let session = self.keep_session().await;
+        if matches!(session, Session::Renewed) {
+            self.lease_renewed_at = Some(cycle_started);
+        }
         let read_started = std::time::Instant::now();
         let read = match &session {
             // etcd's quorum renewed our lease just now: the watch-fed view is good enough.
@@ -220,6 +237,7 @@ impl Agent {
         let dcs_view = match read {
             Ok(c) => {
                 self.dcs_last_seen = Some((now_ms() / 1000) as i64);
+                self.failsafe_key = c.failsafe.clone();
                 // Garbage stays until someone fixes it: say so once, not every second.
                 if c.errors != self.dcs_errors {
                     for e in &c.errors {
@@ -231,11 +249,12 @@ impl Agent {
             }
             Err(e) => DcsView::Unreachable(e.to_string()),
         };
-        let cluster = match &dcs_view {
+        let raw_cluster = match &dcs_view {
             DcsView::Reachable(c) => Some(c.as_ref().clone()),
             DcsView::Unreachable(_) => None,
         };
-        if let Some(c) = &cluster {
+        let mut cluster = raw_cluster.clone();
+        if let Some(c) = &raw_cluster {
             self.refresh_policy(c);
         }
         let lock = self.renew_lock(cluster.as_ref(), session).await;
@@ -263,15 +282,41 @@ impl Agent {
             peers: None,
             request,
             watchdog: self.observe_watchdog(),
+            failsafe: self.failsafe_obs(),
         };
+        // failsafe_mode: a leader that pinged us within ttl still leads, whatever the DCS says
+        // about an expired key.
+        let effective = match &obs.dcs {
+            DcsView::Reachable(c) => pgha_core::failsafe::effective_cluster(&obs, c),
+            DcsView::Unreachable(_) => None,
+        };
+        if let Some(eff) = effective {
+            debug!(
+                "failsafe mode: {:?} pinged us within ttl; following it as the leader",
+                eff.leader_name()
+            );
+            obs.dcs = DcsView::Reachable(Box::new(eff.clone()));
+            cluster = Some(eff);
+        }
         let mut decision = decide(&self.state, &obs);
         if decision.actions.first() == Some(&Action::ProbePeers) {
             info!("{}", decision.message);
             if let Some(c) = &cluster {
                 let timeout = Duration::from_secs(2);
-                obs.peers = Some(peers::probe_peers(&self.http, c, &self.cfg.name, timeout).await);
+                let extra = pgha_core::failsafe::extra_race_peers(
+                    self.policy.failsafe_mode,
+                    c,
+                    &self.cfg.name,
+                );
+                obs.peers =
+                    Some(peers::probe_peers(&self.http, c, &self.cfg.name, extra, timeout).await);
                 decision = decide(&self.state, &obs);
             }
+        }
+        if decision.actions.first() == Some(&Action::PostFailsafe) {
+            info!("{}", decision.message);
+            obs.failsafe.replies = Some(self.post_failsafe().await);
+            decision = decide(&self.state, &obs);
         }
         // A race's message ("promoted self to leader by acquiring session lock") is only true
         // once the lock is ours, so it is logged after the attempt.
@@ -304,7 +349,12 @@ impl Agent {
         self.stats.cycles_total += 1;
         self.stats.last_decision = decision.message.clone();
         self.stats.last_cycle_seconds = cycle_started.elapsed().as_secs_f64();
-        self.publish(cluster.as_ref(), &obs).await;
+        // The REST API refuses leaders' pings while we hold (or race for) the key.
+        self.failsafe_memory.set_claimed(self.state.has_lock);
+        if self.state.has_lock && !self.state.failsafe_active {
+            self.failsafe_memory.forget();
+        }
+        self.publish(raw_cluster.as_ref(), &obs).await;
         self.wake_on_members
             .store(!self.settled(&obs.local), Ordering::Relaxed);
         None
@@ -335,6 +385,85 @@ impl Agent {
         if self.policy.pause || (!self.state.has_lock && !primary_may_run) {
             self.watchdog.disable();
         }
+    }
+
+    /// What failsafe mode needs to know this cycle (the answers to our pings come later).
+    fn failsafe_obs(&self) -> pgha_core::FailsafeObs {
+        let leader_ping = self
+            .failsafe_memory
+            .last_ping()
+            .map(|p| pgha_core::LeaderPing {
+                name: p.name,
+                conn_url: p.conn_url,
+                api_url: p.api_url,
+                age_ms: p.at.elapsed().as_millis() as u64,
+            });
+        pgha_core::FailsafeObs {
+            topology: self.failsafe_key.clone(),
+            my_api_url: Some(self.cfg.restapi.api_url()),
+            replies: None,
+            leader_ping,
+        }
+    }
+
+    /// `POST /failsafe` to every other member of the `failsafe` key. The answers must be in
+    /// before the members that can still reach the DCS would stop taking our word: our leader
+    /// key lasts `ttl` from its last renewal, and a member that accepted our last ping holds
+    /// back from the race for `ttl` after it. Past that deadline (less a margin for the
+    /// demotion itself) nothing is asked and no answer counts, so we demote.
+    async fn post_failsafe(&mut self) -> Vec<pgha_core::FailsafeReply> {
+        let Some(topology) = self.failsafe_key.clone() else {
+            return Vec::new();
+        };
+        let sent = std::time::Instant::now();
+        let timeout = failsafe_timeout(
+            sent,
+            [self.lease_renewed_at, self.failsafe_confirmed_at],
+            Duration::from_secs(self.policy.ttl),
+        );
+        if timeout < Duration::from_millis(100) {
+            warn!("failsafe mode: too late to ask the members (our leader key has expired and no recent confirmation holds the replicas back)");
+            return Vec::new();
+        }
+        let mut slots = serde_json::Map::new();
+        if let Some(p) = &self.last_probe {
+            if let Some(lsn) = p.wal_lsn {
+                slots.insert(pgha_core::slot_name(&self.cfg.name), lsn.0.into());
+            }
+            for s in &p.slots {
+                let lsn = if s.is_logical() {
+                    s.confirmed_flush_lsn
+                } else {
+                    s.restart_lsn
+                };
+                if let Some(lsn) = lsn {
+                    slots.insert(s.name.clone(), lsn.0.into());
+                }
+            }
+        }
+        let body = serde_json::json!({
+            "name": self.cfg.name,
+            "conn_url": self.cfg.postgresql.conn_url(),
+            "api_url": self.cfg.restapi.api_url(),
+            "slots": slots,
+        });
+        let auth = self
+            .cfg
+            .ctl
+            .as_ref()
+            .and_then(|c| c.authentication.as_ref())
+            .or(self.cfg.restapi.authentication.as_ref())
+            .map(|a| (a.username.as_str(), a.password.as_str()));
+        let replies =
+            peers::post_failsafe(&self.http, &topology, &self.cfg.name, &body, auth, timeout).await;
+        let all = topology
+            .keys()
+            .filter(|n| **n != self.cfg.name)
+            .all(|n| replies.iter().any(|r| &r.name == n && r.accepted));
+        if all && sent.elapsed() <= timeout + FAILSAFE_MARGIN {
+            self.failsafe_confirmed_at = Some(sent);
+        }
+        replies
     }
 
     /// Running as the leader with the lock, or as a streaming replica, with no job under way:
@@ -736,7 +865,7 @@ impl Agent {
                 Err(e) => warn!("could not publish our member key: {e}"),
             }
         }
-        let status = node_status(StatusInputs {
+        let mut status = node_status(StatusInputs {
             member: data,
             loop_stats: self.stats.clone(),
             cfg: &self.cfg,
@@ -752,6 +881,10 @@ impl Agent {
                 .watchdog
                 .failed(self.policy.ttl, self.policy.loop_wait, now_ms()),
         });
+        status.failsafe_mode = self.policy.failsafe_mode;
+        status.failsafe_active = pgha_core::failsafe::is_active(&self.state, obs);
+        status.failsafe_key = self.failsafe_key.clone();
+        status.known_leader = self.state.last_leader.clone();
         self.status_tx.send_replace(Arc::new(status));
     }
 
@@ -898,6 +1031,28 @@ impl Agent {
     }
 }
 
+/// Time kept for the demotion itself when the members' answers come late.
+const FAILSAFE_MARGIN: Duration = Duration::from_secs(1);
+
+/// How long the `POST /failsafe` pings sent at `now` may take: at most 2 s (as Patroni), and
+/// the answers must be in `FAILSAFE_MARGIN` before the latest of `since` + `ttl` (our last
+/// lease renewal, the last round every member confirmed), after which a member that can reach
+/// the DCS no longer waits for us. Zero when that time has passed.
+fn failsafe_timeout(
+    now: std::time::Instant,
+    since: [Option<std::time::Instant>; 2],
+    ttl: Duration,
+) -> Duration {
+    since
+        .into_iter()
+        .flatten()
+        .map(|t| (t + ttl).saturating_duration_since(now))
+        .max()
+        .unwrap_or_default()
+        .saturating_sub(FAILSAFE_MARGIN)
+        .min(Duration::from_secs(2))
+}
+
 /// How renewing our lease went at the start of a cycle.
 enum Session {
     Renewed,
@@ -912,5 +1067,36 @@ pub(crate) fn stop_mode(m: StopMode) -> pgha_postgres::StopMode {
     match m {
         StopMode::Fast => pgha_postgres::StopMode::Fast,
         StopMode::Immediate => pgha_postgres::StopMode::Immediate,
+    }
+}
+
+#[cfg(test)]
+mod failsafe_timing {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn pings_must_be_answered_before_the_replicas_stop_waiting() {
+        let t = Instant::now();
+        let ttl = Duration::from_secs(10);
+        let s = Duration::from_secs;
+        // Lease renewed 4 s ago: plenty of time, capped at 2 s.
+        assert_eq!(failsafe_timeout(t + s(4), [Some(t), None], ttl), s(2));
+        // 8.5 s ago: 0.5 s left after the margin.
+        assert_eq!(
+            failsafe_timeout(t + Duration::from_millis(8500), [Some(t), None], ttl),
+            Duration::from_millis(500)
+        );
+        // Key long expired, but every member confirmed 3 s ago.
+        assert_eq!(
+            failsafe_timeout(t + s(30), [Some(t), Some(t + s(27))], ttl),
+            s(2)
+        );
+        // Nothing recent: too late to ask.
+        assert_eq!(
+            failsafe_timeout(t + s(30), [Some(t), Some(t + s(15))], ttl),
+            Duration::ZERO
+        );
+        assert_eq!(failsafe_timeout(t, [None, None], ttl), Duration::ZERO);
     }
 }

@@ -209,7 +209,12 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
         .authentication
         .as_ref()
         .map(|a| (a.username.clone(), a.password.clone()));
-    let app = pgha_api::router(ApiState::new(status_rx, auth).with_admin(admin));
+    let failsafe = Arc::new(pgha_api::FailsafeMemory::default());
+    let app = pgha_api::router(
+        ApiState::new(status_rx, auth)
+            .with_admin(admin)
+            .with_failsafe(failsafe.clone()),
+    );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             error!("REST API server stopped: {e}");
@@ -233,6 +238,7 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
         requests: req_rx,
         wake,
         loop_wait,
+        failsafe,
     });
     Ok(agent.run(shutdown_rx).await)
 }

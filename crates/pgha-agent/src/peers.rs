@@ -1,18 +1,21 @@
-//! Asking the other members where they are, for the leader race (`GET /patroni`).
+//! Asking the other members where they are, for the leader race (`GET /patroni`), and
+//! whether they still follow us while the DCS is down (`POST /failsafe`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pgha_core::{PeerReply, PeerStatus};
+use pgha_core::{FailsafeReply, PeerReply, PeerStatus};
 use pgha_types::{failover_priority_of, nofailover_of, Cluster};
 use serde_json::Value;
-use tracing::info;
+use tracing::{info, warn};
 
-/// Queries every other member with an `api_url` concurrently; a peer that does not answer
-/// within `timeout` is reported without a reply.
+/// Queries every other member with an `api_url` concurrently, and the `extra` ones (name,
+/// api_url); a peer that does not answer within `timeout` is reported without a reply.
 pub async fn probe_peers(
     http: &reqwest::Client,
     cluster: &Cluster,
     me: &str,
+    extra: Vec<(String, String)>,
     timeout: Duration,
 ) -> Vec<PeerStatus> {
     let asks = cluster
@@ -20,6 +23,7 @@ pub async fn probe_peers(
         .iter()
         .filter(|m| m.name != me)
         .filter_map(|m| Some((m.name.clone(), m.data.api_url.clone()?)))
+        .chain(extra)
         .map(|(name, url)| async move {
             let reply = match http.get(&url).timeout(timeout).send().await {
                 Ok(resp) => match resp.json::<Value>().await {
@@ -40,6 +44,68 @@ pub async fn probe_peers(
             PeerStatus { name, reply }
         });
     futures::future::join_all(asks).await
+}
+
+/// Sends `POST /failsafe` with `body` to every member of `topology` but `me`, concurrently,
+/// each bounded by `timeout`. Accepted means 200 with the body `Accepted`, as Patroni counts it.
+pub async fn post_failsafe(
+    http: &reqwest::Client,
+    topology: &BTreeMap<String, String>,
+    me: &str,
+    body: &Value,
+    auth: Option<(&str, &str)>,
+    timeout: Duration,
+) -> Vec<FailsafeReply> {
+    let asks =
+        topology
+            .iter()
+            .filter(|(name, _)| name.as_str() != me)
+            .map(|(name, api_url)| async move {
+                let url = endpoint_url(api_url, "failsafe");
+                let mut req = http.post(&url).json(body).timeout(timeout);
+                if let Some((user, password)) = auth {
+                    req = req.basic_auth(user, Some(password));
+                }
+                let (accepted, lsn) = match req.send().await {
+                    Ok(resp) => {
+                        let code = resp.status().as_u16();
+                        let lsn = resp
+                            .headers()
+                            .get("lsn")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok());
+                        match resp.text().await {
+                            Ok(text) => {
+                                info!("Got response from {name} {url}: {text}");
+                                (code == 200 && text == "Accepted", lsn)
+                            }
+                            Err(e) => {
+                                warn!("Request failed to {name}: POST {url} ({e})");
+                                (false, None)
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        warn!("Request failed to {name}: POST {url} ({e})");
+                        (false, None)
+                    }
+                };
+                FailsafeReply {
+                    name: name.clone(),
+                    accepted,
+                    lsn,
+                }
+            });
+    futures::future::join_all(asks).await
+}
+
+/// `http://host:8008/patroni` → `http://host:8008/<endpoint>` (Patroni's member URLs point at
+/// `/patroni`; other endpoints sit next to it).
+fn endpoint_url(api_url: &str, endpoint: &str) -> String {
+    match api_url.rfind("/patroni") {
+        Some(at) => format!("{}/{endpoint}", &api_url[..at]),
+        None => format!("{}/{endpoint}", api_url.trim_end_matches('/')),
+    }
 }
 
 /// Reads a `/patroni` body (ours or a real Patroni's).
@@ -70,10 +136,7 @@ pub async fn name_taken(cluster: &Cluster, me: &str, own_api_url: &str) -> Optio
     if api_url == own_api_url {
         return None;
     }
-    let liveness = match api_url.rfind("/patroni") {
-        Some(at) => format!("{}/liveness", &api_url[..at]),
-        None => format!("{}/liveness", api_url.trim_end_matches('/')),
-    };
+    let liveness = endpoint_url(api_url, "liveness");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()
@@ -108,5 +171,17 @@ mod tests {
         )
         .unwrap();
         assert!(parse_reply(&r).nofailover);
+    }
+
+    #[test]
+    fn endpoints_sit_next_to_patroni() {
+        assert_eq!(
+            endpoint_url("http://127.0.0.1:8008/patroni", "failsafe"),
+            "http://127.0.0.1:8008/failsafe"
+        );
+        assert_eq!(
+            endpoint_url("http://h:8008/", "failsafe"),
+            "http://h:8008/failsafe"
+        );
     }
 }

@@ -176,5 +176,8 @@ pub fn node_status(i: StatusInputs<'_>) -> NodeStatus {
         dcs_reachable: i.dcs_reachable,
         loop_stats: i.loop_stats,
         watchdog_failed: i.watchdog_failed,
+        // Set by the HA loop, which knows the failsafe state.
+        failsafe_mode: i.policy.failsafe_mode,
+        ..NodeStatus::default()
     }
 }

@@ -16,6 +16,7 @@
 mod admin;
 mod auth;
 mod cluster_json;
+mod failsafe;
 mod health;
 mod lag;
 mod metrics;
@@ -34,6 +35,7 @@ use serde_json::{Map, Value};
 
 pub use admin::{Admin, LocalAnswer, LocalRequest, WalPositions};
 pub use cluster_json::cluster_json;
+pub use failsafe::{FailsafeMemory, FailsafePing};
 pub use lag::parse_lag;
 pub use metrics::metrics_text;
 pub use ops::Operation;
@@ -110,6 +112,15 @@ pub struct NodeStatus {
     pub loop_stats: LoopStats,
     /// `watchdog.mode` is required and the watchdog cannot be used (`watchdog_failed`).
     pub watchdog_failed: bool,
+    /// `failsafe_mode` of the dynamic configuration (kept from the last DCS view).
+    pub failsafe_mode: bool,
+    /// Failsafe mode is active: the leader runs without the DCS on its members' word, or a
+    /// replica accepted a leader's `POST /failsafe` less than ttl ago.
+    pub failsafe_active: bool,
+    /// The `failsafe` key as last read or written, for `GET /failsafe` while the DCS is down.
+    pub failsafe_key: Option<std::collections::BTreeMap<String, String>>,
+    /// The leader this member last knew of (the only one whose `POST /failsafe` it accepts).
+    pub known_leader: Option<String>,
 }
 
 /// What the HA loop measured about itself, for the `pgha_*` metrics.
@@ -147,6 +158,8 @@ pub struct ApiState {
     pub auth: Option<(String, String)>,
     /// The agent behind the unsafe endpoints; `None` answers them with 503.
     pub admin: Option<Arc<dyn Admin>>,
+    /// Leaders' `POST /failsafe` pings, shared with the HA loop.
+    pub failsafe: Arc<FailsafeMemory>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -167,7 +180,13 @@ impl ApiState {
             status,
             auth,
             admin: None,
+            failsafe: Arc::default(),
         }
+    }
+
+    pub fn with_failsafe(mut self, memory: Arc<FailsafeMemory>) -> ApiState {
+        self.failsafe = memory;
+        self
     }
 
     pub fn with_admin(mut self, admin: Arc<dyn Admin>) -> ApiState {

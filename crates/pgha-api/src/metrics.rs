@@ -267,7 +267,7 @@ fn patroni_text(s: &NodeStatus) -> String {
         "patroni_failsafe_mode_is_active",
         "gauge",
         "Value is 1 if failsafe mode is active, 0 if inactive.",
-        "0".into(),
+        flag(s.failsafe_active),
     );
     metric(
         "patroni_postgres_timeline",

@@ -94,9 +94,9 @@ impl Operation {
                 BodyKind::Required
             }
             Restart | Reinitialize => BodyKind::Optional,
-            // Patroni answers 502 before reading the body while failsafe mode is off, and it is
-            // always off here.
-            DeleteSwitchover | DeleteRestart | Reload | Sigterm | Failsafe => BodyKind::None,
+            // Read only while failsafe mode is on (see `handle`).
+            Failsafe => BodyKind::Required,
+            DeleteSwitchover | DeleteRestart | Reload | Sigterm => BodyKind::None,
         }
     }
 }
@@ -116,6 +116,10 @@ pub(crate) async fn handle(
     };
     if let Some(denied) = auth::check(state.auth.as_ref(), headers) {
         return denied;
+    }
+    // Patroni answers 502 before reading the body while failsafe mode is off.
+    if op == Operation::Failsafe && !state.status.borrow().failsafe_mode {
+        return error_page(StatusCode::BAD_GATEWAY, None);
     }
     let request = match read_json(op.body_kind(), headers, body).await {
         Ok(r) => r,
@@ -171,23 +175,11 @@ async fn perform(state: &ApiState, op: Operation, request: Map<String, Value>) -
         Sigterm => text_response(StatusCode::ACCEPTED, "shutdown scheduled"),
         // Citus/MPP coordinator events: pgha runs no MPP handler, so there is nothing to do.
         Citus | Mpp => text_response(StatusCode::OK, "OK"),
-        Failsafe => failsafe(state),
+        Failsafe => {
+            let status = state.status.borrow().clone();
+            crate::failsafe::post(&state.failsafe, &status, &request)
+        }
     }
-}
-
-/// `POST /failsafe`: Patroni's answer while failsafe mode is off, 502 with the standard error
-/// page. pgha does not run failsafe mode (a `failsafe_mode: true` in the dynamic configuration
-/// is not acted on), so a peer asking this member to take part in it gets the same refusal.
-fn failsafe(state: &ApiState) -> Response {
-    let status = state.status.borrow().clone();
-    if status
-        .cluster
-        .as_ref()
-        .is_some_and(|c| c.policy().0.failsafe_mode)
-    {
-        tracing::debug!("POST /failsafe: failsafe_mode is set but not supported by pgha; answering as with it off");
-    }
-    error_page(StatusCode::BAD_GATEWAY, None)
 }
 
 /// The agent behind the operations; without one they answer [`not_supported`].

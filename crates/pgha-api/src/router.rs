@@ -141,10 +141,15 @@ fn get(
 }
 
 /// `GET /failsafe`: the content of the `failsafe` key (member name → api_url) when the last DCS
-/// view holds one that is a JSON object, else 502. As in Patroni the answer does not depend on
+/// view (or, while the DCS is down, the last one seen) holds one that is a JSON object, else 502. As in Patroni the answer does not depend on
 /// `failsafe_mode`: a key left from a time it was on is shown.
 fn failsafe(s: &NodeStatus) -> Response {
-    match s.cluster.as_ref().and_then(|c| c.failsafe.as_ref()) {
+    let key = match s.cluster.as_ref() {
+        Some(c) => c.failsafe.as_ref(),
+        // The DCS is down: the key as last seen, as Patroni keeps it.
+        None => s.failsafe_key.as_ref(),
+    };
+    match key {
         Some(members) => {
             let map = members
                 .iter()

@@ -15,7 +15,7 @@ const DETAILED_STATES: &[&str] = &["running", "starting", "restarting"];
 ///
 /// `state`, `postmaster_start_time`, `role`, `server_version`, `xlog`, `sync_standby` /
 /// `quorum_standby`, `timeline`, `replication_state`, `replication`, `pause`,
-/// `cluster_unlocked`, `dcs_last_seen`, `tags`, `database_system_identifier`,
+/// `cluster_unlocked`, `failsafe_mode_is_active`, `dcs_last_seen`, `tags`, `database_system_identifier`,
 /// `pending_restart`, `pending_restart_reason`, `patroni {version, scope, name}`,
 /// `scheduled_restart`, `watchdog_failed`.
 ///
@@ -38,6 +38,9 @@ pub fn patroni_json(s: &NodeStatus) -> Value {
     }
     if s.cluster_unlocked {
         m.insert("cluster_unlocked".into(), Value::Bool(true));
+    }
+    if s.failsafe_active {
+        m.insert("failsafe_mode_is_active".into(), Value::Bool(true));
     }
     m.insert(
         "dcs_last_seen".into(),

@@ -19,6 +19,8 @@ pub fn decide(state: &HaState, obs: &Observation) -> Decision {
         DcsView::Reachable(cluster) => {
             d.next.has_lock =
                 cluster.leader_name() == Some(obs.me.as_str()) && obs.lock == LockRenewal::Renewed;
+            // With the DCS back the lock, not the members' word, says who leads.
+            d.next.failsafe_active = false;
             if let Some(l) = cluster.leader_name() {
                 d.next.last_leader = Some(l.to_string());
             }
@@ -72,6 +74,7 @@ impl Draft {
 
 fn dcs_unreachable(d: &mut Draft, obs: &Observation, err: &str) -> String {
     d.next.has_lock = false;
+    d.next.failsafe_active = false;
     let LocalPg::Initialized { process, .. } = &obs.local else {
         return format!("DCS is not accessible: {err}");
     };
@@ -84,12 +87,24 @@ fn dcs_unreachable(d: &mut Draft, obs: &Observation, err: &str) -> String {
                 return "DCS is not accessible; the cluster is paused, so the primary keeps running"
                     .into();
             }
+            let mut why = None;
+            if obs.policy.failsafe_mode {
+                match crate::failsafe::unreachable_primary(d, obs) {
+                    Ok(msg) => return msg,
+                    Err(reason) => why = Some(reason),
+                }
+            }
             // A clean stop lets the replicas receive every WAL record before we go read-only.
             d.next.needs_rejoin = true;
             d.act(Action::Stop {
                 mode: StopMode::Fast,
             });
-            "demoted self because DCS is not accessible and I was a leader".into()
+            match why {
+                Some(why) => {
+                    format!("demoted self because DCS is not accessible and I was a leader ({why})")
+                }
+                None => "demoted self because DCS is not accessible and I was a leader".into(),
+            }
         }
         PgProcess::Stopped if !obs.policy.pause => {
             d.act(Action::StartJob(JobKind::Start {
@@ -582,6 +597,7 @@ fn leader_housekeeping(
         obs.nofailover,
     )));
     d.act(Action::WriteStatus);
+    crate::failsafe::leader_upkeep(d, obs, cluster);
     if r.timeline > 1 && cluster.history_timeline() != Some(u64::from(r.timeline)) {
         d.act(Action::UpdateHistory);
     }

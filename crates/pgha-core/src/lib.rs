@@ -7,6 +7,7 @@
 //! `race.rs`. When does a primary demote? In `decide.rs`.
 
 mod decide;
+pub mod failsafe;
 mod model;
 mod race;
 mod requests;
@@ -16,6 +17,7 @@ mod switchover;
 mod sync;
 
 pub use decide::decide;
+pub use failsafe::{FailsafeObs, FailsafeReply, LeaderPing};
 pub use model::{
     Action, AdminRequest, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome,
     LocalPg, LockRenewal, Observation, PeerReply, PeerStatus, PgProcess, PgRunning, Reply,
@@ -27,6 +29,8 @@ pub use slots::{
     plan_slots, slot_name, slot_targets, upstream, wanted_slots, SlotAdvance, SlotPlan, SlotTargets,
 };
 
+#[cfg(test)]
+mod failsafe_tests;
 #[cfg(test)]
 mod slots_tests;
 #[cfg(test)]

@@ -208,6 +208,8 @@ pub struct Observation {
     pub request: Option<AdminRequest>,
     /// Whether leading needs, or could use, the watchdog, and whether it can be had.
     pub watchdog: WatchdogView,
+    /// failsafe_mode: the `failsafe` key, answers to our `POST /failsafe`, a leader's ping.
+    pub failsafe: crate::FailsafeObs,
 }
 
 /// The watchdog as the decision sees it (`watchdog.mode` and what the device allows).
@@ -285,6 +287,8 @@ pub struct HaState {
     /// `synchronous_standby_names`: a standby that has flushed this far has every commit
     /// acknowledged under the previous setting too.
     pub synchronous_since_lsn: Option<u64>,
+    /// failsafe_mode: this primary runs without the DCS because every member confirmed.
+    pub failsafe_active: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,6 +339,11 @@ pub enum Action {
     },
     /// Synchronous mode was switched off: remove the `sync` key.
     DeleteSyncKey,
+    /// failsafe_mode: send `POST /failsafe` to every other member of the `failsafe` key and
+    /// decide again with the answers.
+    PostFailsafe,
+    /// failsafe_mode: write the `failsafe` key (member name → api_url).
+    WriteFailsafe(std::collections::BTreeMap<String, String>),
     /// Refuse to continue: the agent exits with this CRITICAL message.
     Exit(String),
 }

@@ -59,11 +59,16 @@ pub fn healthiest_verdict(
             }
         }
     }
+    if let Some(why) = crate::failsafe::race_refusal(policy.failsafe_mode, cluster, me) {
+        return RaceVerdict::NotHealthiest(why);
+    }
+    let extra = crate::failsafe::extra_race_peers(policy.failsafe_mode, cluster, me);
     let others: Vec<&str> = cluster
         .members
         .iter()
         .filter(|m| m.name != me && m.data.api_url.is_some())
         .map(|m| m.name.as_str())
+        .chain(extra.iter().map(|(n, _)| n.as_str()))
         .collect();
     if others.is_empty() {
         return RaceVerdict::Eligible;

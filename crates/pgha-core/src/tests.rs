@@ -106,6 +106,7 @@ impl Obs {
             peers: None,
             request: None,
             watchdog: WatchdogView::Off,
+            failsafe: FailsafeObs::default(),
         })
     }
     fn watchdog(mut self, w: WatchdogView) -> Obs {

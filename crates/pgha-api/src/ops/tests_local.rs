@@ -267,7 +267,7 @@ async fn other_endpoints() {
         assert_eq!(a.code.as_u16(), 502, "{body:?}");
         assert!(a.body.contains("Error code: 502"), "{}", a.body);
     }
-    // pgha runs no failsafe mode: `failsafe_mode: true` in the config gets the same answer.
+    // A `failsafe_mode: true` only in a config key the loop has not acted on: still off.
     let on = crate::NodeStatus {
         cluster: Some(cluster(&[(
             "config",
@@ -284,4 +284,46 @@ async fn other_endpoints() {
     )
     .await;
     assert_eq!(a.code.as_u16(), 502);
+}
+
+#[tokio::test]
+async fn failsafe_post_with_failsafe_mode_on() {
+    let replica = NodeStatus {
+        state: "running".into(),
+        role: Some("replica".into()),
+        failsafe_mode: true,
+        known_leader: Some("node3".into()),
+        received_location: Some(67_109_000),
+        replayed_location: Some(67_108_000),
+        ..Default::default()
+    };
+    let post = |status: NodeStatus, body: Option<&'static str>| async move {
+        send_with(None, status, Method::POST, "/failsafe", body).await
+    };
+    // The leader it follows: accepted.
+    let body = r#"{"name": "node3", "conn_url": "postgres://127.0.0.1:5433/postgres", "api_url": "http://127.0.0.1:8013/patroni", "slots": {"node3": 67109000}}"#;
+    let a = post(replica.clone(), Some(body)).await;
+    expect(&a, 200, "Accepted");
+    // Another member claiming to lead: refused, and that makes it demote.
+    let a = post(replica.clone(), Some(r#"{"name": "node1"}"#)).await;
+    assert_eq!(a.code.as_u16(), 500);
+    assert!(a.body.contains("following node3"), "{}", a.body);
+    // The primary itself refuses, as Patroni does.
+    let primary = NodeStatus {
+        role: Some("primary".into()),
+        known_leader: Some("node1".into()),
+        ..replica.clone()
+    };
+    expect(
+        &post(primary, Some(r#"{"name": "node1"}"#)).await,
+        500,
+        "Running as a leader",
+    );
+    // Bodies are checked once failsafe mode is on.
+    assert_eq!(post(replica.clone(), None).await.code.as_u16(), 411);
+    assert_eq!(
+        post(replica.clone(), Some("not json")).await.code.as_u16(),
+        400
+    );
+    assert_eq!(post(replica, Some(r#"{"x": 1}"#)).await.code.as_u16(), 400);
 }

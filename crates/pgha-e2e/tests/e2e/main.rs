@@ -23,6 +23,7 @@ mod custom_methods;
 mod etcd_outage;
 mod failover_manual;
 mod failover_priority;
+mod failsafe;
 mod foreign_datadir;
 mod garbage_keys;
 mod harness;

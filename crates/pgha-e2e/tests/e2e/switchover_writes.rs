@@ -123,7 +123,7 @@ impl Writer {
         self.paused.store(false, Ordering::SeqCst);
     }
 
-    fn acked_on(&self, node: &str) -> usize {
+    pub(crate) fn acked_on(&self, node: &str) -> usize {
         let log = self.log.lock().unwrap();
         log.iter().filter(|a| a.ok && a.node == node).count()
     }
