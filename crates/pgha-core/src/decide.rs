@@ -125,6 +125,7 @@ fn with_cluster(d: &mut Draft, obs: &Observation, cluster: &Cluster) -> String {
             }
         } else if matches!(done.kind, JobKind::Rejoin { .. }) {
             d.next.needs_rejoin = false;
+            d.next.restart_after_demote = false;
         }
     }
     // While a long action runs the data directory may be half-written: judge it afterwards.
@@ -628,7 +629,11 @@ fn follow_leader(
     process: &PgProcess,
 ) -> String {
     let me = obs.me.as_str();
-    let leader_running = cluster.member(leader).is_some_and(|m| m.is_running());
+    // Running as the leader: a member key still saying `replica` is a candidate that has not
+    // finished its promotion (a rewind against it would find it in recovery).
+    let leader_running = cluster
+        .member(leader)
+        .is_some_and(|m| m.is_running() && m.data.role.as_deref() != Some("replica"));
     // Cascading: stream from the `replicatefrom` member while it is in the DCS.
     let source = crate::slots::upstream(cluster, me, obs.replicatefrom.as_deref(), leader);
     match process {
@@ -718,7 +723,8 @@ fn follow_leader(
             if !leader_running {
                 return format!("Lock owner: {leader}; I am {me}; waiting for the leader to run before rejoining");
             }
-            d.next.restart_after_demote = false;
+            // `restart_after_demote` stays until the rejoin succeeded: a failed one is tried
+            // again, also while paused.
             d.act(Action::StartJob(JobKind::Rejoin {
                 leader: leader.to_string(),
             }));

@@ -31,12 +31,19 @@ fn kv(key: &str, value: &str) -> KeyValue {
 
 /// A three-node cluster: pg1 leads (unless `leader` says otherwise), pg2 and pg3 replicate.
 fn cluster(leader: Option<&str>) -> Cluster {
+    let role = |n: &str| {
+        if leader.unwrap_or("pg1") == n {
+            "primary"
+        } else {
+            "replica"
+        }
+    };
     let mut keys = vec![
         kv("initialize", SYSID),
         kv("config", r#"{"ttl":10}"#),
-        member("pg1", "primary", 1000, ""),
-        member("pg2", "replica", 1000, ""),
-        member("pg3", "replica", 1000, ""),
+        member("pg1", role("pg1"), 1000, ""),
+        member("pg2", role("pg2"), 1000, ""),
+        member("pg3", role("pg3"), 1000, ""),
         kv("status", r#"{"optime":1000}"#),
     ];
     if let Some(l) = leader {
@@ -973,7 +980,9 @@ fn switchover_in_pause_restarts_the_old_leader_as_a_replica() {
             leader: "pg2".into()
         })]
     );
-    assert!(!after.next.restart_after_demote);
+    // Kept until the rejoin succeeded, so a failed one (the new leader was not ready) is
+    // tried again despite the pause.
+    assert!(after.next.restart_after_demote);
     // ... while one stopped by anyone else stays stopped.
     let plain = o.decide_from(&HaState {
         needs_rejoin: true,
@@ -981,6 +990,20 @@ fn switchover_in_pause_restarts_the_old_leader_as_a_replica() {
     });
     assert!(plain.actions.is_empty(), "{:?}", plain.actions);
     assert!(plain.message.ends_with("paused: postgres stays stopped"));
+    // The new leader still publishing `replica` (its promotion under way): wait for it.
+    let mut still_replica = cluster(Some("pg2"));
+    if let Some(m) = still_replica.members.iter_mut().find(|m| m.name == "pg2") {
+        m.data.role = Some("replica".into());
+    }
+    let mut o = Obs::new("pg1", still_replica, stopped(true));
+    o.0.policy.pause = true;
+    let wait = o.decide_from(&d.next);
+    assert!(wait.actions.is_empty(), "{:?}", wait.actions);
+    assert!(
+        wait.message.contains("waiting for the leader to run"),
+        "{}",
+        wait.message
+    );
 }
 
 #[test]
