@@ -449,12 +449,15 @@ fn i_am_leader(
             let since = *d.next.unresponsive_since.get_or_insert(obs.now);
             let limit = obs.policy.ttl.saturating_mul(1000);
             if obs.now.saturating_sub(since) > limit && !obs.policy.pause {
+                // A stopped postmaster's backends still serve their connections, and after
+                // SIGCONT it would be a second primary: dead first, then the lock.
+                d.act(Action::KillPostgres);
                 d.act(Action::ReleaseLock);
                 d.next.unresponsive_since = None;
                 d.next.needs_rejoin = true;
                 d.next.configured_as = None;
                 format!(
-                    "releasing the leader lock: postgres has not answered for {}s",
+                    "killing postgres and releasing the leader lock: postgres has not answered for {}s",
                     obs.now.saturating_sub(since) / 1000
                 )
             } else {

@@ -310,6 +310,10 @@ pub enum Action {
     Stop {
         mode: StopMode,
     },
+    /// SIGKILL postgres, the postmaster and every backend (a hung or stopped server ignores
+    /// anything gentler), and wait until they are gone. The list stops when that fails: the
+    /// lock is not given up while our postgres might still commit.
+    KillPostgres,
     /// Point a running replica at `leader`: rewrite primary_conninfo and reload.
     Follow {
         leader: String,

@@ -25,6 +25,7 @@ mod failover_manual;
 mod failover_priority;
 mod failsafe;
 mod foreign_datadir;
+mod frozen_leader;
 mod garbage_keys;
 mod harness;
 mod kill_leader;
