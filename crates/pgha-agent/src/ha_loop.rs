@@ -59,6 +59,10 @@ pub struct Agent {
     system_id: Option<String>,
     dcs_errors: Vec<String>,
     pub(crate) last_probe: Option<pgha_postgres::Probe>,
+    /// As a replica: (timeline, replay position) the last probe saw; a rejoin after a stop
+    /// compares it with the leader's history, as pg_controldata may not show how far the
+    /// replay went.
+    last_replay: Option<(u32, u64)>,
     /// Slot upkeep lines logged in the previous cycle: a lasting problem is logged once.
     pub(crate) slot_notes: std::collections::BTreeSet<String>,
     /// When each logical slot was last copied from the primary, and the state copied (a copy
@@ -167,6 +171,7 @@ impl Agent {
             system_id: None,
             dcs_errors: Vec::new(),
             last_probe: None,
+            last_replay: None,
             slot_notes: Default::default(),
             slot_copies: Default::default(),
             config_path,
@@ -744,6 +749,12 @@ impl Agent {
                 }
             }
         };
+        if let Some(p) = &probe {
+            self.last_replay = match (p.in_recovery, p.replay_lsn) {
+                (true, Some(lsn)) => Some((p.timeline, lsn.0)),
+                _ => None,
+            };
+        }
         self.last_probe = probe;
         local
     }
@@ -819,7 +830,10 @@ impl Agent {
             dcs: self.dcs.clone(),
             policy: self.policy.clone(),
             cluster: cluster.cloned(),
+            last_replay: self.last_replay,
         };
+        // Any job may replace or rewind the data directory: the next probe tells anew.
+        self.last_replay = None;
         let job = Job {
             kind: kind.clone(),
             started_at: now_ms(),

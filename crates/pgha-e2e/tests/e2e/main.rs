@@ -38,6 +38,7 @@ mod pending_restart;
 mod permanent_slots;
 mod postmaster_crash;
 mod reload_reinit;
+mod replica_ahead;
 mod replicatefrom;
 mod rest_completeness;
 mod sample_configs;
