@@ -24,9 +24,11 @@ fn replica_ahead_of_the_new_timeline_rewinds_and_streams() -> Result<()> {
     if skip("replica_ahead_of_the_new_timeline_rewinds_and_streams") {
         return Ok(());
     }
-    let mut opts = ClusterOptions::default();
     // C is far behind on purpose: it must still be allowed to take over.
-    opts.maximum_lag_on_failover = 1 << 30;
+    let opts = ClusterOptions {
+        maximum_lag_on_failover: 1 << 30,
+        ..ClusterOptions::default()
+    };
     let c = Cluster::start_healthy(opts)?;
     let old = leader(&c)?;
     wait_healthy_under(&c, &old, Duration::from_secs(60))?;
