@@ -16,8 +16,8 @@
 //! The agent talks to the guard over an abstract Unix socket named after the data directory,
 //! one line per message, each answered `ok`:
 //! `arm <postmaster pid> <postmaster start time> <deadline, boottime ms>` and `disarm`.
-//! A restarted agent finds the guard of its predecessor by that name. With no agent connected
-//! and nothing armed the guard exits.
+//! A restarted agent finds the guard of its predecessor by that name. When its agent goes away
+//! with nothing armed the guard exits; armed, it stays until the deadline or a new agent.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use pgha_dcs::clock::boottime_ms;
 use tracing::{debug, info, warn};
 
-/// How long the guard lingers with no agent connected and nothing armed.
+/// How long the guard waits for its first agent, or for a new agent after firing.
 const IDLE_EXIT: Duration = Duration::from_secs(10);
 /// How long the agent waits for the guard to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
@@ -140,6 +140,10 @@ pub fn run_guard(name: &str) -> ExitCode {
                 }
                 Err(()) => {
                     conn = None;
+                    // Our agent went away with nothing to guard: no reason to stay.
+                    if armed.is_none() {
+                        return ExitCode::SUCCESS;
+                    }
                     idle_since = Instant::now();
                 }
             }
