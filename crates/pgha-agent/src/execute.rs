@@ -107,6 +107,19 @@ pub async fn run(
             agent.start_job(kind.clone(), cluster);
             Ok(true)
         }
+        Action::RemoveDeadLeader { leader, lease } => {
+            if agent
+                .dcs
+                .delete_dead_leader(leader, *lease)
+                .await
+                .context("remove the dead leader's key")?
+            {
+                info!("removed the leader key of {leader}: its PostgreSQL and REST API refuse every member's connections");
+                // The race follows at once, not a loop_wait later.
+                agent.wake.notify_one();
+            }
+            Ok(true)
+        }
         Action::KillPostgres => {
             let was_running = agent
                 .pg

@@ -104,6 +104,9 @@ pub struct Agent {
     /// Kills our postgres when the leader lease runs out unrenewed, even with this process
     /// frozen; armed while this node leads.
     pub(crate) lease_guard: crate::lease_guard::LeaseGuard,
+    /// The leader whose ports refused our connections in the last cycle (`GET
+    /// /leader-refusing`).
+    leader_refusing: Option<String>,
 }
 
 /// Everything the agent is wired to.
@@ -192,6 +195,7 @@ impl Agent {
             lease_renewed_at: None,
             failsafe_confirmed_at: None,
             failsafe_confirmed_boot: None,
+            leader_refusing: None,
             lease_guard: crate::lease_guard::LeaseGuard::new(
                 &cfg.lease_guard,
                 &cfg.postgresql.data_dir,
@@ -302,7 +306,9 @@ impl Agent {
             request,
             watchdog: self.observe_watchdog(),
             failsafe: self.failsafe_obs(),
+            dead_leader: None,
         };
+        obs.dead_leader = self.prove_leader_dead(&obs).await;
         // failsafe_mode: a leader that pinged us within ttl still leads, whatever the DCS says
         // about an expired key.
         let effective = match &obs.dcs {
@@ -434,6 +440,34 @@ impl Agent {
             let deadline = self.lease_guard.deadline(t, self.policy.ttl);
             self.lease_guard.arm(pid, deadline);
         }
+    }
+
+    /// As a replica whose walreceiver has stopped: does the leader refuse connections on both
+    /// its PostgreSQL and REST ports, for us and for every other member? (see `dead_leader`)
+    async fn prove_leader_dead(&mut self, obs: &Observation) -> Option<String> {
+        let streaming_stopped = matches!(
+            &obs.local,
+            LocalPg::Initialized { process: PgProcess::Running(r), .. } if r.in_recovery && !r.streaming
+        );
+        let cluster = match &obs.dcs {
+            // A nostream replica never streams: nothing to learn from that.
+            DcsView::Reachable(c)
+                if streaming_stopped
+                    && !self.policy.pause
+                    && !pgha_types::tag_is_true(self.cfg.tags.get("nostream")) =>
+            {
+                c
+            }
+            _ => {
+                self.leader_refusing = None;
+                return None;
+            }
+        };
+        self.leader_refusing = crate::dead_leader::check_leader(cluster, &self.cfg.name).await;
+        let leader = self.leader_refusing.clone()?;
+        crate::dead_leader::others_agree(&self.http, cluster, &self.cfg.name, &leader)
+            .await
+            .then_some(leader)
     }
 
     /// What failsafe mode needs to know this cycle (the answers to our pings come later).
@@ -845,7 +879,11 @@ impl Agent {
         let wake = self.wake.clone();
         let handle = tokio::spawn(async move {
             let result = jobs::run(kind, ctx).await;
-            wake.notify_one();
+            // A failed job is tried again at the next regular cycle: waking at once would
+            // retry one that fails in milliseconds (leader unreachable) in a tight loop.
+            if result.is_ok() {
+                wake.notify_one();
+            }
             result
         });
         self.job = Some(RunningJob { job, handle });
@@ -954,6 +992,7 @@ impl Agent {
         status.failsafe_active = pgha_core::failsafe::is_active(&self.state, obs);
         status.failsafe_key = self.failsafe_key.clone();
         status.known_leader = self.state.last_leader.clone();
+        status.leader_refusing = self.leader_refusing.clone();
         self.status_tx.send_replace(Arc::new(status));
     }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod callbacks;
+mod dead_leader;
 mod dynamic_cache;
 mod execute;
 mod ha_loop;

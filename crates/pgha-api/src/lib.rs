@@ -121,6 +121,9 @@ pub struct NodeStatus {
     pub failsafe_key: Option<std::collections::BTreeMap<String, String>>,
     /// The leader this member last knew of (the only one whose `POST /failsafe` it accepts).
     pub known_leader: Option<String>,
+    /// The leader whose PostgreSQL and REST ports both refused this member's connections in
+    /// its last cycle (`GET /leader-refusing`, pgha's own).
+    pub leader_refusing: Option<String>,
 }
 
 /// What the HA loop measured about itself, for the `pgha_*` metrics.

@@ -123,6 +123,11 @@ fn get(
             None => error_page(StatusCode::BAD_GATEWAY, None),
         },
         "failsafe" => failsafe(s),
+        // pgha's own: the other members' half of the proof that the leader is dead.
+        "leader-refusing" => json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "leader": s.leader_refusing }),
+        ),
         "metrics" => {
             let mut r = text_response(StatusCode::OK, metrics_text(s));
             r.headers_mut().insert(

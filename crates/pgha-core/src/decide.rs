@@ -642,6 +642,18 @@ fn follow_leader(
     if let Some(msg) = replica_past_the_fork(d, obs, cluster, leader, leader_running, process) {
         return msg;
     }
+    if let (Some(dead), Some(key)) = (obs.dead_leader.as_deref(), cluster.leader.as_ref()) {
+        let replica = matches!(process, PgProcess::Running(r) if r.in_recovery);
+        if dead == leader && replica && !obs.policy.pause {
+            d.act(Action::RemoveDeadLeader {
+                leader: leader.to_string(),
+                lease: key.lease,
+            });
+            return format!(
+                "Lock owner: {leader}; I am {me}; {leader}'s PostgreSQL and REST API refuse connections for every member: removing its leader key without waiting for it to expire"
+            );
+        }
+    }
     match process {
         PgProcess::Running(r) if !r.in_recovery => {
             if obs.policy.pause {
@@ -765,17 +777,25 @@ fn replica_past_the_fork(
 ) -> Option<String> {
     let PgProcess::Running(r) = process else {
         d.next.diverged_since = None;
+        d.next.streamed_timeline = None;
         return None;
     };
+    if r.streaming {
+        d.next.streamed_timeline = d.next.streamed_timeline.max(Some(r.timeline));
+    }
+    let timeline = r.timeline.max(d.next.streamed_timeline.unwrap_or(0));
     let fork = (r.in_recovery && !r.streaming && !d.next.needs_rejoin && leader_running)
-        .then(|| past_the_fork(cluster, r))
+        .then(|| past_the_fork(cluster, timeline, r.wal_position))
         .flatten();
     let Some(end) = fork else {
         d.next.diverged_since = None;
         return None;
     };
     let since = *d.next.diverged_since.get_or_insert(obs.now);
-    if obs.now.saturating_sub(since) < DIVERGED_GRACE_MS || obs.policy.pause {
+    // At least ttl: a leader that died looks the same to a replica whose control file lags,
+    // and its key is gone (and this rule with it) within ttl.
+    let grace = DIVERGED_GRACE_MS.max(obs.policy.ttl.saturating_mul(1000));
+    if obs.now.saturating_sub(since) < grace || obs.policy.pause {
         return None;
     }
     d.next.diverged_since = None;
@@ -794,18 +814,20 @@ fn replica_past_the_fork(
 
 /// Where the leader's history (the `history` key) says our timeline ended, when our WAL goes
 /// past it.
-fn past_the_fork(cluster: &Cluster, r: &PgRunning) -> Option<u64> {
+fn past_the_fork(cluster: &Cluster, timeline: u32, wal_position: u64) -> Option<u64> {
     let leader_tl = cluster.history_timeline()?;
-    let mine = u64::from(r.timeline);
+    let mine = u64::from(timeline);
     if mine == 0 || mine >= leader_tl {
         return None;
     }
     let end = cluster.history.iter().find(|h| h.timeline == mine)?.lsn;
-    (r.wal_position > end).then_some(end)
+    (wal_position > end).then_some(end)
 }
 
 fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgProcess) -> String {
     let me = obs.me.as_str();
+    // Whatever looked diverged was measured against a leader that is gone.
+    d.next.diverged_since = None;
     if let Some(until) = d.next.race_backoff_until {
         if obs.now >= until {
             d.next.race_backoff_until = None;

@@ -103,6 +103,7 @@ fn obs(me: &str, dcs: DcsView, local: LocalPg, failsafe_mode: bool) -> Observati
             my_api_url: Some(format!("http://{me}:8008/patroni")),
             ..FailsafeObs::default()
         },
+        dead_leader: None,
     }
 }
 

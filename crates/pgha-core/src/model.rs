@@ -210,6 +210,9 @@ pub struct Observation {
     pub watchdog: WatchdogView,
     /// failsafe_mode: the `failsafe` key, answers to our `POST /failsafe`, a leader's ping.
     pub failsafe: crate::FailsafeObs,
+    /// The leader whose PostgreSQL and REST ports refuse connections for us and for every other
+    /// member (the adapter's proof that it is dead; see the agent's `dead_leader`).
+    pub dead_leader: Option<String>,
 }
 
 /// The watchdog as the decision sees it (`watchdog.mode` and what the device allows).
@@ -273,6 +276,9 @@ pub struct HaState {
     /// Unix ms since when our replica, not streaming, holds WAL past the point where the
     /// leader's history says our timeline ended.
     pub diverged_since: Option<u64>,
+    /// The highest timeline our running replica streamed on since postgres started: once the
+    /// walreceiver stops, the probe only shows the control file's (possibly older) timeline.
+    pub streamed_timeline: Option<u32>,
     /// The next clone must come from the leader, not a `clonefrom` member (reinit --from-leader).
     pub clone_from_leader: bool,
     /// Bootstraps of a new cluster that failed in a row for the same cause, and that cause.
@@ -317,6 +323,12 @@ pub enum Action {
     /// anything gentler), and wait until they are gone. The list stops when that fails: the
     /// lock is not given up while our postgres might still commit.
     KillPostgres,
+    /// Remove `leader`'s key while it still is the one observed (same lease): its death is
+    /// proven, no need to wait for the lease. The next cycle races for the lock.
+    RemoveDeadLeader {
+        leader: String,
+        lease: i64,
+    },
     /// Point a running replica at `leader`: rewrite primary_conninfo and reload.
     Follow {
         leader: String,

@@ -114,6 +114,7 @@ impl Obs {
             request: None,
             watchdog: WatchdogView::Off,
             failsafe: FailsafeObs::default(),
+            dead_leader: None,
         })
     }
     fn watchdog(mut self, w: WatchdogView) -> Obs {
@@ -1850,7 +1851,7 @@ fn a_replica_past_the_new_leaders_fork_point_stops_to_rewind() {
     assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
     let since = d.next.diverged_since.expect("timer started");
     let later = HaState {
-        diverged_since: Some(since - crate::decide::DIVERGED_GRACE_MS),
+        diverged_since: Some(since - 10_000),
         ..following("pg1")
     };
     let d = o.decide_from(&later);
@@ -1871,5 +1872,54 @@ fn a_replica_past_the_new_leaders_fork_point_stops_to_rewind() {
     let behind = replica_after_a_fork(4000);
     let d = behind.decide_from(&later);
     assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
+    assert_eq!(d.next.diverged_since, None);
+}
+
+#[test]
+fn a_leader_proven_dead_has_its_key_removed_without_waiting_for_the_lease() {
+    let c = cluster(Some("pg1"));
+    let lease = c.leader.as_ref().map(|l| l.lease);
+    let mut o = Obs::new("pg2", c, running(true, 1000));
+    o.0.dead_leader = Some("pg1".into());
+    let d = o.decide_from(&following("pg1"));
+    assert_eq!(
+        d.actions,
+        vec![Action::RemoveDeadLeader {
+            leader: "pg1".into(),
+            lease: lease.expect("a leader key"),
+        }]
+    );
+    // Not in maintenance mode, and not for another member than the one holding the key.
+    o.0.policy.pause = true;
+    assert!(!o
+        .decide_from(&following("pg1"))
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::RemoveDeadLeader { .. })));
+    o.0.policy.pause = false;
+    o.0.dead_leader = Some("pg3".into());
+    assert!(!o
+        .decide_from(&following("pg1"))
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::RemoveDeadLeader { .. })));
+}
+
+#[test]
+fn a_replica_that_streamed_the_new_timeline_is_not_past_its_fork() {
+    // It streamed on timeline 2; then the leader died and the walreceiver stopped: the probe
+    // falls back to the control file's timeline 1, its WAL past where timeline 1 ended.
+    let o = replica_after_a_fork(6000);
+    let streamed = HaState {
+        streamed_timeline: Some(2),
+        diverged_since: Some(1),
+        ..following("pg1")
+    };
+    let d = o.decide_from(&streamed);
+    assert!(
+        !d.actions.iter().any(|a| matches!(a, Action::Stop { .. })),
+        "{:?}",
+        d.actions
+    );
     assert_eq!(d.next.diverged_since, None);
 }

@@ -403,6 +403,31 @@ impl EtcdDcs {
         Ok(resp.succeeded())
     }
 
+    /// Removes another member's leader key while it still is the one observed: naming `name`,
+    /// on lease `lease`. A leader that came back meanwhile (a new lease) keeps its key.
+    pub async fn delete_dead_leader(&self, name: &str, lease: i64) -> Result<bool, DcsError> {
+        let key = self.key("leader");
+        let resp = self
+            .call("remove a dead leader's key", |mut c| {
+                let key = key.clone();
+                let name = name.to_string();
+                async move {
+                    let txn = Txn::new()
+                        .when(vec![
+                            Compare::value(key.clone(), CompareOp::Equal, name),
+                            Compare::lease(key.clone(), CompareOp::Equal, lease),
+                        ])
+                        .and_then(vec![TxnOp::delete(key, None)]);
+                    c.txn(txn).await
+                }
+            })
+            .await?;
+        if resp.succeeded() {
+            self.wrote(resp.header());
+        }
+        Ok(resp.succeeded())
+    }
+
     /// The bootstrap race on `initialize`: with `create_new` only the first caller wins;
     /// without it the value (the system identifier) is written unconditionally.
     pub async fn initialize(&self, create_new: bool, value: &str) -> Result<bool, DcsError> {

@@ -1,6 +1,6 @@
-//! (b) kill -9 of the leader's agent and its postmaster together: a replica takes over within
-//! ttl + 2·loop_wait (+ slack), and the old node, restarted, rewinds and streams from the new
-//! leader on the new timeline.
+//! (b) kill -9 of the leader's agent and its postmaster together: the replicas find both of
+//! its ports refusing connections and take over without waiting for its lease, and the old
+//! node, restarted, rewinds and streams from the new leader on the new timeline.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -56,6 +56,14 @@ fn failover_after_kill9_of_leader_and_postmaster() -> Result<()> {
         },
     )?;
     let took = t0.elapsed();
+    // Both of the old leader's ports refuse connections (the host answers, nothing listens):
+    // proof that it is dead, so the replicas need not wait for its lease.
+    ensure!(
+        others.iter().any(|n| c
+            .log_since(n, 0)
+            .contains("refuse connections for every member: removing its leader key")),
+        "no replica removed the dead leader's key before its lease expired"
+    );
     report(&format!(
         "kill9: {new} accepted writes {:.1}s after the kill (ttl + 2*loop_wait = {bound}s)",
         secs(took)

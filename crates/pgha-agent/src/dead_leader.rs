@@ -1,0 +1,126 @@
+//! Proof that the leader is dead, so a replica need not wait for its lease to expire.
+//!
+//! A refused TCP connection comes from the leader's host itself: it answers and nothing
+//! listens. When the leader's PostgreSQL port and its REST port both refuse, its postmaster is
+//! gone (no new connection, no walsender) and its agent is gone (it would be serving REST); a
+//! PostgreSQL without an agent cannot be made to come back as primary without a new agent,
+//! which takes a new lease and so a new leader key. A timeout (a partition, a frozen host)
+//! proves nothing and leaves the lease to decide. The proof must hold for every member:
+//! each one publishes its own check at `GET /leader-refusing`, and a replica removes the leader
+//! key only when its own check and every other member's agree (a member that does not answer,
+//! or a Patroni member, which has no such endpoint, leaves the lease to decide).
+
+use std::time::Duration;
+
+use pgha_types::{Cluster, Member};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tracing::{debug, info};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+const ASK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `host:port` of a URL (`postgres://h:p/db`, `http://h:p/patroni`).
+fn authority(url: &str) -> Option<(String, u16)> {
+    let u = reqwest::Url::parse(url).ok()?;
+    let host = u.host_str()?.trim_matches(['[', ']']).to_string();
+    let port = u.port_or_known_default().or(match u.scheme() {
+        "postgres" | "postgresql" => Some(5432),
+        _ => None,
+    })?;
+    Some((host, port))
+}
+
+async fn refuses(host: &str, port: u16) -> bool {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await {
+        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        _ => false,
+    }
+}
+
+/// This member's own check: the leader named in `cluster`, when both its PostgreSQL and its
+/// REST ports refuse connections.
+pub async fn check_leader(cluster: &Cluster, me: &str) -> Option<String> {
+    let leader = cluster.leader_name().filter(|l| *l != me)?;
+    let m: &Member = cluster.member(leader)?;
+    let pg = authority(m.data.conn_url.as_deref()?)?;
+    let api = authority(m.data.api_url.as_deref()?)?;
+    // The REST port first: a live leader's postgres would log every empty connection.
+    if !refuses(&api.0, api.1).await {
+        return None;
+    }
+    let pg_refused = refuses(&pg.0, pg.1).await;
+    debug!(
+        leader,
+        pg_refused, "the leader's REST port refuses connections"
+    );
+    pg_refused.then(|| leader.to_string())
+}
+
+/// Every other member (not the leader, not us) says the same leader refuses its connections.
+pub async fn others_agree(
+    http: &reqwest::Client,
+    cluster: &Cluster,
+    me: &str,
+    leader: &str,
+) -> bool {
+    let asks = cluster
+        .members
+        .iter()
+        .filter(|m| m.name != me && m.name != leader)
+        .map(|m| async move {
+            let Some(url) = m.data.api_url.as_deref() else {
+                return false;
+            };
+            let Some((host, port)) = authority(url) else {
+                return false;
+            };
+            let scheme = if url.starts_with("https") { "https" } else { "http" };
+            let ask = format!("{scheme}://{host}:{port}/leader-refusing");
+            let answer = match http.get(&ask).timeout(ASK_TIMEOUT).send().await {
+                Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+                _ => None,
+            };
+            let agrees = answer.as_ref().and_then(|v| v["leader"].as_str()) == Some(leader);
+            if !agrees {
+                debug!(member = %m.name, ?answer, "does not confirm that {leader} refuses connections");
+            }
+            agrees
+        });
+    let all = futures::future::join_all(asks).await.into_iter().all(|a| a);
+    if all {
+        info!("every member finds {leader}'s PostgreSQL and REST ports refusing connections");
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities() {
+        assert_eq!(
+            authority("postgres://127.0.0.1:5433/postgres"),
+            Some(("127.0.0.1".into(), 5433))
+        );
+        assert_eq!(
+            authority("postgres://db1/postgres"),
+            Some(("db1".into(), 5432))
+        );
+        assert_eq!(
+            authority("http://[::1]:8008/patroni"),
+            Some(("::1".into(), 8008))
+        );
+        assert_eq!(authority("not a url"), None);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_refuses_and_an_open_one_does_not() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = open.local_addr().unwrap().port();
+        assert!(!refuses("127.0.0.1", port).await);
+        drop(open);
+        assert!(refuses("127.0.0.1", port).await);
+    }
+}
