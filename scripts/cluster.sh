@@ -16,6 +16,8 @@
 #   PGHA_LAB_PORT_OFFSET=K     --port-offset: added to every port below (default 0), so a second
 #                              lab (a test, say) can run next to yours
 #   PGHA_LAB_BIN_DIR=DIR       use the pgha/pghactl found in DIR instead of a release build
+#   PGHA_LAB_SYNC=true|false   synchronous_mode of a new lab (default true: with the lease guard,
+#                              a failover loses no acknowledged write; README "Safety")
 #
 # Ports (all on 127.0.0.1, each + K): etcd member k (1..M) listens for clients on 2279+100k
 # (2379, 2479, 2579, ...) and for peers on 2280+100k (2380, 2480, ...); node i (1..N) runs
@@ -300,6 +302,7 @@ bootstrap:
     loop_wait: 1
     retry_timeout: 3
     maximum_lag_on_failover: 1048576
+    synchronous_mode: ${PGHA_LAB_SYNC:-true}
     postgresql:
       use_pg_rewind: true
       use_slots: true
@@ -446,7 +449,7 @@ healthy() {
     local out
     out="$(ctl list 2>/dev/null)" || return 1
     [[ "$(grep -cE '^\| *node[0-9]+ *\|[^|]*\| *Leader *\| *running *\|' <<<"$out")" == 1 ]] &&
-        [[ "$(grep -cE '^\| *node[0-9]+ *\|[^|]*\| *Replica *\| *streaming *\|' <<<"$out")" == $((NODES - 1)) ]]
+        [[ "$(grep -cE '^\| *node[0-9]+ *\|[^|]*\| *(Replica|Sync Standby|Quorum Standby) *\| *streaming *\|' <<<"$out")" == $((NODES - 1)) ]]
 }
 
 # HAProxy's configuration from the members in etcd, checked by HAProxy itself.

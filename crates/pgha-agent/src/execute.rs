@@ -107,6 +107,17 @@ pub async fn run(
             agent.start_job(kind.clone(), cluster);
             Ok(true)
         }
+        Action::KillPostgres => {
+            let was_running = agent
+                .pg
+                .kill_instance()
+                .context("kill postgres before giving up the lock")?;
+            agent.watchdog.disable();
+            if was_running {
+                agent.callbacks.stopped();
+            }
+            Ok(true)
+        }
         Action::Stop { mode } => {
             info!(
                 "Demoting self ({})",

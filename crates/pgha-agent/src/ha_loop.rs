@@ -59,6 +59,10 @@ pub struct Agent {
     system_id: Option<String>,
     dcs_errors: Vec<String>,
     pub(crate) last_probe: Option<pgha_postgres::Probe>,
+    /// As a replica: (timeline, replay position) the last probe saw; a rejoin after a stop
+    /// compares it with the leader's history, as pg_controldata may not show how far the
+    /// replay went.
+    last_replay: Option<(u32, u64)>,
     /// Slot upkeep lines logged in the previous cycle: a lasting problem is logged once.
     pub(crate) slot_notes: std::collections::BTreeSet<String>,
     /// When each logical slot was last copied from the primary, and the state copied (a copy
@@ -95,6 +99,11 @@ pub struct Agent {
     lease_renewed_at: Option<std::time::Instant>,
     /// When we last sent `POST /failsafe` pings that every member accepted.
     failsafe_confirmed_at: Option<std::time::Instant>,
+    /// The same moment on the lease guard's clock (boottime ms).
+    failsafe_confirmed_boot: Option<u64>,
+    /// Kills our postgres when the leader lease runs out unrenewed, even with this process
+    /// frozen; armed while this node leads.
+    pub(crate) lease_guard: crate::lease_guard::LeaseGuard,
 }
 
 /// Everything the agent is wired to.
@@ -162,6 +171,7 @@ impl Agent {
             system_id: None,
             dcs_errors: Vec::new(),
             last_probe: None,
+            last_replay: None,
             slot_notes: Default::default(),
             slot_copies: Default::default(),
             config_path,
@@ -181,6 +191,11 @@ impl Agent {
             failsafe_key: None,
             lease_renewed_at: None,
             failsafe_confirmed_at: None,
+            failsafe_confirmed_boot: None,
+            lease_guard: crate::lease_guard::LeaseGuard::new(
+                &cfg.lease_guard,
+                &cfg.postgresql.data_dir,
+            ),
             cfg,
         }
     }
@@ -261,6 +276,10 @@ impl Agent {
         if lock == LockRenewal::Renewed {
             // Only a loop that runs and still holds the lock keeps the machine alive.
             self.watchdog.keepalive(self.policy.ttl);
+            if let Some(t) = self.dcs.lease_renewed_boot_ms() {
+                let deadline = self.lease_guard.deadline(t, self.policy.ttl);
+                self.lease_guard.extend(deadline);
+            }
         }
         let local = self.observe_local().await;
         if self.job.is_none() {
@@ -331,6 +350,7 @@ impl Agent {
             return critical;
         }
         self.disarm_watchdog_unless_leading();
+        self.update_lease_guard();
         if let Some(c) = &cluster {
             self.save_dynamic_cache(c, &obs.local);
         }
@@ -387,6 +407,35 @@ impl Agent {
         }
     }
 
+    /// Arms the lease guard while we lead with a postgres running, with the deadline of the
+    /// latest lease renewal or failsafe confirmation; keeps it armed (no longer moved forward)
+    /// while a primary we were leading may still run; disarms it otherwise and when paused.
+    fn update_lease_guard(&mut self) {
+        let pid = self.pg.postmaster_pid();
+        let leading = self.state.has_lock && self.policy.standby_cluster.is_none();
+        let primary_may_run = pid.is_some() && self.last_role == Some("primary");
+        if self.policy.pause || !self.lease_guard.enabled() || pid.is_none() {
+            return self.lease_guard.disarm();
+        }
+        if !leading {
+            if !primary_may_run {
+                self.lease_guard.disarm();
+            }
+            return;
+        }
+        let renewed = [
+            self.dcs.lease_renewed_boot_ms(),
+            self.failsafe_confirmed_boot,
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        if let (Some(pid), Some(t)) = (pid, renewed) {
+            let deadline = self.lease_guard.deadline(t, self.policy.ttl);
+            self.lease_guard.arm(pid, deadline);
+        }
+    }
+
     /// What failsafe mode needs to know this cycle (the answers to our pings come later).
     fn failsafe_obs(&self) -> pgha_core::FailsafeObs {
         let leader_ping = self
@@ -416,6 +465,7 @@ impl Agent {
             return Vec::new();
         };
         let sent = std::time::Instant::now();
+        let sent_boot = pgha_dcs::clock::boottime_ms();
         let timeout = failsafe_timeout(
             sent,
             [self.lease_renewed_at, self.failsafe_confirmed_at],
@@ -462,6 +512,7 @@ impl Agent {
             .all(|n| replies.iter().any(|r| &r.name == n && r.accepted));
         if all && sent.elapsed() <= timeout + FAILSAFE_MARGIN {
             self.failsafe_confirmed_at = Some(sent);
+            self.failsafe_confirmed_boot = Some(sent_boot);
         }
         replies
     }
@@ -602,7 +653,16 @@ impl Agent {
                         Err(e) => warn!("pg_controldata failed: {e}"),
                     }
                 }
-                let process = if self.pg.postmaster_pid().is_some() {
+                let pid = self.pg.postmaster_pid();
+                let process = if pid.is_some_and(pgha_postgres::process_stopped) {
+                    // Our probe's connection would still answer through its backend, but no
+                    // client can connect: as good as down.
+                    warn!(
+                        pid,
+                        "the postmaster is stopped (SIGSTOP?): it accepts no connections"
+                    );
+                    PgProcess::NotReady
+                } else if pid.is_some() {
                     match self.pg.probe().await {
                         Ok(p) => {
                             // PostgreSQL pauses replay when the primary raised a shared-memory
@@ -689,6 +749,12 @@ impl Agent {
                 }
             }
         };
+        if let Some(p) = &probe {
+            self.last_replay = match (p.in_recovery, p.replay_lsn) {
+                (true, Some(lsn)) => Some((p.timeline, lsn.0)),
+                _ => None,
+            };
+        }
         self.last_probe = probe;
         local
     }
@@ -764,7 +830,10 @@ impl Agent {
             dcs: self.dcs.clone(),
             policy: self.policy.clone(),
             cluster: cluster.cloned(),
+            last_replay: self.last_replay,
         };
+        // Any job may replace or rewind the data directory: the next probe tells anew.
+        self.last_replay = None;
         let job = Job {
             kind: kind.clone(),
             started_at: now_ms(),
@@ -942,9 +1011,11 @@ impl Agent {
                 Err(e) => error!("stopping postgres failed: {e}"),
             }
         }
-        // A postgres we could not stop keeps the watchdog armed (and unfed once we exit).
+        // A postgres we could not stop keeps the watchdog armed (and unfed once we exit), and
+        // the lease guard too: it kills that postgres when our lease runs out.
         if self.pg.postmaster_pid().is_none() || self.policy.pause {
             self.watchdog.disable();
+            self.lease_guard.disarm();
         } else if self.watchdog.is_running() {
             warn!("postgres is still running; leaving the watchdog running");
         }

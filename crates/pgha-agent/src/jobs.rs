@@ -21,6 +21,8 @@ pub struct JobCtx {
     pub dcs: Arc<EtcdDcs>,
     pub policy: ClusterPolicy,
     pub cluster: Option<Cluster>,
+    /// As a replica: (timeline, replay position) the agent last saw before this job.
+    pub last_replay: Option<(u32, u64)>,
 }
 
 /// Why a job failed; `refused_by_pre_promote` tells the core postgres was left untouched.
@@ -597,7 +599,13 @@ async fn rejoin(ctx: &JobCtx, leader: &str) -> Result<String, String> {
             .await
             .map_err(fail("pg_controldata failed"))?;
     }
-    let (local_tl, local_lsn) = control.end_of_wal_hint();
+    let (local_tl, mut local_lsn) = control.end_of_wal_hint();
+    // A standby's control file may stop short of what it replayed (past a fork, say).
+    if let Some((tl, replayed)) = ctx.last_replay {
+        if tl == local_tl && replayed > local_lsn.0 {
+            local_lsn = pgha_types::Lsn(replayed);
+        }
+    }
     info!("Local timeline={local_tl} lsn={local_lsn}");
     pg.write_pgpass()
         .map_err(fail("writing the pgpass file failed"))?;

@@ -6,6 +6,7 @@ mod dynamic_cache;
 mod execute;
 mod ha_loop;
 mod jobs;
+mod lease_guard;
 mod logging;
 mod peers;
 mod publish;
@@ -48,6 +49,9 @@ struct Cli {
     /// exit.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     generate_sample_config: Option<Option<PathBuf>>,
+    /// Internal: run as the lease guard the agent starts (see lease_guard.rs).
+    #[arg(long, hide = true, value_name = "NAME")]
+    lease_guard: Option<String>,
 }
 
 /// The sample `--generate-sample-config` prints (also installed as packaging/pgha.yml).
@@ -95,6 +99,9 @@ fn report_config_error(e: &ConfigError) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(name) = &cli.lease_guard {
+        return lease_guard::run_guard(name);
+    }
     if let Some(dest) = &cli.generate_sample_config {
         return generate_sample_config(dest.as_deref());
     }

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::error::{ConfigError, Problem};
 use crate::model::{
-    normalize_namespace, Auth, Config, Ctl, Etcd, Log, RestApi, Watchdog, WatchdogDriver,
-    WatchdogMode,
+    normalize_namespace, Auth, Config, Ctl, Etcd, LeaseGuard, Log, RestApi, Watchdog,
+    WatchdogDriver, WatchdogMode,
 };
 use crate::reader::{
     boolean, join, kind, map_or_empty, required_string, section, split_commas, string, string_list,
@@ -40,6 +40,7 @@ pub(crate) fn build(
     let postgresql = build_pg::postgresql(&mut ctx, tree.get("postgresql"));
     let tags = tags(&mut ctx, tree.get("tags"));
     let watchdog = watchdog(&mut ctx, tree.get("watchdog"));
+    let lease_guard = lease_guard(&mut ctx, tree.get("lease_guard"));
     let log = log(&mut ctx, tree.get("log"));
 
     if !ctx.problems.is_empty() {
@@ -59,6 +60,7 @@ pub(crate) fn build(
         postgresql,
         tags,
         watchdog,
+        lease_guard,
         log,
     };
     Ok(Loaded {
@@ -487,6 +489,43 @@ fn watchdog(ctx: &mut Ctx, v: Option<&Value>) -> Watchdog {
         }
     }
     w
+}
+
+/// The `lease_guard` section: `mode: on|off` (booleans too), `safety_margin` in seconds
+/// (fractions allowed).
+fn lease_guard(ctx: &mut Ctx, v: Option<&Value>) -> LeaseGuard {
+    let mut g = LeaseGuard::default();
+    let Some(m) = section(ctx, "lease_guard", v) else {
+        return g;
+    };
+    if let Some(mode) = m.get("mode").filter(|v| !v.is_null()) {
+        match mode {
+            Value::Bool(b) => g.enabled = *b,
+            Value::String(s) => match crate::reader::parse_bool(s) {
+                Some(b) => g.enabled = b,
+                None => ctx.problem("lease_guard.mode", format!("expected on or off, got {s:?}")),
+            },
+            other => ctx.problem(
+                "lease_guard.mode",
+                format!("expected on or off, got {other}"),
+            ),
+        }
+    }
+    if let Some(sm) = m.get("safety_margin").filter(|v| !v.is_null()) {
+        let secs = match sm {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match secs {
+            Some(s) if (0.0..=60.0).contains(&s) => g.safety_margin_ms = (s * 1000.0) as u64,
+            _ => ctx.problem(
+                "lease_guard.safety_margin",
+                format!("expected seconds between 0 and 60, got {sm}"),
+            ),
+        }
+    }
+    g
 }
 
 /// Patroni's spellings of `watchdog.mode`; `None` for anything else.

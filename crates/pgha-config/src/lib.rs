@@ -27,8 +27,8 @@ pub use env::PATRONI_CONFIGURATION;
 pub use error::{ConfigError, Problem};
 pub use model::{
     python_str, split_command, Auth, Authentication, Bootstrap, BootstrapMethod, Config, Ctl, Etcd,
-    InitdbOption, Log, PgUser, Postgresql, ReplicaMethod, RestApi, Watchdog, WatchdogDriver,
-    WatchdogMode,
+    InitdbOption, LeaseGuard, Log, PgUser, Postgresql, ReplicaMethod, RestApi, Watchdog,
+    WatchdogDriver, WatchdogMode,
 };
 
 /// A configuration that passed validation, and what deserves the operator's attention

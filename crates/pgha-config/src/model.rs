@@ -28,6 +28,7 @@ pub struct Config {
     pub tags: Map<String, Value>,
     /// The `watchdog` section; Patroni's defaults (`automatic`, `/dev/watchdog`) when absent.
     pub watchdog: Watchdog,
+    pub lease_guard: LeaseGuard,
     pub log: Log,
 }
 
@@ -80,6 +81,26 @@ pub enum WatchdogDriver {
     /// Patroni's test double: timeout and keepalives are plain writes to `device` (a FIFO),
     /// so a test can play the device.
     Testing,
+}
+
+/// The `lease_guard` section (pgha's own): a process apart from the agent that kills the
+/// leader's postgres when the agent has not renewed the leader lease in time, so a frozen
+/// agent cannot leave a primary committing after another node may have promoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseGuard {
+    /// On unless `mode: off`.
+    pub enabled: bool,
+    /// Milliseconds before the lease's expiry at which postgres is killed.
+    pub safety_margin_ms: u64,
+}
+
+impl Default for LeaseGuard {
+    fn default() -> Self {
+        LeaseGuard {
+            enabled: true,
+            safety_margin_ms: 1000,
+        }
+    }
 }
 
 /// The `watchdog` section.

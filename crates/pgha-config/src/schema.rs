@@ -23,6 +23,8 @@ const TOP: &[&str] = &[
     "postgresql",
     "tags",
     "watchdog",
+    // pgha's own: the fence of a leader whose agent cannot renew its lease.
+    "lease_guard",
     "log",
     "thread_pool_size",
     "thread_stack_size",
@@ -215,6 +217,13 @@ pub(crate) fn warn_unknown_keys(tree: &Map<String, Value>, ctx: &mut Ctx) {
     for dcs in ["etcd3", "etcd"] {
         check(ctx, dcs, obj(tree.get(dcs)), ETCD, &[]);
     }
+    check(
+        ctx,
+        "lease_guard",
+        obj(tree.get("lease_guard")),
+        &["mode", "safety_margin"],
+        &[],
+    );
     if let Some(b) = obj(tree.get("bootstrap")) {
         let method: Vec<String> = b
             .get("method")

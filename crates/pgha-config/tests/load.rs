@@ -553,3 +553,26 @@ fn bad_watchdog_values_name_the_key() {
         l.warnings
     );
 }
+
+#[test]
+fn lease_guard_is_on_by_default_and_can_be_turned_off() {
+    let c = config(&minimal(""));
+    assert!(c.lease_guard.enabled);
+    assert_eq!(c.lease_guard.safety_margin_ms, 1000);
+    let c = config(&minimal(
+        "lease_guard:\n  mode: off\n  safety_margin: 2.5\n",
+    ));
+    assert!(!c.lease_guard.enabled);
+    assert_eq!(c.lease_guard.safety_margin_ms, 2500);
+    let c = config(&minimal("lease_guard: {mode: \"on\"}\n"));
+    assert!(c.lease_guard.enabled);
+    for bad in [
+        "lease_guard: {mode: sometimes}\n",
+        "lease_guard: {safety_margin: -1}\n",
+        "lease_guard: {safety_margin: soon}\n",
+        "lease_guard: 1\n",
+    ] {
+        let err = parse_str(&minimal(bad)).expect_err(bad).to_string();
+        assert!(err.contains("lease_guard"), "{bad}: {err}");
+    }
+}

@@ -449,12 +449,15 @@ fn i_am_leader(
             let since = *d.next.unresponsive_since.get_or_insert(obs.now);
             let limit = obs.policy.ttl.saturating_mul(1000);
             if obs.now.saturating_sub(since) > limit && !obs.policy.pause {
+                // A stopped postmaster's backends still serve their connections, and after
+                // SIGCONT it would be a second primary: dead first, then the lock.
+                d.act(Action::KillPostgres);
                 d.act(Action::ReleaseLock);
                 d.next.unresponsive_since = None;
                 d.next.needs_rejoin = true;
                 d.next.configured_as = None;
                 format!(
-                    "releasing the leader lock: postgres has not answered for {}s",
+                    "killing postgres and releasing the leader lock: postgres has not answered for {}s",
                     obs.now.saturating_sub(since) / 1000
                 )
             } else {
@@ -636,6 +639,9 @@ fn follow_leader(
         .is_some_and(|m| m.is_running() && m.data.role.as_deref() != Some("replica"));
     // Cascading: stream from the `replicatefrom` member while it is in the DCS.
     let source = crate::slots::upstream(cluster, me, obs.replicatefrom.as_deref(), leader);
+    if let Some(msg) = replica_past_the_fork(d, obs, cluster, leader, leader_running, process) {
+        return msg;
+    }
     match process {
         PgProcess::Running(r) if !r.in_recovery => {
             if obs.policy.pause {
@@ -739,6 +745,63 @@ fn follow_leader(
             "starting as a secondary".into()
         }
     }
+}
+
+/// How long a non-streaming replica must look diverged before it is stopped for a rewind: a
+/// replica between two walreceiver runs on the new timeline can look so for a moment (its
+/// control file still names the old timeline).
+pub(crate) const DIVERGED_GRACE_MS: u64 = 3000;
+
+/// A replica that received WAL from the old primary past the new leader's fork point cannot
+/// stream from it ("requested starting point is ahead of the WAL flush position"): it stops,
+/// and the rejoin that follows compares it with the leader's timeline history and rewinds.
+fn replica_past_the_fork(
+    d: &mut Draft,
+    obs: &Observation,
+    cluster: &Cluster,
+    leader: &str,
+    leader_running: bool,
+    process: &PgProcess,
+) -> Option<String> {
+    let PgProcess::Running(r) = process else {
+        d.next.diverged_since = None;
+        return None;
+    };
+    let fork = (r.in_recovery && !r.streaming && !d.next.needs_rejoin && leader_running)
+        .then(|| past_the_fork(cluster, r))
+        .flatten();
+    let Some(end) = fork else {
+        d.next.diverged_since = None;
+        return None;
+    };
+    let since = *d.next.diverged_since.get_or_insert(obs.now);
+    if obs.now.saturating_sub(since) < DIVERGED_GRACE_MS || obs.policy.pause {
+        return None;
+    }
+    d.next.diverged_since = None;
+    d.next.needs_rejoin = true;
+    d.act(Action::Stop {
+        mode: StopMode::Fast,
+    });
+    Some(format!(
+        "Lock owner: {leader}; I am {}; my WAL ({}) goes past the end of timeline {} on {leader} ({}): stopping to rewind",
+        obs.me,
+        pgha_types::Lsn(r.wal_position),
+        r.timeline,
+        pgha_types::Lsn(end)
+    ))
+}
+
+/// Where the leader's history (the `history` key) says our timeline ended, when our WAL goes
+/// past it.
+fn past_the_fork(cluster: &Cluster, r: &PgRunning) -> Option<u64> {
+    let leader_tl = cluster.history_timeline()?;
+    let mine = u64::from(r.timeline);
+    if mine == 0 || mine >= leader_tl {
+        return None;
+    }
+    let end = cluster.history.iter().find(|h| h.timeline == mine)?.lsn;
+    (r.wal_position > end).then_some(end)
 }
 
 fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgProcess) -> String {

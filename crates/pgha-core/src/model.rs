@@ -270,6 +270,9 @@ pub struct HaState {
     pub restart_after_demote: bool,
     /// Unix ms since when our running primary has not answered the probe.
     pub unresponsive_since: Option<u64>,
+    /// Unix ms since when our replica, not streaming, holds WAL past the point where the
+    /// leader's history says our timeline ended.
+    pub diverged_since: Option<u64>,
     /// The next clone must come from the leader, not a `clonefrom` member (reinit --from-leader).
     pub clone_from_leader: bool,
     /// Bootstraps of a new cluster that failed in a row for the same cause, and that cause.
@@ -310,6 +313,10 @@ pub enum Action {
     Stop {
         mode: StopMode,
     },
+    /// SIGKILL postgres, the postmaster and every backend (a hung or stopped server ignores
+    /// anything gentler), and wait until they are gone. The list stops when that fails: the
+    /// lock is not given up while our postgres might still commit.
+    KillPostgres,
     /// Point a running replica at `leader`: rewrite primary_conninfo and reload.
     Follow {
         leader: String,

@@ -1104,7 +1104,7 @@ fn a_request_during_a_long_action_is_answered_with_503() {
 }
 
 #[test]
-fn leader_with_a_hung_primary_releases_the_lock_after_ttl() {
+fn leader_with_a_hung_primary_kills_it_and_releases_the_lock_after_ttl() {
     let o = Obs::new(
         "pg1",
         cluster(Some("pg1")),
@@ -1127,7 +1127,8 @@ fn leader_with_a_hung_primary_releases_the_lock_after_ttl() {
         ..serving
     };
     let d = o.decide_from(&later);
-    assert_eq!(d.actions, vec![Action::ReleaseLock]);
+    // Killed before the lock goes: a stopped postmaster's backends could still commit.
+    assert_eq!(d.actions, vec![Action::KillPostgres, Action::ReleaseLock]);
     assert!(d.next.needs_rejoin);
 }
 
@@ -1817,4 +1818,58 @@ fn designated_candidate_without_its_required_watchdog_lets_the_others_race() {
             Action::StartJob(JobKind::Promote)
         ]
     );
+}
+
+/// A replica, not streaming, on timeline 1 at `pos`, under a leader on timeline 2 whose
+/// history says timeline 1 ended at 5000.
+fn replica_after_a_fork(pos: u64) -> Obs {
+    let mut c = cluster(Some("pg1"));
+    c.history = vec![pgha_types::HistoryEntry {
+        timeline: 1,
+        lsn: 5000,
+        reason: "no recovery target specified".into(),
+        timestamp: None,
+        new_leader: Some("pg1".into()),
+    }];
+    let mut local = running(true, pos);
+    if let LocalPg::Initialized {
+        process: PgProcess::Running(r),
+        ..
+    } = &mut local
+    {
+        r.streaming = false;
+    }
+    Obs::new("pg2", c, local)
+}
+
+#[test]
+fn a_replica_past_the_new_leaders_fork_point_stops_to_rewind() {
+    let o = replica_after_a_fork(6000);
+    // Not at once: between two walreceiver runs a healthy replica can look like this.
+    let d = o.decide_from(&following("pg1"));
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
+    let since = d.next.diverged_since.expect("timer started");
+    let later = HaState {
+        diverged_since: Some(since - crate::decide::DIVERGED_GRACE_MS),
+        ..following("pg1")
+    };
+    let d = o.decide_from(&later);
+    assert_eq!(
+        d.actions,
+        vec![Action::Stop {
+            mode: StopMode::Fast
+        }]
+    );
+    assert!(d.next.needs_rejoin);
+    assert!(
+        d.message.contains("past the end of timeline 1"),
+        "{}",
+        d.message
+    );
+
+    // Behind the fork point it just follows the new timeline; streaming resets the timer.
+    let behind = replica_after_a_fork(4000);
+    let d = behind.decide_from(&later);
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
+    assert_eq!(d.next.diverged_since, None);
 }

@@ -45,6 +45,9 @@ pub struct EtcdDcs {
     /// The open keep-alive stream of that lease: renewing on it is one message each way,
     /// where a new stream per renewal costs a stream setup and teardown every loop.
     keeper: Mutex<Option<(LeaseKeeper, LeaseKeepAliveStream)>>,
+    /// `clock::boottime_ms` taken just before the request that last granted or renewed that
+    /// lease (as etcd confirmed it), 0 for none: the lease cannot expire before this + ttl.
+    lease_renewed_boot_ms: AtomicU64,
     retry_budget_ms: AtomicU64,
     /// The cluster as the watch keeps it (only while `watch` runs).
     cache: Arc<std::sync::Mutex<KeyCache>>,
@@ -101,6 +104,7 @@ impl EtcdDcs {
             settings,
             lease: Mutex::new(None),
             keeper: Mutex::new(None),
+            lease_renewed_boot_ms: AtomicU64::new(0),
             retry_budget_ms: AtomicU64::new(budget),
             cache: Arc::default(),
             written: AtomicI64::new(0),
@@ -199,6 +203,7 @@ impl EtcdDcs {
                 return Ok(id);
             }
         }
+        let asked = crate::clock::boottime_ms();
         let resp = self
             .call("grant lease", |mut c| async move {
                 c.lease_grant(ttl as i64, None).await
@@ -206,7 +211,14 @@ impl EtcdDcs {
             .await?;
         info!("created etcd lease {:x} with ttl {ttl}s", resp.id());
         *guard = Some((resp.id(), ttl));
+        self.lease_renewed_boot_ms.store(asked, Ordering::Release);
         Ok(resp.id())
+    }
+
+    /// When our current lease was last granted or renewed (`clock::boottime_ms` before the
+    /// request that etcd answered): it, and every key on it, lasts at least `ttl` from then.
+    pub fn lease_renewed_boot_ms(&self) -> Option<u64> {
+        Some(self.lease_renewed_boot_ms.load(Ordering::Acquire)).filter(|&t| t > 0)
     }
 
     pub async fn lease_id(&self) -> Option<i64> {
@@ -222,12 +234,16 @@ impl EtcdDcs {
         let mut keeper = self.keeper.lock().await;
         if let Some((k, stream)) = keeper.as_mut().filter(|(k, _)| k.id() == id) {
             let budget = Duration::from_millis(self.retry_budget_ms.load(Ordering::Relaxed));
+            let asked = crate::clock::boottime_ms();
             let renewal = async {
                 k.keep_alive().await?;
                 stream.message().await
             };
             match tokio::time::timeout(attempt_timeout(budget), renewal).await {
-                Ok(Ok(Some(resp))) if resp.ttl() > 0 => return Ok(()),
+                Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
+                    self.lease_renewed_boot_ms.store(asked, Ordering::Release);
+                    return Ok(());
+                }
                 Ok(Ok(Some(_))) => {
                     *keeper = None;
                     drop(keeper);
@@ -263,6 +279,7 @@ impl EtcdDcs {
         let mut guard = self.lease.lock().await;
         if guard.map(|(i, _)| i) == Some(id) {
             *guard = None;
+            self.lease_renewed_boot_ms.store(0, Ordering::Release);
         }
         DcsError::LeaseExpired(id)
     }
@@ -522,6 +539,7 @@ impl EtcdDcs {
         let Some((id, _)) = self.lease.lock().await.take() else {
             return Ok(());
         };
+        self.lease_renewed_boot_ms.store(0, Ordering::Release);
         *self.keeper.lock().await = None;
         self.call(
             "revoke lease",

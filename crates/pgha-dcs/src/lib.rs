@@ -6,6 +6,7 @@
 //! on the key still naming this member.
 
 mod cache;
+pub mod clock;
 mod error;
 mod etcd;
 

@@ -73,6 +73,16 @@ impl PgConn {
         Ok(collect_rows(msgs))
     }
 
+    /// Like `query`, giving up (and so never seeing a commit acknowledged) after `limit`.
+    pub fn query_within(&self, sql: &str, limit: Duration) -> Result<Rows> {
+        let fut = self.client.simple_query(sql);
+        let msgs = runtime()
+            .block_on(async { tokio::time::timeout(limit, fut).await })
+            .map_err(|_| anyhow!("query on port {} timed out after {limit:?}", self.port))?
+            .with_context(|| format!("query on port {}: {sql}", self.port))?;
+        Ok(collect_rows(msgs))
+    }
+
     /// Executes a statement; the value of the first column of the first row, if any.
     pub fn one(&self, sql: &str) -> Result<Option<String>> {
         Ok(self

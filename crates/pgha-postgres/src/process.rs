@@ -385,10 +385,22 @@ impl LocalPostgres {
             return Ok(());
         }
         self.forget_connection();
+        // An immediate shutdown takes milliseconds; one that does not is not going to.
+        let timeout = if mode == StopMode::Immediate {
+            timeout.min(Duration::from_secs(5))
+        } else {
+            timeout
+        };
         let first = self.pg_ctl_stop(mode, timeout).await;
         match first {
             Ok(()) => Ok(()),
             Err(_) if self.postmaster_pid().is_none() => Ok(()),
+            // Immediate is a demotion while someone else may be promoting: a postmaster that
+            // does not go (hung, SIGSTOP) is killed with every backend, so none can commit.
+            Err(e) if mode == StopMode::Immediate => {
+                tracing::warn!(error = %e, "immediate shutdown did not complete; killing postgres");
+                self.kill_instance().map(|_| ())
+            }
             Err(e) if mode == StopMode::Fast => {
                 tracing::warn!(error = %e, "fast shutdown did not complete; escalating to immediate shutdown");
                 match self.pg_ctl_stop(StopMode::Immediate, timeout).await {
@@ -428,6 +440,29 @@ impl LocalPostgres {
                 std::io::Error::from(e),
             )),
         }
+    }
+
+    /// SIGKILL the postmaster and every process it forked, and wait (up to 5 s) until they are
+    /// gone: nothing of this postgres can acknowledge a commit afterwards. True when there was
+    /// one to kill.
+    pub fn kill_instance(&self) -> Result<bool, PgError> {
+        let Some(pid) = self.postmaster_pid() else {
+            return Ok(false);
+        };
+        self.forget_connection();
+        let start = crate::kill::process_start_time(pid);
+        tracing::warn!(
+            pid,
+            "killing postgres (postmaster and all its processes) with SIGKILL"
+        );
+        crate::kill::kill_postgres_instance(pid, start, Duration::from_secs(5))
+            .map(|_| true)
+            .map_err(|e| {
+                PgError::io(
+                    self.params.data_dir.join("postmaster.pid"),
+                    std::io::Error::other(e),
+                )
+            })
     }
 
     /// `pg_ctl reload`: postgres re-reads its configuration files.

@@ -236,6 +236,7 @@ impl Agent {
                 info!("reloaded the local configuration");
                 self.cfg = Arc::new(l.config);
                 self.watchdog.reload(&self.cfg.watchdog);
+                self.lease_guard.reload(&self.cfg.lease_guard);
             }
             Err(e) => error!("keeping the current configuration; the new one is invalid: {e}"),
         }

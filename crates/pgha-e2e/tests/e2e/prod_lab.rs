@@ -329,7 +329,11 @@ impl Lab {
                     .collect();
                 let streaming = rows
                     .iter()
-                    .filter(|r| r.role == "Replica" && r.state == "streaming")
+                    // The lab runs in synchronous mode: one of them is the Sync Standby.
+                    .filter(|r| {
+                        matches!(r.role.as_str(), "Replica" | "Sync Standby")
+                            && r.state == "streaming"
+                    })
                     .count();
                 ensure!(
                     leaders.len() == 1 && streaming == n - 1,

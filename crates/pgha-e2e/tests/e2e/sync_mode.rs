@@ -20,7 +20,7 @@ use crate::switchover_writes::{longest_gap, Writer};
 
 /// Waits until the sync key names `leader` and one of the others, PostgreSQL on the leader
 /// runs with that standby in `synchronous_standby_names` and reports it `sync`. The standby.
-fn wait_sync_standby(c: &Cluster, leader: &str) -> Result<String> {
+pub(crate) fn wait_sync_standby(c: &Cluster, leader: &str) -> Result<String> {
     c.wait(
         &format!("{leader} with a confirmed synchronous standby"),
         Duration::from_secs(60),
