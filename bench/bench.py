@@ -250,7 +250,7 @@ def cleanup_workdir(workdir, registry=None, remove=True):
                 if len(parts) >= 4 and parts[0].isdigit():
                     entries.append((int(parts[0]), parts[1], parts[2], parts[3]))
     popens = registry.popens if registry else {}
-    agents = [e for e in entries if e[2] in ("agent", "writer", "wrk") and same_process(e[0], e[1])]
+    agents = [e for e in entries if e[2] in ("agent", "writer", "wrk", "pgbench", "ctl") and same_process(e[0], e[1])]
     for pid, start, _k, _l in agents:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -458,13 +458,18 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, ctx, impl, timing, run):
+    """A cluster of `nodes` configured members of which the first three are started at once
+    (a fourth one, when configured, is the new node of the join scenario). `sync_mode` is
+    bootstrap.dcs.synchronous_mode: false, true or quorum."""
+
+    def __init__(self, ctx, impl, timing, run, label="", nodes=3, sync_mode="false"):
         self.ctx, self.impl, self.timing, self.run = ctx, impl, timing, run
-        self.scope = f"bench-{impl}-{timing.name}-r{run}-{random.randint(1000, 9999)}"
+        self.sync_mode = sync_mode
+        self.scope = f"bench-{impl}-{timing.name}{'-' + label if label else ''}-r{run}-{random.randint(1000, 9999)}"
         self.dir = os.path.join(ctx.workdir, self.scope)
-        ports = ctx.ports.take(6)
-        self.nodes = [Node(f"node{i + 1}", ports[i], ports[3 + i], os.path.join(self.dir, f"node{i + 1}"))
-                      for i in range(3)]
+        ports = ctx.ports.take(2 * nodes)
+        self.nodes = [Node(f"node{i + 1}", ports[i], ports[nodes + i], os.path.join(self.dir, f"node{i + 1}"))
+                      for i in range(nodes)]
         self.t_started = None
 
     def by_name(self, name):
@@ -485,7 +490,7 @@ class Cluster:
                 scope=self.scope, name=n.name, rest_port=n.rest_port, etcd_port=self.ctx.etcd_port,
                 ttl=self.timing.ttl, loop_wait=self.timing.loop_wait, retry_timeout=self.timing.retry_timeout,
                 pg_port=n.pg_port, data_dir=n.data_dir, bin_dir=self.ctx.pg_bin_dir, node_dir=n.dir,
-                su_password=SU_PASSWORD)
+                su_password=SU_PASSWORD, synchronous_mode=self.sync_mode)
             with open(n.config, "w") as f:
                 f.write(text)
             os.chmod(n.config, 0o644)
@@ -497,7 +502,7 @@ class Cluster:
 
     def start_agents(self):
         self.t_started = time.monotonic()
-        for n in self.nodes:
+        for n in self.nodes[:3]:
             self.start_agent(n)
 
     def start_agent(self, n):
@@ -525,7 +530,7 @@ class Cluster:
         """(leader_name or None, detail): healthy = one primary, both others streaming from it
         (pg_stat_replication), the leader answers GET /primary 200 and both replicas GET /replica
         200. detail: pg_ok, rest_primary_ok, rest_replicas_ok, primaries."""
-        live = [n for n in self.nodes if not getattr(n, "killed", False)]
+        live = [n for n in self.nodes if n.popen is not None and not getattr(n, "killed", False)]
         roles = {n.name: pg_probe(n.pg_port) for n in live}
         prim = [name for name, (r, _s) in roles.items() if r == "primary"]
         d = {"pg_ok": False, "rest_primary_ok": False, "rest_replicas_ok": False, "primaries": prim}
@@ -533,7 +538,7 @@ class Cluster:
             return None, d
         leader = prim[0]
         others = [n for n in live if n.name != leader]
-        d["pg_ok"] = {n.name for n in others} <= (roles[leader][1] or set()) and len(live) == 3
+        d["pg_ok"] = {n.name for n in others} <= (roles[leader][1] or set()) and len(live) >= 3
         d["rest_primary_ok"] = http("GET", self.by_name(leader).rest_port, "/primary")[0] == 200
         d["rest_replicas_ok"] = all(http("GET", n.rest_port, "/replica")[0] == 200 for n in others)
         ok = d["pg_ok"] and d["rest_primary_ok"] and d["rest_replicas_ok"]
@@ -561,7 +566,7 @@ class Cluster:
 
     def primary_port(self):
         for n in self.nodes:
-            if not getattr(n, "killed", False) and pg_probe(n.pg_port)[0] == "primary":
+            if n.popen is not None and not getattr(n, "killed", False) and pg_probe(n.pg_port)[0] == "primary":
                 return n.pg_port
         return None
 
@@ -651,7 +656,7 @@ def ensure_table(cluster, leader):
     pg_sql(port, f"CREATE TABLE IF NOT EXISTS {TABLE}(id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
     end = time.monotonic() + 30
     for n in cluster.nodes:
-        if n.name == leader or getattr(n, "killed", False):
+        if n.name == leader or n.popen is None or getattr(n, "killed", False):
             continue
         while True:
             try:
@@ -813,8 +818,9 @@ class RestWatch:
         return self.t
 
 
-def step_switchover(ctx, c, leader):
-    cand = sorted(n.name for n in c.nodes if n.name != leader)[0]
+def step_switchover(ctx, c, leader, cand=None):
+    if cand is None:
+        cand = sorted(n.name for n in c.nodes if n.name != leader and n.popen is not None)[0]
     ensure_table(c, leader)
     w = Writer(ctx, c, 1, "switchover")
     res = {"leader": leader, "candidate": cand}
@@ -921,6 +927,7 @@ def step_failover(ctx, c, leader):
     t_rest = watch.wait()
     res["rest_primary_200_after_kill_s"] = round(t_rest - t_kill, 3) if t_rest else None
     res["failover_s"] = round(fn["t1"] - t_kill, 4)
+    res["_t_kill"] = t_kill
     newn = c.by_port(fn["port"])
     res["new_leader"] = newn.name if newn else fn["port"]
     late = [r for r in rows if r["ok"] and r["t1"] > t_kill and r["port"] == lport]
@@ -931,8 +938,356 @@ def step_failover(ctx, c, leader):
     res["lost_acked"] = len(acked - present)
     res["timeline"] = timeline(rows, t_kill, -0.5, res["failover_s"] + 0.5)
     log(f"  failover: new primary {res['new_leader']} accepts writes {res['failover_s']:.2f}s after the kill "
-        f"(acked writes lost: {res['lost_acked']}, async replication); GET /primary 200 after "
+        f"(acked writes lost: {res['lost_acked']}, synchronous_mode {c.sync_mode}); GET /primary 200 after "
         f"{res['rest_primary_200_after_kill_s']} s")
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# synchronous replication (issue 10) and recovery paths (issue 13)
+
+
+def run_tool(ctx, cmd, kind, label, timeout, env_extra=None):
+    """Runs a helper command (pgbench, pghactl, patronictl) as root, bounded; (rc, output)."""
+    env = dict(os.environ, PGPASSWORD=SU_PASSWORD, LC_ALL="C.UTF-8", LANG="C.UTF-8")
+    env.pop("PGHOST", None)
+    env.update(env_extra or {})
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         stdin=subprocess.DEVNULL, env=env)
+    ctx.registry.add(p, kind, label)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(5)
+        raise BenchError(f"{os.path.basename(cmd[0])} did not finish within {timeout:.0f}s")
+    return p.returncode, out
+
+
+def pgbench(ctx, c, port, args, timeout):
+    cmd = [os.path.join(ctx.pg_bin_dir, "pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"] + args
+    rc, out = run_tool(ctx, cmd + ["postgres"], "pgbench", f"{c.scope}/pgbench", timeout)
+    if rc != 0:
+        raise BenchError(f"pgbench {' '.join(args)} failed ({rc}): {out.strip()[-400:]}")
+    return out
+
+
+TPS_RE = re.compile(r"^tps = ([\d.]+) \(without initial connection time\)", re.M)
+
+
+def step_tps(ctx, c, leader):
+    """pgbench -c 4 -T <s> -N on the primary: commit-bound TPS (every transaction is 3 writes)."""
+    port = c.by_name(leader).pg_port
+    pgbench(ctx, c, port, ["-i", "-q", "-s", "1"], 300)
+    a = ctx.args
+    out = pgbench(ctx, c, port, ["-c", str(a.pgbench_clients), "-j", "2", "-T", str(a.pgbench_seconds), "-N"],
+                  a.pgbench_seconds + 120)
+    m = TPS_RE.search(out)
+    if not m:
+        raise BenchError(f"could not parse pgbench output:\n{out}")
+    return {"tps": float(m.group(1)), "clients": a.pgbench_clients, "seconds": a.pgbench_seconds}
+
+
+def sync_standbys(c, leader):
+    rows = pg_sql(c.by_name(leader).pg_port,
+                  "SELECT application_name, sync_state FROM pg_stat_replication WHERE state = 'streaming'")
+    return {r[0]: r[1] for r in rows}
+
+
+def wait_sync(c, leader, seconds):
+    """Until the primary replicates synchronously as configured: one `sync` standby
+    (synchronous_mode true) or every streaming standby `quorum` (synchronous_mode quorum)."""
+    end = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < end:
+        try:
+            st = last = sync_standbys(c, leader)
+        except Exception:  # noqa: BLE001
+            st = {}
+        names = None
+        if c.sync_mode == "true" and [k for k, v in st.items() if v == "sync"]:
+            names = sorted(k for k, v in st.items() if v == "sync")
+        if c.sync_mode == "quorum" and len(st) >= 2 and all(v == "quorum" for v in st.values()):
+            names = sorted(st)
+        # A switchover candidate must also be a synchronous standby in the DCS (/sync key, as
+        # GET /cluster reports it): postgres may already replicate synchronously to it before the
+        # agent has published that.
+        if names:
+            try:
+                cl = json.loads(http("GET", c.by_name(leader).rest_port, "/cluster")[1])
+                dcs = sorted(m["name"] for m in cl.get("members", [])
+                             if m.get("role") in ("sync_standby", "quorum_standby"))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                dcs = []
+            if dcs and set(dcs) <= set(names):
+                return dcs
+        time.sleep(0.25)
+    raise BenchError(f"{c.impl}: no synchronous standby (synchronous_mode {c.sync_mode}) within {seconds:.0f}s; "
+                     f"pg_stat_replication: {last}")
+
+
+def run_sync(ctx, impl, run):
+    """Issue 10: per synchronous_mode (false, true, quorum) a fresh cluster bootstrapped with it;
+    pgbench TPS; with true and quorum also a switchover and a kill -9 failover under writes."""
+    res = {"impl": impl, "timing": DEFAULT.name, "run": run, "kind": "sync", "modes": {}, "errors": []}
+    for mode in ("false", "true", "quorum"):
+        c = Cluster(ctx, impl, DEFAULT, run, label=f"sync{mode}", sync_mode=mode)
+        m = res["modes"][mode] = {"scope": c.scope}
+        log(f"{impl} / synchronous_mode {mode} / run {run}: scope {c.scope}")
+        try:
+            c.write_configs()
+            c.start_agents()
+            leader, t_ok, _f = c.wait_healthy(ctx.args.healthy_timeout, "startup")
+            m["startup_s"] = round(t_ok - c.t_started, 3)
+            if mode != "false":
+                m["sync_standbys"] = wait_sync(c, leader, 90)
+            m["pgbench"] = step_tps(ctx, c, leader)
+            m["sync_state_after_pgbench"] = sync_standbys(c, leader)
+            log(f"  pgbench -N: {m['pgbench']['tps']:.0f} tps (sync states {m['sync_state_after_pgbench']})")
+            if mode == "false":
+                continue
+            cand = wait_sync(c, leader, 90)[0]
+            m["switchover"] = step_switchover(ctx, c, leader, cand)
+            t0 = m["switchover"].pop("_t_req")
+            leader, t1, _p = c.wait_healthy(ctx.args.healthy_timeout, "rejoin after switchover")
+            m["healthy_after_switchover_request_s"] = round(t1 - t0, 3)
+            m["sync_standbys_before_kill"] = wait_sync(c, leader, 90)
+            m["failover"] = step_failover(ctx, c, leader)
+            m["failover"].pop("_t_kill", None)
+        except Exception as e:  # noqa: BLE001 - one failed mode must not stop the others
+            if not isinstance(e, BenchError):
+                import traceback
+                traceback.print_exc()
+                e = f"{type(e).__name__}: {e}"
+            log(f"  ERROR: {e}")
+            res["errors"].append(f"synchronous_mode {mode}: {e}")
+            ctx.failed_dirs.append(c.dir)
+        finally:
+            c.teardown()
+    return res
+
+
+def replication_row(c, name, since_wall):
+    """(primary node, row) where row = (state, replay_lsn = current lsn, walsender started after
+    since_wall) for `name` in pg_stat_replication of a primary other than `name`; (None, None)."""
+    for n in c.nodes:
+        if n.name == name or n.popen is None or getattr(n, "killed", False):
+            continue
+        try:
+            with pg_connect(n.pg_port, timeout=1) as conn:
+                if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    continue
+                row = conn.execute(
+                    "SELECT state, replay_lsn = pg_current_wal_lsn(), backend_start > %s FROM pg_stat_replication "
+                    "WHERE application_name = %s ORDER BY backend_start DESC LIMIT 1", (since_wall, name)).fetchone()
+                return n, row
+        except Exception:  # noqa: BLE001
+            continue
+    return None, None
+
+
+def wait_caught_up(c, name, since_wall, seconds, what):
+    """Until `name` streams again with lag 0 from a primary: in that primary's pg_stat_replication,
+    state streaming and replay_lsn = pg_current_wal_lsn(), over a walsender connection started
+    after since_wall (the fault), so a connection from before the fault does not count.
+    Monotonic time when seen."""
+    end = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < end:
+        c.check_agents()
+        prim, row = replication_row(c, name, since_wall)
+        last = (prim.name if prim else None, row)
+        if row and row[0] == "streaming" and row[1] and row[2]:
+            return time.monotonic()
+        time.sleep(0.1)
+    raise BenchError(f"{c.impl}: {what}: {name} not streaming with lag 0 within {seconds:.0f}s (last: {last}); "
+                     f"logs in {c.dir}")
+
+
+def now_wall():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def log_offset(n):
+    try:
+        return os.path.getsize(n.log)
+    except OSError:
+        return 0
+
+
+def log_mentions(n, offset, needle):
+    try:
+        with open(n.log, "rb") as f:
+            f.seek(offset)
+            return needle.encode() in f.read()
+    except OSError:
+        return False
+
+
+def recovery_fail(ctx, res, c, e):
+    if not isinstance(e, BenchError):
+        import traceback
+        traceback.print_exc()
+        e = f"{type(e).__name__}: {e}"
+    log(f"  ERROR: {e}")
+    res["errors"].append(str(e))
+    ctx.failed_dirs.append(c.dir)
+
+
+def recovery_rejoins(ctx, impl, run, res):
+    """Former leader after a switchover, after a kill -9 failover (agent restarted at once after
+    the failover), after SIGSTOP of its agent for 2 x ttl then SIGCONT. Small data."""
+    T = DEFAULT
+    c = Cluster(ctx, impl, T, run, label="rejoin")
+    log(f"{impl} / recovery (rejoin) / run {run}: scope {c.scope}")
+    bound = T.ttl + T.loop_wait + ctx.args.healthy_timeout
+    try:
+        c.write_configs()
+        c.start_agents()
+        leader, _t, _f = c.wait_healthy(ctx.args.healthy_timeout, "startup")
+        ensure_table(c, leader)
+        pg_sql(c.by_name(leader).pg_port, f"INSERT INTO {TABLE}(id) SELECT g FROM generate_series(3000000, 3010000) g")
+
+        # 1. switchover: the former leader is demoted and follows the candidate
+        cand = sorted(n.name for n in c.nodes if n.name != leader)[0]
+        old = c.by_name(leader)
+        off = log_offset(old)
+        w0 = now_wall()
+        t0 = time.monotonic()
+        st, body = http("POST", old.rest_port, "/switchover", {"leader": leader, "candidate": cand}, timeout=90)
+        if st != 200:
+            raise BenchError(f"switchover answered {st}: {body.strip()[:200]}")
+        t1 = wait_caught_up(c, leader, w0, bound, "former leader after switchover")
+        res["switchover_s"] = round(t1 - t0, 3)
+        res["switchover_rewind"] = log_mentions(old, off, "running pg_rewind")
+        log(f"  former leader {leader} streaming with lag 0 {res['switchover_s']:.2f}s after the switchover request"
+            f"{' (pg_rewind)' if res['switchover_rewind'] else ''}")
+        leader, _t, _f = c.wait_healthy(ctx.args.healthy_timeout, "after switchover")
+
+        # 2. kill -9 failover, agent restarted as soon as a new primary takes writes (pg_rewind path)
+        old = c.by_name(leader)
+        w0 = now_wall()
+        fo = step_failover(ctx, c, leader)
+        t_kill = time.monotonic() - fo["failover_s"]  # approximately; the exact value is below
+        t_kill = fo.pop("_t_kill", t_kill)
+        pm = postmaster_of(old.data_dir)
+        if pm and pm[0]:
+            stop_process(pm[0], pm[1], "orphaned postgres", signal.SIGKILL, 5)
+        off = log_offset(old)
+        old.killed = False
+        t_restart = time.monotonic()
+        c.start_agent(old)
+        t1 = wait_caught_up(c, leader, w0, bound, "former leader after kill -9 failover")
+        res["killed_failover_s"] = fo["failover_s"]
+        res["killed_from_kill_s"] = round(t1 - t_kill, 3)
+        res["killed_from_restart_s"] = round(t1 - t_restart, 3)
+        res["killed_rewind"] = log_mentions(old, off, "running pg_rewind")
+        log(f"  former leader {leader} streaming with lag 0 {res['killed_from_restart_s']:.2f}s after its agent's "
+            f"restart ({res['killed_from_kill_s']:.2f}s after the kill){' (pg_rewind)' if res['killed_rewind'] else ''}")
+        leader, _t, _f = c.wait_healthy(ctx.args.healthy_timeout, "after kill -9 rejoin")
+
+        # 3. SIGSTOP of the leader's agent for 2 x ttl: its postgres stays up as a primary while
+        # another member takes the lock; after SIGCONT the agent must demote it and follow.
+        old = c.by_name(leader)
+        wait_for_heartbeat(old, T.loop_wait * 2 + 10)
+        off = log_offset(old)
+        w0 = now_wall()
+        t_stop = time.monotonic()
+        os.kill(old.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2 * T.ttl)
+        finally:
+            os.kill(old.pid, signal.SIGCONT)
+        t_cont = time.monotonic()
+        t1 = wait_caught_up(c, leader, w0, bound, "former leader after SIGSTOP/SIGCONT")
+        res["sigstop_from_stop_s"] = round(t1 - t_stop, 3)
+        res["sigstop_from_cont_s"] = round(t1 - t_cont, 3)
+        res["sigstop_rewind"] = log_mentions(old, off, "running pg_rewind")
+        log(f"  former leader {leader} streaming with lag 0 {res['sigstop_from_cont_s']:.2f}s after SIGCONT"
+            f"{' (pg_rewind)' if res['sigstop_rewind'] else ''}")
+    except Exception as e:  # noqa: BLE001
+        recovery_fail(ctx, res, c, e)
+    finally:
+        c.teardown()
+
+
+def ctl_cmd(ctx, c, n):
+    if c.impl == "pgha":
+        return [os.path.join(os.path.dirname(ctx.pgha_bin), "pghactl"), "-c", n.config]
+    return [os.path.join(ctx.venv, "bin", "patronictl"), "-c", n.config]
+
+
+def recovery_data(ctx, impl, run, res):
+    """~--data-mb of pgbench data: `reinit` of a replica, a new (4th) node joining, kill -9 of a
+    replica's postmaster."""
+    T = DEFAULT
+    c = Cluster(ctx, impl, T, run, label="data", nodes=4)
+    log(f"{impl} / recovery (data) / run {run}: scope {c.scope}")
+    bound = ctx.args.healthy_timeout + 600
+    try:
+        c.write_configs()
+        c.start_agents()
+        leader, _t, _f = c.wait_healthy(ctx.args.healthy_timeout, "startup")
+        scale = max(1, round(ctx.args.data_mb / 15))
+        t0 = time.monotonic()
+        pgbench(ctx, c, c.by_name(leader).pg_port, ["-i", "-q", "-s", str(scale)], 1800)
+        pg_sql(c.by_name(leader).pg_port, "CHECKPOINT")
+        size = pg_sql(c.by_name(leader).pg_port, "SELECT pg_database_size('postgres')")[0][0]
+        res["data_mb"] = round(size / 1048576)
+        res["pgbench_scale"] = scale
+        w0 = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        for n in c.nodes[:3]:
+            if n.name != leader:
+                wait_caught_up(c, n.name, w0, bound, "replicas after loading data")
+        log(f"  loaded {res['data_mb']} MiB (pgbench -i -s {scale}) in {time.monotonic() - t0:.0f}s")
+
+        # 1. reinit of a replica (new base backup)
+        rep = sorted(n.name for n in c.nodes[:3] if n.name != leader)[0]
+        rn = c.by_name(rep)
+        w0 = now_wall()
+        t0 = time.monotonic()
+        rc, out = run_tool(ctx, ctl_cmd(ctx, c, c.by_name(leader)) + ["reinit", c.scope, rep, "--force"], "ctl",
+                           f"{c.scope}/reinit", 120)
+        res["reinit_output"] = out.strip()[-300:]
+        if rc != 0:
+            raise BenchError(f"reinit {rep} failed ({rc}): {out.strip()[-300:]}")
+        t1 = wait_caught_up(c, rep, w0, bound, "reinit of a replica")
+        res["reinit_s"] = round(t1 - t0, 3)
+        log(f"  reinit of {rep}: streaming with lag 0 after {res['reinit_s']:.2f}s")
+        leader, _t, _f = c.wait_healthy(ctx.args.healthy_timeout, "after reinit")
+
+        # 2. a new node joins (base backup of the whole data set)
+        nn = c.nodes[3]
+        w0 = now_wall()
+        t0 = time.monotonic()
+        c.start_agent(nn)
+        t1 = wait_caught_up(c, nn.name, w0, bound, "a new node joining")
+        res["join_s"] = round(t1 - t0, 3)
+        log(f"  new node {nn.name}: streaming with lag 0 {res['join_s']:.2f}s after its agent started")
+        leader, _t, _f = c.wait_healthy(ctx.args.healthy_timeout, "after join")
+
+        # 3. kill -9 of a replica's postmaster: crash recovery, then streaming again
+        rn = c.by_name(rep)
+        pm = postmaster_of(rn.data_dir)
+        if not pm or not pm[0]:
+            raise BenchError(f"no live postmaster for {rep}")
+        w0 = now_wall()
+        t0 = time.monotonic()
+        os.kill(pm[0], signal.SIGKILL)
+        t1 = wait_caught_up(c, rep, w0, bound, "replica after kill -9 of its postgres")
+        res["replica_crash_s"] = round(t1 - t0, 3)
+        log(f"  replica {rep} after kill -9 of its postmaster: streaming with lag 0 after {res['replica_crash_s']:.2f}s")
+    except Exception as e:  # noqa: BLE001
+        recovery_fail(ctx, res, c, e)
+    finally:
+        c.teardown()
+
+
+def run_recovery(ctx, impl, run):
+    """Issue 13: recovery paths, each timed from the fault to the node streaming with lag 0."""
+    res = {"impl": impl, "timing": DEFAULT.name, "run": run, "kind": "recovery", "errors": []}
+    recovery_rejoins(ctx, impl, run, res)
+    recovery_data(ctx, impl, run, res)
     return res
 
 
@@ -965,6 +1320,7 @@ def run_cluster(ctx, impl, timing, run, with_idle, with_rest):
         res["healthy_after_switchover_request_s"] = round(t1 - t0, 3)
         log(f"  healthy again {res['healthy_after_switchover_request_s']:.2f}s after the switchover request")
         res["failover"] = step_failover(ctx, c, leader)
+        res["failover"].pop("_t_kill", None)
     except Exception as e:  # noqa: BLE001 - one failed run must not stop the others
         if not isinstance(e, BenchError):
             import traceback
@@ -1060,12 +1416,12 @@ def stats(vals):
 
 def summarize(results):
     """Rows: figure -> pgha stats, patroni stats, ratio, target, verdict."""
-    def runs(impl, timing):
-        return [r for r in results if r["impl"] == impl and r["timing"] == timing]
+    def runs(impl, timing, scen):
+        return [r for r in results if r["impl"] == impl and r["timing"] == timing and r.get("kind", "basic") == scen]
 
-    def pick(impl, timing, f):
+    def pick_(impl, timing, f, scen="basic"):
         out = []
-        for r in runs(impl, timing):
+        for r in runs(impl, timing, scen):
             try:
                 v = f(r)
             except (KeyError, TypeError):
@@ -1094,7 +1450,10 @@ def summarize(results):
 
     rows = []
 
-    def row(fid, figure, unit, f, target, kind, limit=None, abs_limit=None, timing="default", digits=2, note=""):
+    def row(fid, figure, unit, f, target, kind, limit=None, abs_limit=None, timing="default", digits=2, note="",
+            scen="basic"):
+        def pick(impl, timing, f):
+            return pick_(impl, timing, f, scen)
         p = stats(pick("pgha", timing, f))
         q = stats(pick("patroni", timing, f)) if kind != "abs" else None
         ratio = None
@@ -1124,7 +1483,8 @@ def summarize(results):
         if kind == "info":
             verdict = "info"
         rows.append({"id": fid, "figure": figure, "unit": unit, "timing": timing, "pgha": p, "patroni": q,
-                     "ratio": ratio, "target": target, "verdict": verdict, "digits": digits, "note": note})
+                     "ratio": ratio, "target": target, "verdict": verdict, "digits": digits, "note": note,
+                     "section": scen})
 
     row("idle_rss", "agent resident memory, idle, per node", "MiB", idle("rss_kib", 1 / 1024), "≤ 0.2", "le", 0.2, digits=1)
     row("idle_cpu", "agent CPU time over the idle window, per node", "ms", cpu, "≤ 0.2", "le", 0.2, digits=1)
@@ -1167,6 +1527,56 @@ def summarize(results):
         cpu, "", "info", timing="fast", digits=1)
     row("idle_rss_fast", "agent resident memory, idle, pgha fastest safe timings", "MiB",
         idle("rss_kib", 1 / 1024), "", "info", timing="fast", digits=1)
+
+    # issue 10: synchronous replication
+    def tps(mode):
+        return lambda r: r["modes"][mode]["pgbench"]["tps"]
+
+    def tps_ratio(mode):
+        return lambda r: r["modes"][mode]["pgbench"]["tps"] / r["modes"]["false"]["pgbench"]["tps"]
+
+    def sm(mode, *path):
+        def f(r):
+            x = r["modes"][mode]
+            for k in path:
+                x = x[k]
+            return x
+        return f
+
+    S = "sync"
+    row("tps_async", "pgbench -N TPS, asynchronous (synchronous_mode: false)", "tps", tps("false"), "", "info",
+        digits=0, scen=S)
+    row("tps_sync", "pgbench -N TPS, synchronous_mode: true", "tps", tps("true"), "", "info", digits=0, scen=S)
+    row("tps_quorum", "pgbench -N TPS, synchronous_mode: quorum", "tps", tps("quorum"), "", "info", digits=0, scen=S)
+    row("tps_ratio_sync", "TPS ratio synchronous_mode true ÷ async (same run)", "×", tps_ratio("true"), "", "info",
+        digits=3, scen=S)
+    row("tps_ratio_quorum", "TPS ratio synchronous_mode quorum ÷ async (same run)", "×", tps_ratio("quorum"), "",
+        "info", digits=3, scen=S)
+    for mode in ("true", "quorum"):
+        row(f"sync_{mode}_switchover_window", f"synchronous_mode {mode}: switchover write-unavailability window", "s",
+            sm(mode, "switchover", "window_s"), "", "info", digits=3, scen=S)
+        row(f"sync_{mode}_switchover_lost", f"synchronous_mode {mode}: acknowledged writes lost in switchover", "rows",
+            sm(mode, "switchover", "lost_acked"), "0 for both", "zero", digits=0, scen=S)
+        row(f"sync_{mode}_failover", f"synchronous_mode {mode}: kill -9 to first write on a new primary", "s",
+            sm(mode, "failover", "failover_s"), "", "info", digits=2, scen=S)
+        row(f"sync_{mode}_failover_lost", f"synchronous_mode {mode}: acknowledged writes lost in the kill -9 failover",
+            "rows", sm(mode, "failover", "lost_acked"), "0 for both", "zero", digits=0, scen=S)
+
+    # issue 13: recovery paths
+    def rv(key):
+        return lambda r: r[key]
+
+    R = "recovery"
+    for key, figure in (
+            ("switchover_s", "former leader after a switchover (from the request)"),
+            ("killed_from_restart_s", "former leader after kill -9 failover (from its agent's restart, right after the failover)"),
+            ("killed_from_kill_s", "former leader after kill -9 failover (from the kill; includes the ttl wait)"),
+            ("sigstop_from_cont_s", "former leader after SIGSTOP of its agent for 2 × ttl (from SIGCONT)"),
+            ("sigstop_from_stop_s", "former leader after SIGSTOP of its agent for 2 × ttl (from SIGSTOP)"),
+            ("reinit_s", "reinit of a replica (from the ctl command)"),
+            ("join_s", "new node joining (from its agent's start; base backup)"),
+            ("replica_crash_s", "replica after kill -9 of its postmaster (crash recovery + streaming)")):
+        row(f"recovery_{key[:-2]}", figure, "s", rv(key), "", "info", digits=2, scen=R)
     return rows
 
 
@@ -1210,7 +1620,11 @@ def render_md(doc):
     L.append("")
     L.append("| figure | unit | pgha | Patroni 4.1.5 | ratio | target | result |")
     L.append("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in doc["summary"]:
+    basic = [r for r in doc["summary"] if r.get("section", "basic") == "basic"]
+    have_basic = any(r["pgha"] or r["patroni"] for r in basic)
+    if not have_basic:
+        L[-3:] = ["(The startup/idle/REST/switchover/failover scenarios were not part of this run.)", ""]
+    for r in basic if have_basic else []:
         if r["verdict"] == "info":
             continue
         ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "—"
@@ -1218,17 +1632,43 @@ def render_md(doc):
         L.append(f"| {r['figure']} | {r['unit']} | {fmt_stats(r['pgha'], r['digits'])} | "
                  f"{fmt_stats(r['patroni'], r['digits'])} | {ratio} | {r['target']} | {verdict} |")
     L.append("")
-    L.append("Other figures (no target):")
-    L.append("")
-    L.append("| figure | unit | pgha | Patroni 4.1.5 | ratio |")
-    L.append("| --- | --- | --- | --- | --- |")
-    for r in doc["summary"]:
+    if have_basic:
+        L.append("Other figures (no target):")
+        L.append("")
+        L.append("| figure | unit | pgha | Patroni 4.1.5 | ratio |")
+        L.append("| --- | --- | --- | --- | --- |")
+    for r in basic if have_basic else []:
         if r["verdict"] != "info":
             continue
         ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "—"
         L.append(f"| {r['figure']} | {r['unit']} | {fmt_stats(r['pgha'], r['digits'])} | "
                  f"{fmt_stats(r['patroni'], r['digits'])} | {ratio} |")
     L.append("")
+    for sec, title, text in (
+            ("sync", "Synchronous replication (issue 10)",
+             "Per run and per `synchronous_mode` (false, true, quorum; `bootstrap.dcs.synchronous_mode` in the same "
+             "YAML) a fresh 3-node cluster: `pgbench -N` TPS on the primary, then (true, quorum) a switchover to a "
+             "synchronous standby and a kill -9 failover under the writer, as in the rows above. TPS ratios are "
+             "taken per run (sync ÷ async of the same run), then the median."),
+            ("recovery", "Recovery paths (issue 13)",
+             "Each timed until the node streams again with lag 0: in the primary's `pg_stat_replication`, "
+             "`state = streaming` and `replay_lsn = pg_current_wal_lsn()` over a walsender connection started after "
+             "the fault. Default timings.")):
+        rows = [r for r in doc["summary"] if r.get("section") == sec]
+        if not any(r["pgha"] or r["patroni"] for r in rows):
+            continue
+        L.append(f"## {title}")
+        L.append("")
+        L.append(text)
+        L.append("")
+        L.append("| figure | unit | pgha | Patroni 4.1.5 | ratio | result |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "—"
+            verdict = {"met": "✅ 0", "missed": "❌ lost writes", "n/a": "n/a", "info": ""}[r["verdict"]]
+            L.append(f"| {r['figure']} | {r['unit']} | {fmt_stats(r['pgha'], r['digits'])} | "
+                     f"{fmt_stats(r['patroni'], r['digits'])} | {ratio} | {verdict} |")
+        L.append("")
     errs = [(r["impl"], r["timing"], r["run"], e) for r in doc["runs"] for e in r["errors"]]
     if errs:
         L.append("## Errors")
@@ -1251,12 +1691,45 @@ def render_md(doc):
         return f"{x:.{d}f}" if isinstance(x, float) else str(x)
 
     for r in doc["runs"]:
+        if r.get("kind", "basic") != "basic":
+            continue
         L.append(f"| {r['impl']} | {r['timing']} | {r['run']} | {g(r, 'startup_s')} | "
                  f"{g(r, 'switchover', 'window_s', d=3)} | {g(r, 'switchover', 'http_seconds')} | "
                  f"{g(r, 'switchover', 'lost_acked')} | {g(r, 'failover', 'failover_s')} | "
                  f"{g(r, 'failover', 'lost_acked')} | {g(r, 'rest', 'primary', 'rps', d=0)} | "
                  f"{g(r, 'rest', 'replica', 'rps', d=0)} |")
     L.append("")
+    sync_runs = [r for r in doc["runs"] if r.get("kind") == "sync"]
+    if sync_runs:
+        L.append("Synchronous replication, per run:")
+        L.append("")
+        L.append("| impl | run | mode | startup s | pgbench tps | switchover window s | lost (sw) | failover s | "
+                 "lost (kill -9) | new leader was sync standby |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in sync_runs:
+            for mode, m in r["modes"].items():
+                fo = m.get("failover", {})
+                was = (fo.get("new_leader") in m.get("sync_standbys_before_kill", [])) if fo else "—"
+                L.append(f"| {r['impl']} | {r['run']} | {mode} | {g(m, 'startup_s')} | {g(m, 'pgbench', 'tps', d=0)} | "
+                         f"{g(m, 'switchover', 'window_s', d=3)} | {g(m, 'switchover', 'lost_acked')} | "
+                         f"{g(m, 'failover', 'failover_s')} | {g(m, 'failover', 'lost_acked')} | {was} |")
+        L.append("")
+    rec_runs = [r for r in doc["runs"] if r.get("kind") == "recovery"]
+    if rec_runs:
+        L.append("Recovery paths, per run (s; `rw` = the agent's log shows `running pg_rewind`):")
+        L.append("")
+        L.append("| impl | run | after switchover | after kill -9 (from restart / from kill) | "
+                 "after SIGSTOP (from SIGCONT / from SIGSTOP) | data MiB | reinit | join | replica postgres kill -9 |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+        def rw(r, k):
+            return " rw" if r.get(k) else ""
+        for r in rec_runs:
+            L.append(f"| {r['impl']} | {r['run']} | {g(r, 'switchover_s')}{rw(r, 'switchover_rewind')} | "
+                     f"{g(r, 'killed_from_restart_s')} / {g(r, 'killed_from_kill_s')}{rw(r, 'killed_rewind')} | "
+                     f"{g(r, 'sigstop_from_cont_s')} / {g(r, 'sigstop_from_stop_s')}{rw(r, 'sigstop_rewind')} | "
+                     f"{g(r, 'data_mb')} | {g(r, 'reinit_s')} | {g(r, 'join_s')} | {g(r, 'replica_crash_s')} |")
+        L.append("")
     L.append("## Method")
     L.append("")
     L.append(f"- One etcd 3.4 (loopback) for the whole run; each run of each scenario builds a fresh 3-node cluster "
@@ -1346,8 +1819,9 @@ def write_results(doc, base, results_dir):
         f.write("\n")
     with open(base + ".md", "w") as f:
         f.write(md)
-    if doc.get("aborted"):
-        log(f"results of the aborted run: {base}.md, {base}.json (latest.md left as it was)")
+    if doc.get("aborted") or not any(r.get("kind", "basic") == "basic" for r in doc["runs"]):
+        # latest.md is the table of the basic scenarios; a run without them does not replace it
+        log(f"results: {base}.md, {base}.json (latest.md left as it was)")
         return md
     with open(os.path.join(results_dir, "latest.md"), "w") as f:
         f.write(md)
@@ -1363,11 +1837,28 @@ class Ctx:
     pass
 
 
+# --scenarios name -> (implementation, timings, kind); kind basic = startup/idle/REST/
+# switchover/failover, sync = issue 10, recovery = issue 13.
+SCENARIOS = {
+    "patroni": ("patroni", DEFAULT, "basic"), "pgha": ("pgha", DEFAULT, "basic"), "pgha-fast": ("pgha", FAST, "basic"),
+    "patroni-sync": ("patroni", DEFAULT, "sync"), "pgha-sync": ("pgha", DEFAULT, "sync"),
+    "patroni-recovery": ("patroni", DEFAULT, "recovery"), "pgha-recovery": ("pgha", DEFAULT, "recovery"),
+}
+
+
 def estimate_seconds(a, impls):
     """Rough runtime estimate: per scenario run startup, wrk, switchover, rejoin, failover (lease
     expiry), teardown; plus the idle window once per scenario."""
     total = 10
-    for impl, timing in impls:
+    for impl, timing, kind in impls:
+        if kind == "sync":
+            # three clusters, pgbench each, two switchovers and two lease expiries
+            total += a.runs * (3 * (20 + a.pgbench_seconds + 10) + 2 * (30 + timing.ttl + 20))
+            continue
+        if kind == "recovery":
+            # switchover, lease expiry, 2 x ttl stopped, data load (~1 min/GB here), two base backups
+            total += a.runs * (60 + 3 * timing.ttl + 4 * timing.loop_wait + 3 * 60 * a.data_mb / 1000 + 60)
+            continue
         per = 20 + 10 + (timing.loop_wait + 10) + (timing.ttl + 10)
         if timing is DEFAULT:
             per += 4 * (a.wrk_seconds + 1)
@@ -1384,8 +1875,13 @@ def main():
     ap.add_argument("--wrk-connections", type=int, default=16)
     ap.add_argument("--write-interval", type=float, default=0.015, help="seconds between inserts (default 0.015)")
     ap.add_argument("--healthy-timeout", type=float, default=180)
-    ap.add_argument("--scenarios", default="patroni,pgha,pgha-fast",
-                    help="comma-separated subset of patroni,pgha,pgha-fast (default: all three)")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
+                    help=f"comma-separated subset of {','.join(SCENARIOS)}; 'sync' and 'recovery' stand for "
+                    "both implementations' (default: all)")
+    ap.add_argument("--pgbench-seconds", type=int, default=15, help="pgbench -T of the sync scenarios (default 15)")
+    ap.add_argument("--pgbench-clients", type=int, default=4, help="pgbench -c of the sync scenarios (default 4)")
+    ap.add_argument("--data-mb", type=int, default=1000,
+                    help="data set of the reinit/join/replica-crash recovery paths, in MB (default 1000)")
     ap.add_argument("--fast-timings", default="5/1/2", metavar="TTL/LOOP_WAIT/RETRY_TIMEOUT",
                     help="pgha's fastest safe timings for the pgha-fast scenario (default 5/1/2)")
     ap.add_argument("--max-minutes", type=float, default=0, help="hard limit (default: 2 × estimate + 10 min)")
@@ -1460,16 +1956,19 @@ def main():
         print("bench.py: --fast-timings wants TTL/LOOP_WAIT/RETRY_TIMEOUT, e.g. 10/1/3", file=sys.stderr)
         return 2
     FAST.ttl, FAST.loop_wait, FAST.retry_timeout = ttl, lw, rt
-    wanted = [x.strip() for x in a.scenarios.split(",") if x.strip()]
-    known = {"patroni": ("patroni", DEFAULT), "pgha": ("pgha", DEFAULT), "pgha-fast": ("pgha", FAST)}
-    bad = [x for x in wanted if x not in known]
+    wanted = []
+    for x in (x.strip() for x in a.scenarios.split(",")):
+        wanted += {"sync": ["patroni-sync", "pgha-sync"], "recovery": ["patroni-recovery", "pgha-recovery"]}.get(x, [x])
+    wanted = [x for x in wanted if x]
+    bad = [x for x in wanted if x not in SCENARIOS]
     if bad or not wanted:
-        print(f"bench.py: unknown scenario(s) {bad}; choose from {', '.join(known)}", file=sys.stderr)
+        print(f"bench.py: unknown scenario(s) {bad}; choose from {', '.join(SCENARIOS)}, sync, recovery",
+              file=sys.stderr)
         return 2
-    scenarios = [known[x] for x in known if x in wanted]
+    scenarios = [SCENARIOS[x] for x in SCENARIOS if x in wanted]
     est = estimate_seconds(a, scenarios)
     limit = a.max_minutes * 60 if a.max_minutes > 0 else 2 * est + 600
-    log(f"scenarios: {', '.join(f'{i}/{t.name}' for i, t in scenarios)}; runs {a.runs}; "
+    log(f"scenarios: {', '.join(f'{i}/{k}/{t.name}' for i, t, k in scenarios)}; runs {a.runs}; "
         f"estimated runtime ~{est / 60:.0f} min, hard limit {limit / 60:.0f} min")
     log(f"work directory {ctx.workdir}")
 
@@ -1492,8 +1991,13 @@ def main():
     try:
         start_etcd(ctx)
         for run in range(1, a.runs + 1):
-            for impl, timing in scenarios:
-                res = run_cluster(ctx, impl, timing, run, with_idle=(run == 1), with_rest=(timing is DEFAULT))
+            for impl, timing, kind in scenarios:
+                if kind == "sync":
+                    res = run_sync(ctx, impl, run)
+                elif kind == "recovery":
+                    res = run_recovery(ctx, impl, run)
+                else:
+                    res = run_cluster(ctx, impl, timing, run, with_idle=(run == 1), with_rest=(timing is DEFAULT))
                 results.append(res)
     except Timeout:
         aborted = f"hard time limit of {limit / 60:.0f} min reached"
@@ -1516,14 +2020,16 @@ def main():
         doc = {
             "date": started_wall.strftime("%Y-%m-%d %H:%M UTC"),
             "command": a.command,
-            "smoke": a.runs < 3 or a.idle_seconds < 60 or a.wrk_seconds < 10,
+            "smoke": (a.runs < 3 or a.idle_seconds < 60 or a.wrk_seconds < 10 or a.pgbench_seconds < 15
+                      or a.data_mb < 1000),
             "aborted": aborted,
             "duration_s": round(time.monotonic() - T_START, 1),
             "machine": machine(ctx),
             "versions": ctx.versions,
             "config": {"runs": a.runs, "idle_seconds": a.idle_seconds, "wrk_seconds": a.wrk_seconds,
                        "wrk_threads": a.wrk_threads, "wrk_connections": a.wrk_connections,
-                       "write_interval": a.write_interval,
+                       "write_interval": a.write_interval, "pgbench_seconds": a.pgbench_seconds,
+                       "pgbench_clients": a.pgbench_clients, "data_mb": a.data_mb, "scenarios": wanted,
                        "timings": {t.name: {"ttl": t.ttl, "loop_wait": t.loop_wait, "retry_timeout": t.retry_timeout}
                                    for t in (DEFAULT, FAST)}},
             "runs": results,
