@@ -384,39 +384,36 @@ impl EtcdDcs {
 
     /// Releases the leader lock, only if it still names us.
     pub async fn delete_leader(&self, name: &str) -> Result<bool, DcsError> {
-        let key = self.key("leader");
-        let resp = self
-            .call("release leader lock", |mut c| {
-                let key = key.clone();
-                let name = name.to_string();
-                async move {
-                    let txn = Txn::new()
-                        .when(vec![Compare::value(key.clone(), CompareOp::Equal, name)])
-                        .and_then(vec![TxnOp::delete(key, None)]);
-                    c.txn(txn).await
-                }
-            })
-            .await?;
-        if resp.succeeded() {
-            self.wrote(resp.header());
-        }
-        Ok(resp.succeeded())
+        self.delete_leader_if("release leader lock", name, None)
+            .await
     }
 
     /// Removes another member's leader key while it still is the one observed: naming `name`,
     /// on lease `lease`. A leader that came back meanwhile (a new lease) keeps its key.
     pub async fn delete_dead_leader(&self, name: &str, lease: i64) -> Result<bool, DcsError> {
+        self.delete_leader_if("remove a dead leader's key", name, Some(lease))
+            .await
+    }
+
+    /// Deletes `leader` if it names `name` (and sits on `lease`, when given).
+    async fn delete_leader_if(
+        &self,
+        what: &str,
+        name: &str,
+        lease: Option<i64>,
+    ) -> Result<bool, DcsError> {
         let key = self.key("leader");
         let resp = self
-            .call("remove a dead leader's key", |mut c| {
+            .call(what, |mut c| {
                 let key = key.clone();
                 let name = name.to_string();
                 async move {
+                    let mut when = vec![Compare::value(key.clone(), CompareOp::Equal, name)];
+                    if let Some(lease) = lease {
+                        when.push(Compare::lease(key.clone(), CompareOp::Equal, lease));
+                    }
                     let txn = Txn::new()
-                        .when(vec![
-                            Compare::value(key.clone(), CompareOp::Equal, name),
-                            Compare::lease(key.clone(), CompareOp::Equal, lease),
-                        ])
+                        .when(when)
                         .and_then(vec![TxnOp::delete(key, None)]);
                     c.txn(txn).await
                 }
