@@ -164,6 +164,9 @@ pub async fn run(
                 .await
                 .context("write the standby configuration")?;
             if outcome.changed {
+                if outcome.standby_changed {
+                    crate::jobs::ensure_upstream_slot(&agent.pg, &server).await;
+                }
                 info!("following new leader {leader}: primary_conninfo changed, reloading");
                 agent.pg.reload().await.context("reload postgres")?;
                 agent.callbacks.reloaded();

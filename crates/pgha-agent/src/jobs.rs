@@ -549,6 +549,10 @@ async fn start(ctx: &JobCtx, role: &Role) -> Result<String, String> {
     pg.write_config(&mut server)
         .await
         .map_err(fail("writing the configuration failed"))?;
+    // Not for a standby leader: its slot lives in another cluster, with other credentials.
+    if matches!(role, Role::Replica { .. }) {
+        ensure_upstream_slot(pg, &server).await;
+    }
     // A postmaster killed a moment ago can linger as a zombie until it is reaped, and a new
     // one then refuses its socket lock file: such an early exit is worth a quick retry.
     let mut attempt = 1;
@@ -569,6 +573,31 @@ async fn start(ctx: &JobCtx, role: &Role) -> Result<String, String> {
     }
     info!("postmaster pid={}", pg.postmaster_pid().unwrap_or(0));
     Ok("postgres started".into())
+}
+
+/// A standby about to stream: its slot exists upstream before the walreceiver asks for it (see
+/// `LocalPostgres::ensure_upstream_slot`: otherwise the first connection attempts fail and
+/// PostgreSQL waits `wal_retrieve_retry_interval` before the next). Best effort: a failure is
+/// logged and the upstream's own slot upkeep still creates the slot.
+pub(crate) async fn ensure_upstream_slot(pg: &LocalPostgres, server: &pgha_postgres::ServerConfig) {
+    let Some(standby) = &server.standby else {
+        return;
+    };
+    let Some(slot) = &standby.primary_slot_name else {
+        return;
+    };
+    if standby.primary_host.is_empty() {
+        return;
+    }
+    let upstream = ConnTarget {
+        host: standby.primary_host.clone(),
+        port: standby.primary_port,
+    };
+    match pg.ensure_upstream_slot(&upstream, slot).await {
+        Ok(true) => info!("created replication slot {slot} on {upstream} before streaming from it"),
+        Ok(false) => {}
+        Err(e) => warn!("could not make sure replication slot {slot} exists on {upstream}: {e}"),
+    }
 }
 
 async fn start_replica(ctx: &JobCtx, leader: &str) -> Result<(), String> {

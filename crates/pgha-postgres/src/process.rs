@@ -38,6 +38,9 @@ impl StopMode {
 /// How long a freshly started postmaster may take to write postmaster.pid before `wait_ready`
 /// concludes that it died during startup.
 const PID_FILE_GRACE: Duration = Duration::from_secs(1);
+/// Longest wait at start for a killed postmaster's zombie to be reaped (then the start is
+/// tried anyway; an early exit is retried by the caller).
+const ZOMBIE_REAP_WAIT: Duration = Duration::from_secs(3);
 /// Pause between readiness / state polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Extra time given to pg_ctl beyond its own -t timeout.
@@ -305,6 +308,21 @@ impl LocalPostgres {
         }
         let pid_file = p.data_dir.join("postmaster.pid");
         if pid_file.exists() {
+            // A postmaster killed a moment ago stays a zombie until it is reaped, and a new
+            // one takes the zombie for a live postmaster (its socket lock file names it) and
+            // exits at once. Waiting for the reap is quicker than noticing that failed start.
+            if let Some(old) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
+            {
+                let until = Instant::now() + ZOMBIE_REAP_WAIT;
+                while old > 0
+                    && Path::new(&format!("/proc/{old}")).exists()
+                    && Instant::now() < until
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
             tracing::warn!(path = %pid_file.display(), "removing stale postmaster.pid (its process is gone)");
             std::fs::remove_file(&pid_file).map_err(|e| PgError::io(&pid_file, e))?;
         }

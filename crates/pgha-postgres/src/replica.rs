@@ -18,6 +18,10 @@ use crate::{DataDirState, LocalPostgres};
 /// Bound for connecting to and querying another member.
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bound for making sure our slot exists upstream before streaming: short, since an upstream
+/// that cannot answer this cannot serve the walreceiver either, and the start must not wait.
+const UPSTREAM_SLOT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Another member's postgres.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConnTarget {
@@ -409,6 +413,48 @@ impl LocalPostgres {
                 ))
             })?;
         parse_timeline_history(&text)
+    }
+
+    /// Make sure the physical slot `slot` exists on `upstream` (connecting as the superuser,
+    /// bounded by a short timeout); `Ok(true)` when it had to be created here.
+    ///
+    /// Why: the upstream creates a member's slot only on its own next cycle after it sees the
+    /// member (a new leader right after its promotion, a former leader whose member key expired
+    /// with its lease). A walreceiver that asks for a missing slot exits; the startup process
+    /// tries again at once, fails again, and then sleeps `wal_retrieve_retry_interval` (5 s by
+    /// default) before the next attempt: the whole rejoin waits for that sleep. The upstream's
+    /// slot upkeep keeps the slot (the member is in the DCS) and never drops an active one.
+    pub async fn ensure_upstream_slot(
+        &self,
+        upstream: &ConnTarget,
+        slot: &str,
+    ) -> Result<bool, PgError> {
+        let client = connect(
+            &upstream.host,
+            upstream.port,
+            &self.params.superuser,
+            UPSTREAM_SLOT_TIMEOUT,
+        )
+        .await?;
+        let name = quote_literal(slot);
+        let sql = format!(
+            "SELECT pg_catalog.pg_create_physical_replication_slot({name}, true) \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = {name})"
+        );
+        let answer = tokio::time::timeout(UPSTREAM_SLOT_TIMEOUT, client.simple_query(&sql))
+            .await
+            .map_err(|_| PgError::Timeout {
+                what: format!("replication slot {slot} on {upstream}"),
+                secs: UPSTREAM_SLOT_TIMEOUT.as_secs(),
+            })?;
+        match answer {
+            Ok(messages) => Ok(!rows(messages).is_empty()),
+            // Created by the upstream's own upkeep in the meantime: what we wanted.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The timeline the primary at `source` writes on, or `None` while it is still in recovery

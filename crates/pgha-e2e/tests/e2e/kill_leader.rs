@@ -105,6 +105,13 @@ fn failover_after_kill9_of_leader_and_postmaster() -> Result<()> {
     c.wait_streaming(1, Duration::from_secs(60))?;
 
     // The old node comes back as a replica of the new leader, on the new timeline.
+    // postgres's own log sits beside the data directory: `<data_dir>.postgresql.log`.
+    let pg_log = {
+        let d = c.data_dir(&old);
+        let name = d.file_name().map(|n| n.to_string_lossy().into_owned());
+        d.with_file_name(format!("{}.postgresql.log", name.unwrap_or_default()))
+    };
+    let pg_log_mark = std::fs::metadata(&pg_log).map(|m| m.len()).unwrap_or(0);
     let mark = c.start_node(&old)?;
     let t1 = Instant::now();
     new_pg.sql("INSERT INTO kl SELECT generate_series(2001, 2100)")?;
@@ -138,6 +145,16 @@ fn failover_after_kill9_of_leader_and_postmaster() -> Result<()> {
         "leadership moved again"
     );
 
+    // Its slot existed on the new leader before its walreceiver first asked for it (a missing
+    // slot fails the walreceiver and PostgreSQL then waits wal_retrieve_retry_interval).
+    let pg_text = std::fs::read(&pg_log).unwrap_or_default();
+    let pg_text = String::from_utf8_lossy(pg_text.get(pg_log_mark as usize..).unwrap_or_default());
+    ensure!(
+        !pg_text
+            .lines()
+            .any(|l| l.contains("replication slot") && l.contains("does not exist")),
+        "{old}'s walreceiver asked the new leader for a missing slot:\n{pg_text}"
+    );
     let log = c.log_since(&old, mark);
     ensure!(
         log.to_lowercase().contains("rewind"),
