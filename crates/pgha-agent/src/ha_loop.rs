@@ -73,6 +73,8 @@ pub struct Agent {
     loop_wait_shared: Arc<AtomicU64>,
     /// The HTTP handler waiting for the running job (a restart) to finish.
     pending_reply: Option<oneshot::Sender<LocalAnswer>>,
+    /// The last decision asked for a quick next cycle (a step completing within a loop).
+    recheck_soon: bool,
     pub(crate) scheduled_restart: Option<ScheduledRestart>,
     /// Reload postgres at the next config check even if postgresql.conf did not change.
     pub(crate) force_reload: bool,
@@ -181,6 +183,7 @@ impl Agent {
             requests,
             loop_wait_shared: loop_wait,
             pending_reply: None,
+            recheck_soon: false,
             scheduled_restart: None,
             force_reload: false,
             cmdline_pending: Vec::new(),
@@ -220,7 +223,12 @@ impl Agent {
             if self.cycle().await.is_some() {
                 return Exit::Critical;
             }
-            let wait = Duration::from_secs(self.policy.loop_wait).saturating_sub(started.elapsed());
+            let loop_wait = if self.recheck_soon {
+                Duration::from_millis(pgha_core::RECHECK_SOON_MS)
+            } else {
+                Duration::from_secs(self.policy.loop_wait)
+            };
+            let wait = loop_wait.saturating_sub(started.elapsed());
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notified() => debug!("woken by a DCS change"),
@@ -897,6 +905,7 @@ impl Agent {
         cluster: Option<&Cluster>,
     ) -> Option<String> {
         self.state = decision.next.clone();
+        self.recheck_soon = decision.recheck_soon;
         for action in &decision.actions {
             if let Action::Exit(msg) = action {
                 error!({ CRITICAL_FIELD } = true, "{msg}");

@@ -13,6 +13,7 @@ pub fn decide(state: &HaState, obs: &Observation) -> Decision {
         next: state.clone(),
         actions: Vec::new(),
         reply: None,
+        recheck_soon: false,
     };
     let message = match &obs.dcs {
         DcsView::Unreachable(err) => dcs_unreachable(&mut d, obs, err),
@@ -34,6 +35,7 @@ pub(crate) struct Draft {
     pub(crate) next: HaState,
     actions: Vec<Action>,
     pub(crate) reply: Option<crate::Reply>,
+    pub(crate) recheck_soon: bool,
 }
 
 impl Draft {
@@ -68,6 +70,7 @@ impl Draft {
             reply: self.reply,
             message,
             next: self.next,
+            recheck_soon: self.recheck_soon,
         }
     }
 }

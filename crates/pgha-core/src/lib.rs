@@ -22,6 +22,7 @@ pub use model::{
     Action, AdminRequest, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome,
     LocalPg, LockRenewal, Observation, PeerReply, PeerStatus, PgProcess, PgRunning, Reply,
     RestartRequest, Role, SettingBelowPrimary, StandbyConn, StopMode, WatchdogView,
+    RECHECK_SOON_MS,
 };
 pub use race::{healthiest_verdict, Candidate, RaceVerdict};
 pub use rewind::{assess_divergence, Divergence};

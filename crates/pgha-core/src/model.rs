@@ -296,6 +296,9 @@ pub struct HaState {
     /// `synchronous_standby_names`: a standby that has flushed this far has every commit
     /// acknowledged under the previous setting too.
     pub synchronous_since_lsn: Option<u64>,
+    /// Quick cycles spent waiting for a new synchronous standby to be confirmed; bounded so a
+    /// standby that never confirms costs one cycle per `loop_wait` again.
+    pub sync_rechecks: u32,
     /// failsafe_mode: this primary runs without the DCS because every member confirmed.
     pub failsafe_active: bool,
 }
@@ -375,4 +378,10 @@ pub struct Decision {
     /// The INFO line for this cycle, in the words operators grep for.
     pub message: String,
     pub next: HaState,
+    /// Run the next cycle after `RECHECK_SOON_MS`, not `loop_wait`: a step in progress (a
+    /// synchronous standby being confirmed) completes in a fraction of a loop.
+    pub recheck_soon: bool,
 }
+
+/// The pause before the next cycle when a decision asks to recheck soon.
+pub const RECHECK_SOON_MS: u64 = 200;

@@ -1404,11 +1404,18 @@ fn sync_mode_names_a_standby_before_the_key_lists_it() {
         primary_with(&[("pg2", "sync"), ("pg3", "async")]),
         false,
     );
+    assert!(
+        d.recheck_soon,
+        "a new standby is confirmed within a quick cycle or two"
+    );
     let d = o.decide_from(&d.next);
     assert!(sync_key_writes(&d).is_empty(), "{:?}", d.actions);
     assert_eq!(d.next.synchronous_since_lsn, Some(1000));
+    assert!(d.recheck_soon);
     let d = o.decide_from(&d.next);
     assert_eq!(sync_key_writes(&d), vec![vec!["pg2".to_string()]]);
+    assert!(!d.recheck_soon, "confirmed: back to loop_wait");
+    assert_eq!(d.next.sync_rechecks, 0);
     assert_eq!(
         d.message,
         r#"Synchronous standby status assigned to ["pg2"]"#
@@ -1427,6 +1434,31 @@ fn sync_mode_names_a_standby_before_the_key_lists_it() {
     let d = o.decide_from(&d.next);
     assert!(sync_key_writes(&d).is_empty(), "{:?}", d.actions);
     assert_eq!(d.message, "no action. I am (pg1), the leader with the lock");
+}
+
+#[test]
+fn a_standby_that_never_confirms_gets_a_bounded_number_of_quick_cycles() {
+    let o = sync_obs(
+        sync_cluster(
+            Some("pg1"),
+            Some(r#"{"leader":"pg1","sync_standby":null}"#),
+            "",
+        ),
+        primary_with(&[("pg2", "async"), ("pg3", "async")]),
+        false,
+    );
+    let mut state = o.decide().next;
+    let mut quick = 1;
+    for _ in 0..100 {
+        let d = o.decide_from(&state);
+        if !d.recheck_soon {
+            break;
+        }
+        quick += 1;
+        state = d.next;
+    }
+    assert!((2..=25).contains(&quick), "{quick} quick cycles");
+    assert!(!o.decide_from(&state).recheck_soon);
 }
 
 #[test]

@@ -107,6 +107,25 @@ fn utc_timestamp(s: Option<&str>) -> Option<String> {
 }
 
 /// Timeline of a WAL file name: its first 8 hex digits.
+/// The highest timeline of the segment files among `names` that hold the byte before `at`
+/// (the end of what was received), for segments of `seg_size` bytes.
+pub(crate) fn timeline_holding(
+    names: impl Iterator<Item = String>,
+    at: u64,
+    seg_size: u64,
+) -> Option<u32> {
+    if at == 0 || seg_size == 0 {
+        return None;
+    }
+    let seg = (at - 1) / seg_size;
+    let per_xlogid = 0x1_0000_0000 / seg_size;
+    let want = format!("{:08X}{:08X}", seg / per_xlogid, seg % per_xlogid);
+    names
+        .filter(|n| n.len() == 24 && n[8..] == want)
+        .filter_map(|n| u32::from_str_radix(&n[..8], 16).ok())
+        .max()
+}
+
 pub(crate) fn timeline_from_walfile(name: &str) -> Option<u32> {
     name.get(..8).and_then(|h| u32::from_str_radix(h, 16).ok())
 }
@@ -237,7 +256,34 @@ impl LocalPostgres {
         let messages = self.simple_query(&probe_sql(), self.timeouts.probe).await?;
         let rows = rows(messages);
         let row = rows.first().ok_or_else(|| bad("an empty answer"))?;
-        parse_probe_row(row)
+        let mut probe = parse_probe_row(row)?;
+        if probe.in_recovery && !probe.receiver_streaming {
+            // No WAL receiver to ask, and the control file lags a timeline switch until the
+            // next restartpoint: the WAL files themselves say which timeline the received WAL
+            // is on (a replica that just switched to a new leader is not "behind the fork").
+            let at = probe.receive_lsn.max(probe.replay_lsn).map_or(0, |l| l.0);
+            if let Some(tl) = self.wal_file_timeline(at).await {
+                probe.timeline = probe.timeline.max(tl);
+            }
+        }
+        Ok(probe)
+    }
+
+    /// The highest timeline among the WAL segment files in pg_wal that hold position `at`.
+    async fn wal_file_timeline(&self, at: u64) -> Option<u32> {
+        let rows = rows(
+            self.simple_query(
+                "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'",
+                self.timeouts.probe,
+            )
+            .await
+            .ok()?,
+        );
+        let seg_size: u64 = rows.first()?.get(0)?.parse().ok()?;
+        let names = std::fs::read_dir(self.params().data_dir.join("pg_wal"))
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok());
+        timeline_holding(names, at, seg_size)
     }
 
     /// `pg_is_in_recovery()`, bounded like `probe`.
@@ -254,6 +300,34 @@ impl LocalPostgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeline_of_the_segment_holding_a_position() {
+        let names = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let mb16 = 16 * 1024 * 1024;
+        // 0/4000D90 lies in segment 4; the switch to timeline 2 copied it.
+        let files = [
+            "000000010000000000000004",
+            "000000020000000000000004",
+            "000000010000000000000005",
+            "00000002.history",
+            "archive_status",
+        ];
+        assert_eq!(timeline_holding(names(&files), 0x4000D90, mb16), Some(2));
+        assert_eq!(timeline_holding(names(&files), 0x5000100, mb16), Some(1));
+        // The end of segment 4 exactly is still in segment 4.
+        assert_eq!(timeline_holding(names(&files), 0x5000000, mb16), Some(2));
+        assert_eq!(timeline_holding(names(&files), 0x6000100, mb16), None);
+        assert_eq!(timeline_holding(names(&files), 0, mb16), None);
+        // Past 4 GB the high word counts: 1/00000010 is log 1, segment 0 (16 MB segments).
+        let hi = ["000000030000000100000000"];
+        assert_eq!(timeline_holding(names(&hi), 0x1_0000_0010, mb16), Some(3));
+    }
 
     #[test]
     fn walfile_timeline() {
