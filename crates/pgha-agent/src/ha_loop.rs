@@ -289,8 +289,9 @@ impl Agent {
             // Only a loop that runs and still holds the lock keeps the machine alive.
             self.watchdog.keepalive(self.policy.ttl);
             if let Some(t) = self.dcs.lease_renewed_boot_ms() {
-                let deadline = self.lease_guard.deadline(t, self.policy.ttl);
-                self.lease_guard.extend(deadline);
+                let margin = self.lease_guard.margin_ms();
+                self.lease_guard
+                    .extend(pgha_core::guard_deadline(t, self.policy.ttl, margin));
             }
         }
         let local = self.observe_local().await;
@@ -426,17 +427,6 @@ impl Agent {
     /// while a primary we were leading may still run; disarms it otherwise and when paused.
     fn update_lease_guard(&mut self) {
         let pid = self.pg.postmaster_pid();
-        let leading = self.state.has_lock && self.policy.standby_cluster.is_none();
-        let primary_may_run = pid.is_some() && self.last_role == Some("primary");
-        if self.policy.pause || !self.lease_guard.enabled() || pid.is_none() {
-            return self.lease_guard.disarm();
-        }
-        if !leading {
-            if !primary_may_run {
-                self.lease_guard.disarm();
-            }
-            return;
-        }
         let renewed = [
             self.dcs.lease_renewed_boot_ms(),
             self.failsafe_confirmed_boot,
@@ -444,9 +434,22 @@ impl Agent {
         .into_iter()
         .flatten()
         .max();
-        if let (Some(pid), Some(t)) = (pid, renewed) {
-            let deadline = self.lease_guard.deadline(t, self.policy.ttl);
-            self.lease_guard.arm(pid, deadline);
+        let plan = pgha_core::guard_plan(&pgha_core::GuardInputs {
+            enabled: self.lease_guard.enabled(),
+            paused: self.policy.pause,
+            leading: self.state.has_lock && self.policy.standby_cluster.is_none(),
+            postmaster_runs: pid.is_some(),
+            ran_as_primary: self.last_role == Some("primary"),
+            renewed_boot_ms: renewed,
+            ttl: self.policy.ttl,
+            margin_ms: self.lease_guard.margin_ms(),
+        });
+        match (plan, pid) {
+            (pgha_core::GuardPlan::Disarm, _) => self.lease_guard.disarm(),
+            (pgha_core::GuardPlan::Arm { deadline_ms }, Some(pid)) => {
+                self.lease_guard.arm(pid, deadline_ms)
+            }
+            _ => {}
         }
     }
 

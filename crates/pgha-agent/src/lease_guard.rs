@@ -249,11 +249,9 @@ impl LeaseGuard {
         self.enabled
     }
 
-    /// The deadline for a lease of `ttl` seconds renewed at `renewed_ms` (boottime): the margin
-    /// is capped at half the ttl.
-    pub fn deadline(&self, renewed_ms: u64, ttl: u64) -> u64 {
-        let ttl_ms = ttl.saturating_mul(1000);
-        renewed_ms + ttl_ms - self.margin_ms.min(ttl_ms / 2)
+    /// `lease_guard.safety_margin` in ms (see `pgha_core::guard_deadline`).
+    pub fn margin_ms(&self) -> u64 {
+        self.margin_ms
     }
 
     /// Arm (or move) the deadline for postmaster `pid`. A guard that cannot be reached is
@@ -428,7 +426,8 @@ mod tests {
             },
             Path::new("/nonexistent"),
         );
-        assert_eq!(g.deadline(10_000, 30), 36_000);
-        assert_eq!(g.deadline(10_000, 5), 12_500);
+        let deadline = |renewed, ttl| pgha_core::guard_deadline(renewed, ttl, g.margin_ms());
+        assert_eq!(deadline(10_000, 30), 36_000);
+        assert_eq!(deadline(10_000, 5), 12_500);
     }
 }

@@ -8,6 +8,7 @@
 
 mod decide;
 pub mod failsafe;
+mod fence;
 mod model;
 mod race;
 mod requests;
@@ -18,6 +19,7 @@ mod sync;
 
 pub use decide::decide;
 pub use failsafe::{FailsafeObs, FailsafeReply, LeaderPing};
+pub use fence::{guard_deadline, guard_plan, GuardInputs, GuardPlan};
 pub use model::{
     Action, AdminRequest, ControlSummary, DcsView, Decision, HaState, Job, JobKind, JobOutcome,
     LocalPg, LockRenewal, Observation, PeerReply, PeerStatus, PgProcess, PgRunning, Reply,
