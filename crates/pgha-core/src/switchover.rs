@@ -15,10 +15,14 @@ fn healthy(cluster: &Cluster, name: &str) -> bool {
     cluster.member(name).is_some_and(|m| m.may_promote())
 }
 
+/// Allowed by synchronous mode (if on) to become the leader.
+fn eligible_to_promote(obs: &Observation, cluster: &Cluster, name: &str) -> bool {
+    !obs.policy.synchronous_mode || crate::sync::may_promote(cluster, name)
+}
+
 /// Healthy, and in synchronous mode listed in the `sync` key.
 fn eligible(obs: &Observation, cluster: &Cluster, name: &str) -> bool {
-    healthy(cluster, name)
-        && (!obs.policy.synchronous_mode || crate::sync::may_promote(cluster, name))
+    healthy(cluster, name) && eligible_to_promote(obs, cluster, name)
 }
 
 /// The leader's part: check the request, then stop cleanly (every WAL record reaches the
@@ -90,7 +94,9 @@ pub(crate) fn leaderless_side(
 ) -> Option<String> {
     let me = obs.me.as_str();
     match f.member.as_deref() {
-        Some(c) if c == me => {
+        // In synchronous mode only a member the sync key allows may take over, whoever the
+        // operator named: anyone else may lack acknowledged commits. The race decides then.
+        Some(c) if c == me && eligible_to_promote(obs, cluster, me) => {
             let r = running?;
             if let (WatchdogView::Unusable(why), false) = (&obs.watchdog, obs.policy.pause) {
                 // As with Patroni, the others then race as if no candidate had been named.
@@ -110,7 +116,7 @@ pub(crate) fn leaderless_side(
                 Some("acquired session lock as a leader".into())
             }
         }
-        Some(c) if healthy(cluster, c) => Some(format!(
+        Some(c) if eligible(obs, cluster, c) => Some(format!(
             "Lock owner: None; I am {me}; waiting for the designated candidate {c} to take the lock"
         )),
         None if f.leader.as_deref() == Some(me)

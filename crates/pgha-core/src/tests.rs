@@ -1546,6 +1546,43 @@ fn only_a_listed_sync_standby_races_in_sync_mode() {
 }
 
 #[test]
+fn a_named_candidate_that_is_no_sync_standby_does_not_take_over() {
+    // Found by pgha-sim (seed 166): the leader died, a switchover to pg3 was still pending,
+    // and pg3 (not in the sync key) promoted without the writes pg2 had acknowledged.
+    let key = Some(r#"{"leader":"pg1","sync_standby":"pg2"}"#);
+    let with_failover = |me: &str| {
+        let mut c = sync_cluster(None, key, "");
+        c.failover = Some(pgha_types::Failover {
+            leader: Some("pg1".into()),
+            member: Some("pg3".into()),
+            scheduled_at: None,
+        });
+        let mut o = Obs::new(me, c, running(true, 1000)).peers(vec![
+            ("pg1", None),
+            ("pg2", Some((false, 1000))),
+            ("pg3", Some((false, 1000))),
+        ]);
+        o.0.policy.synchronous_mode = true;
+        o.decide()
+    };
+    let d = with_failover("pg3");
+    assert!(
+        !d.actions.contains(&Action::AcquireLock),
+        "{}: {:?}",
+        d.message,
+        d.actions
+    );
+    // The sync standby does not wait for a candidate that may not take over.
+    let d = with_failover("pg2");
+    assert!(
+        d.actions.contains(&Action::AcquireLock),
+        "{}: {:?}",
+        d.message,
+        d.actions
+    );
+}
+
+#[test]
 fn turning_sync_mode_off_removes_our_sync_key_and_the_setting() {
     let state = HaState {
         has_lock: true,
