@@ -965,6 +965,11 @@ impl Agent {
             system_id: self.system_id.clone(),
             standby_leader: self.state.has_lock
                 && self.state.configured_as == Some(Role::StandbyLeader),
+            basebackup_progress: self
+                .job
+                .as_ref()
+                .filter(|j| matches!(j.job.kind, JobKind::Clone { .. }))
+                .and_then(|_| self.pg.basebackup_progress()),
         };
         let scheduled = self
             .scheduled_restart

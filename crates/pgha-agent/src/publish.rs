@@ -17,6 +17,8 @@ pub struct LocalFacts {
     /// This node leads a standby cluster (it holds the lock and replicates from the remote
     /// primary): its role is `standby_leader`, not `replica`.
     pub standby_leader: bool,
+    /// pg_basebackup's progress while it creates this replica.
+    pub basebackup_progress: Option<u8>,
 }
 
 impl LocalFacts {
@@ -70,6 +72,11 @@ pub fn member_data(
             .collect(),
         ..MemberData::default()
     };
+    if let Some(pct) = facts.basebackup_progress {
+        // Patroni's readers ignore keys they do not know; pghactl shows it in `list`.
+        d.extra
+            .insert("basebackup_progress".into(), Value::from(pct));
+    }
     // Patroni publishes only the tags that are set; `false` ones are noise in `list -e`.
     d.tags.retain(|_, v| !matches!(v, Value::Bool(false)));
     if let Some(p) = &facts.probe {
@@ -134,6 +141,7 @@ pub fn node_status(i: StatusInputs<'_>) -> NodeStatus {
         scope: i.cfg.scope.clone(),
         name: i.cfg.name.clone(),
         state: i.facts.state.clone(),
+        basebackup_progress: i.facts.basebackup_progress,
         role: i.facts.role().or(i.last_role).map(str::to_string),
         is_leader: i.is_leader,
         postmaster_start_time: p.map(|p| p.postmaster_start_time.clone()),

@@ -54,6 +54,8 @@ pub struct NodeStatus {
     /// Postgres state as Patroni names it: `running`, `stopped`, `starting`, `restarting`,
     /// `crashed`, `creating replica`, ... An empty string is shown as `unknown`.
     pub state: String,
+    /// `creating replica` with pg_basebackup: how far it is, in percent.
+    pub basebackup_progress: Option<u8>,
     /// `primary` | `replica` (or `standby_leader`), as last known.
     pub role: Option<String>,
     /// This node held the leader lock as of the last HA cycle. Like Patroni's `is_leader()`, the

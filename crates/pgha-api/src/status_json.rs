@@ -28,6 +28,9 @@ pub fn patroni_json(s: &NodeStatus) -> Value {
         s.state.as_str()
     };
     m.insert("state".into(), Value::from(state));
+    if let Some(pct) = s.basebackup_progress {
+        m.insert("basebackup_progress".into(), Value::from(pct));
+    }
     if DETAILED_STATES.contains(&state) {
         detailed(s, &mut m);
     } else if let Some(role) = &s.role {

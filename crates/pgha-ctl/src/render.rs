@@ -217,7 +217,12 @@ fn member_views(cluster: &Cluster) -> Vec<MemberView<'_>> {
                 String::new()
             };
             let state = if replication_state.is_empty() {
-                d.state.clone().unwrap_or_default()
+                let state = d.state.clone().unwrap_or_default();
+                // A pgha replica being cloned with pg_basebackup says how far it is.
+                match d.extra.get("basebackup_progress").and_then(|v| v.as_u64()) {
+                    Some(pct) if state == "creating replica" => format!("{state} ({pct}%)"),
+                    _ => state,
+                }
             } else {
                 replication_state
             };

@@ -235,6 +235,25 @@ fn stopped_replica_and_garbage_member() {
 }
 
 #[test]
+fn a_replica_being_cloned_shows_its_basebackup_progress() {
+    let c = with(
+        bench_keys(),
+        "members/node2",
+        r#"{"conn_url":"postgres://127.0.0.1:5452/postgres","api_url":"http://127.0.0.1:8022/patroni","state":"creating replica","role":"replica","version":"4.1.5","basebackup_progress":42}"#,
+    );
+    let out = render_members(&c, "pgha-bench", false, Format::Pretty);
+    assert!(out.contains("| creating replica (42%) |"), "{out}");
+    // A Patroni member (no progress key) stays as Patroni shows it.
+    let c = with(
+        bench_keys(),
+        "members/node2",
+        r#"{"conn_url":"postgres://127.0.0.1:5452/postgres","api_url":"http://127.0.0.1:8022/patroni","state":"creating replica","role":"replica","version":"4.1.5"}"#,
+    );
+    let out = render_members(&c, "pgha-bench", false, Format::Pretty);
+    assert!(out.contains("| creating replica |"), "{out}");
+}
+
+#[test]
 fn lag_is_rounded_megabytes_behind_the_status_optime() {
     let mb = 1024 * 1024;
     let keys = vec![

@@ -159,11 +159,24 @@ impl Output {
     }
 }
 
+/// Sees every chunk a command writes to stderr, as it comes (progress reports).
+pub(crate) type StderrWatch = Box<dyn FnMut(&[u8]) + Send>;
+
 /// Run `cmd` to completion, killing it when `limit` passes. Does not look at the exit status.
 pub(crate) async fn run(
     cmd: &Cmd,
     user: Option<&OsUser>,
     limit: Duration,
+) -> Result<Output, PgError> {
+    run_watching(cmd, user, limit, None).await
+}
+
+/// [`run`], with `watch` seeing stderr as it is written.
+pub(crate) async fn run_watching(
+    cmd: &Cmd,
+    user: Option<&OsUser>,
+    limit: Duration,
+    watch: Option<StderrWatch>,
 ) -> Result<Output, PgError> {
     let shown = cmd.display();
     tracing::debug!(cmd = %shown, "running");
@@ -171,8 +184,8 @@ pub(crate) async fn run(
         cmd: shown.clone(),
         source,
     })?;
-    let out = tokio::spawn(read_tail(child.stdout.take()));
-    let err = tokio::spawn(read_tail(child.stderr.take()));
+    let out = tokio::spawn(read_tail(child.stdout.take(), None));
+    let err = tokio::spawn(read_tail(child.stderr.take(), watch));
     let status = match tokio::time::timeout(limit, child.wait()).await {
         Ok(Ok(status)) => status,
         Ok(Err(source)) => {
@@ -216,7 +229,17 @@ pub(crate) async fn run_ok(
     user: Option<&OsUser>,
     limit: Duration,
 ) -> Result<Output, PgError> {
-    let out = run(cmd, user, limit).await?;
+    run_ok_watching(cmd, user, limit, None).await
+}
+
+/// [`run_ok`], with `watch` seeing stderr as it is written.
+pub(crate) async fn run_ok_watching(
+    cmd: &Cmd,
+    user: Option<&OsUser>,
+    limit: Duration,
+    watch: Option<StderrWatch>,
+) -> Result<Output, PgError> {
+    let out = run_watching(cmd, user, limit, watch).await?;
     if out.status.success() {
         Ok(out)
     } else {
@@ -228,7 +251,10 @@ pub(crate) async fn run_ok(
     }
 }
 
-async fn read_tail<R: AsyncRead + Unpin>(reader: Option<R>) -> String {
+async fn read_tail<R: AsyncRead + Unpin>(
+    reader: Option<R>,
+    mut watch: Option<StderrWatch>,
+) -> String {
     let Some(mut reader) = reader else {
         return String::new();
     };
@@ -238,6 +264,9 @@ async fn read_tail<R: AsyncRead + Unpin>(reader: Option<R>) -> String {
         match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                if let Some(w) = watch.as_mut() {
+                    w(&buf[..n]);
+                }
                 kept.extend_from_slice(&buf[..n]);
                 if kept.len() > 2 * OUTPUT_KEEP_BYTES {
                     kept.drain(..kept.len() - OUTPUT_KEEP_BYTES);

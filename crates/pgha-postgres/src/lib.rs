@@ -86,6 +86,8 @@ pub struct LocalPostgres {
     conf_check: conf_check::CheckCache,
     /// Major version of the installed binaries (0: unknown), read once.
     major_version: std::sync::OnceLock<u32>,
+    /// pg_basebackup's progress in percent while one runs, -1 otherwise.
+    basebackup_progress: std::sync::Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl std::fmt::Debug for LocalPostgres {
@@ -110,6 +112,7 @@ impl LocalPostgres {
             verified_postmaster: std::sync::Mutex::new(None),
             conf_check: std::sync::Mutex::new(None),
             major_version: std::sync::OnceLock::new(),
+            basebackup_progress: std::sync::Arc::new(std::sync::atomic::AtomicI32::new(-1)),
         }
     }
 
@@ -221,6 +224,16 @@ impl LocalPostgres {
             .map_err(|e| PgError::io(path, std::io::Error::from(e)))?;
         }
         Ok(())
+    }
+
+    /// How far the running pg_basebackup is, in percent: None while none runs, 0 until it
+    /// first reports.
+    pub fn basebackup_progress(&self) -> Option<u8> {
+        u8::try_from(
+            self.basebackup_progress
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .ok()
     }
 
     pub(crate) async fn run(

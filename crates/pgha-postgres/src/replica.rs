@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pgha_types::Lsn;
@@ -97,6 +99,13 @@ pub(crate) fn basebackup_args(user: &[String], major: u32) -> Vec<String> {
     {
         out.push("--checkpoint=fast".to_string());
     }
+    // Progress reports (the percentage `list` and the log show) need the size estimate.
+    if !user
+        .iter()
+        .any(|o| ["progress", "P", "no-estimate-size"].contains(&name_of(o).as_str()))
+    {
+        out.push("--progress".to_string());
+    }
     for opt in user {
         let name = name_of(opt);
         let client_compress =
@@ -110,6 +119,42 @@ pub(crate) fn basebackup_args(user: &[String], major: u32) -> Vec<String> {
         out.push(opt.clone());
     }
     out
+}
+
+/// The last `done/total kB (NN%)` report in a chunk of pg_basebackup's `--progress` output.
+fn progress_report(chunk: &str) -> Option<(u64, u64, u8)> {
+    let report = chunk
+        .split(['\r', '\n'])
+        .rev()
+        .find(|l| l.contains(" kB (") && l.contains("%)"))?;
+    let (sizes, rest) = report.trim().split_once(" kB (")?;
+    let (done, total) = sizes.split_once('/')?;
+    let pct = rest.split_once('%')?.0.trim().parse::<u8>().ok()?;
+    Some((
+        done.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+        pct.min(100),
+    ))
+}
+
+/// Publishes pg_basebackup's progress in `progress` and logs it at every tenth.
+fn basebackup_watch(progress: Arc<AtomicI32>) -> crate::cmd::StderrWatch {
+    let mut logged = -1i32;
+    Box::new(move |chunk: &[u8]| {
+        let Some((done, total, pct)) = progress_report(&String::from_utf8_lossy(chunk)) else {
+            return;
+        };
+        progress.store(i32::from(pct), Ordering::Relaxed);
+        let tenth = i32::from(pct) / 10;
+        if tenth > logged {
+            logged = tenth;
+            tracing::info!(
+                "base backup progress: {pct}% ({} of {} MB)",
+                done / 1024,
+                total / 1024
+            );
+        }
+    })
 }
 
 /// Config files pg_rewind would overwrite with the source's copies.
@@ -217,7 +262,18 @@ impl LocalPostgres {
             .env("PGCONNECT_TIMEOUT", REMOTE_TIMEOUT.as_secs().to_string())
             .env("PGAPPNAME", "pgha_basebackup");
         tracing::info!(source = %source, "taking a base backup");
-        match self.run_ok(&cmd, self.timeouts.basebackup).await {
+        let progress = self.basebackup_progress.clone();
+        progress.store(0, Ordering::Relaxed);
+        let watch = basebackup_watch(progress.clone());
+        let result = crate::cmd::run_ok_watching(
+            &cmd,
+            self.os_user.as_ref(),
+            self.timeouts.basebackup,
+            Some(watch),
+        )
+        .await;
+        progress.store(-1, Ordering::Relaxed);
+        match result {
             Ok(_) => {
                 tracing::info!(source = %source, "base backup complete");
                 Ok(())
@@ -496,11 +552,30 @@ mod tests {
     use crate::test_support::params_in;
 
     #[test]
+    fn basebackup_progress_reports() {
+        assert_eq!(
+            progress_report(
+                "  1234/567890 kB (0%), 0/1 tablespace\r 300000/567890 kB (52%), 0/1 tablespace\r"
+            ),
+            Some((300000, 567890, 52))
+        );
+        assert_eq!(
+            progress_report("567890/567890 kB (100%), 1/1 tablespace\n"),
+            Some((567890, 567890, 100))
+        );
+        assert_eq!(
+            progress_report("pg_basebackup: starting background WAL receiver\n"),
+            None
+        );
+        assert_eq!(progress_report("12/ kB (x%)"), None);
+    }
+
+    #[test]
     fn basebackup_options() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(
             basebackup_args(&[], 15),
-            s(&["--wal-method=stream", "--checkpoint=fast"])
+            s(&["--wal-method=stream", "--checkpoint=fast", "--progress"])
         );
         assert_eq!(
             basebackup_args(
@@ -517,6 +592,7 @@ mod tests {
             ),
             s(&[
                 "--wal-method=stream",
+                "--progress",
                 "--max-rate=100M",
                 "--checkpoint=spread",
                 "--verbose",
@@ -525,7 +601,7 @@ mod tests {
         );
         assert_eq!(
             basebackup_args(&s(&["--compress=server-gzip"]), 14),
-            s(&["--wal-method=stream", "--checkpoint=fast"])
+            s(&["--wal-method=stream", "--checkpoint=fast", "--progress"])
         );
     }
 

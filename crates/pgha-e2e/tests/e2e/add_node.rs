@@ -1,5 +1,7 @@
 //! (f) A fourth node started later clones from the leader (basebackup), streams, and runs with
-//! the cluster-wide GUCs of the dynamic configuration (max_connections 120 here).
+//! the cluster-wide GUCs of the dynamic configuration (max_connections 120 here). Its clone is
+//! slowed down (`max-rate`) so its progress can be watched in `list`, the member key and
+//! `/patroni`.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -14,7 +16,15 @@ fn fourth_node_clones_and_streams() -> Result<()> {
     if skip("fourth_node_clones_and_streams") {
         return Ok(());
     }
-    let mut c = Cluster::start_healthy(ClusterOptions::default().max_connections(120))?;
+    let opts = ClusterOptions::default()
+        .max_connections(120)
+        .customize(|spec, yaml| {
+            if spec.name == "node4" {
+                yaml["postgresql"]["basebackup"] =
+                    serde_yaml_ng::from_str("[{max-rate: 4M}]").expect("valid YAML");
+            }
+        });
+    let mut c = Cluster::start_healthy(opts)?;
     let leader = c.leader_name()?.ok_or_else(|| anyhow!("no leader"))?;
     let lpg = c.pg(&leader);
     lpg.sql("CREATE TABLE an(id int PRIMARY KEY); INSERT INTO an SELECT generate_series(1, 500)")?;
@@ -25,6 +35,29 @@ fn fourth_node_clones_and_streams() -> Result<()> {
 
     let t0 = Instant::now();
     let new = c.add_node()?;
+    // While pg_basebackup runs: `creating replica (N%)` in list, the percentage in the member
+    // key and in /patroni.
+    let seen = c.wait(
+        &format!("{new} to report its base backup progress"),
+        Duration::from_secs(60),
+        || {
+            let m = c.etcd_json(&format!("members/{new}"))?;
+            ensure!(m["state"] == "creating replica", "{m}");
+            let pct = m["basebackup_progress"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("no basebackup_progress yet: {m}"))?;
+            ensure!(pct > 0, "{m}");
+            let (_, body) = c.rest(&new).get("/patroni")?;
+            ensure!(body.contains("\"basebackup_progress\""), "{body}");
+            let out = c.ctl(&["list"])?;
+            let list = String::from_utf8_lossy(&out.stdout);
+            ensure!(list.contains("creating replica ("), "{list}");
+            Ok(pct)
+        },
+    )?;
+    report(&format!(
+        "add node: {new} reported {seen}% of its base backup"
+    ));
     let names = c.wait_streaming(3, Duration::from_secs(120))?;
     ensure!(
         names.contains(&new),
@@ -66,6 +99,10 @@ fn fourth_node_clones_and_streams() -> Result<()> {
     ensure!(
         log.contains("basebackup"),
         "the log of {new} never mentions basebackup"
+    );
+    ensure!(
+        log.contains("base backup progress: 100%"),
+        "the log of {new} does not show the base backup reaching 100%"
     );
     c.pass();
     Ok(())
