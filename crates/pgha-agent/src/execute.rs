@@ -286,6 +286,7 @@ fn status_value(
     optime: u64,
     cluster: Option<&Cluster>,
     probe_slots: &[(String, u64)],
+    remembered: Option<&std::collections::BTreeMap<String, u64>>,
 ) -> Status {
     let mut status = Status {
         optime: Some(optime),
@@ -296,7 +297,12 @@ fn status_value(
         status.slots.insert(name.clone(), *lsn);
     }
     if let Some(c) = cluster {
-        status.retain_slots = c.members.iter().map(|m| m.name.clone()).collect();
+        // Members present, and the departed ones whose slots member_slots_ttl keeps.
+        let mut retain: Vec<String> = c.members.iter().map(|m| m.name.clone()).collect();
+        retain.extend(remembered.into_iter().flat_map(|m| m.keys().cloned()));
+        retain.sort();
+        retain.dedup();
+        status.retain_slots = retain;
     }
     status
 }
@@ -321,7 +327,13 @@ async fn write_status(agent: &Agent, cluster: Option<&Cluster>, optime: u64) {
                 .collect()
         })
         .unwrap_or_default();
-    let status = status_value(&agent.cfg.name, optime, cluster, &slots);
+    let status = status_value(
+        &agent.cfg.name,
+        optime,
+        cluster,
+        &slots,
+        agent.state.member_seen.as_ref(),
+    );
     if cluster.is_some_and(|c| c.status == status) {
         return;
     }

@@ -42,7 +42,7 @@ pub struct Agent {
     pub(crate) dcs: Arc<EtcdDcs>,
     pub(crate) pg: Arc<LocalPostgres>,
     pub(crate) http: reqwest::Client,
-    state: HaState,
+    pub(crate) state: HaState,
     pub(crate) policy: ClusterPolicy,
     policy_warnings: Vec<String>,
     job: Option<RunningJob>,

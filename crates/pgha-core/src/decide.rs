@@ -28,6 +28,9 @@ pub fn decide(state: &HaState, obs: &Observation) -> Decision {
             with_cluster(&mut d, obs, cluster)
         }
     };
+    if !d.next.has_lock {
+        d.next.member_seen = None;
+    }
     d.finish(message, obs.request.as_ref())
 }
 
@@ -596,13 +599,16 @@ fn leader_housekeeping(
         d.act(Action::WriteInitialConfig);
     }
     // Also with `use_slots: false`: then slots nobody wants are dropped, as Patroni does.
-    d.act(Action::SyncSlots(slot_targets(
-        cluster,
-        &obs.me,
-        &obs.policy,
-        true,
-        obs.nofailover,
-    )));
+    let retained = crate::slots::retain_departed(&mut d.next, obs, cluster);
+    let mut targets = slot_targets(cluster, &obs.me, &obs.policy, true, obs.nofailover);
+    if obs.policy.use_slots {
+        targets
+            .members
+            .extend(retained.iter().map(|n| crate::slot_name(n)));
+        targets.members.sort();
+        targets.members.dedup();
+    }
+    d.act(Action::SyncSlots(targets));
     d.act(Action::WriteStatus);
     crate::failsafe::leader_upkeep(d, obs, cluster);
     if r.timeline > 1 && cluster.history_timeline() != Some(u64::from(r.timeline)) {

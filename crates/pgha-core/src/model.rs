@@ -301,6 +301,10 @@ pub struct HaState {
     pub sync_rechecks: u32,
     /// failsafe_mode: this primary runs without the DCS because every member confirmed.
     pub failsafe_active: bool,
+    /// The leader's memory of members (name → unix ms last seen in the DCS), for
+    /// `member_slots_ttl`: a departed member's slot stays that long. None until this node
+    /// leads (it then starts from the previous leader's `status.retain_slots`).
+    pub member_seen: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -58,6 +58,38 @@ pub fn wanted_slots(cluster: &Cluster, me: &str) -> Vec<String> {
     v
 }
 
+/// `member_slots_ttl` on the leader: remembers when each member was last in the DCS and
+/// returns the departed ones whose slots must stay. A new leader starts from the previous
+/// one's `status.retain_slots`, as if it had just seen them.
+pub(crate) fn retain_departed(
+    next: &mut crate::HaState,
+    obs: &crate::Observation,
+    cluster: &Cluster,
+) -> Vec<String> {
+    let ttl_ms = obs.policy.member_slots_ttl.saturating_mul(1000);
+    if ttl_ms == 0 {
+        next.member_seen = Some(BTreeMap::new());
+        return Vec::new();
+    }
+    let seen = next.member_seen.get_or_insert_with(|| {
+        cluster
+            .status
+            .retain_slots
+            .iter()
+            .map(|n| (n.clone(), obs.now))
+            .collect()
+    });
+    for m in &cluster.members {
+        seen.insert(m.name.clone(), obs.now);
+    }
+    seen.remove(&obs.me);
+    seen.retain(|_, at| obs.now.saturating_sub(*at) < ttl_ms);
+    seen.keys()
+        .filter(|n| cluster.member(n).is_none())
+        .cloned()
+        .collect()
+}
+
 /// What the slot upkeep of one cycle works towards on this member.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SlotTargets {

@@ -1992,3 +1992,55 @@ fn a_replica_that_streamed_the_new_timeline_is_not_past_its_fork() {
     );
     assert_eq!(d.next.diverged_since, None);
 }
+
+fn leader_slot_members(d: &Decision) -> Vec<String> {
+    d.actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SyncSlots(t) => Some(t.members.clone()),
+            _ => None,
+        })
+        .expect("the leader keeps its slots")
+}
+
+#[test]
+fn a_departed_members_slot_stays_for_member_slots_ttl() {
+    let state = HaState {
+        has_lock: true,
+        configured_as: Some(Role::Primary),
+        ..HaState::default()
+    };
+    let o = Obs::new("pg1", cluster(Some("pg1")), running(false, 1000));
+    let d = o.decide_from(&state);
+    assert_eq!(leader_slot_members(&d), vec!["pg2", "pg3"]);
+
+    // pg3's key expired (its node is down): its slot stays, and the status key says so.
+    let mut gone = cluster(Some("pg1"));
+    gone.members.retain(|m| m.name != "pg3");
+    let mut o = Obs::new("pg1", gone.clone(), running(false, 1000));
+    o.0.now += 60_000;
+    let d = o.decide_from(&d.next);
+    assert_eq!(leader_slot_members(&d), vec!["pg2", "pg3"]);
+    assert!(d.next.member_seen.as_ref().unwrap().contains_key("pg3"));
+
+    // Past member_slots_ttl (30 min by default) it goes.
+    o.0.now += 1_800_000;
+    let d = o.decide_from(&d.next);
+    assert_eq!(leader_slot_members(&d), vec!["pg2"]);
+
+    // member_slots_ttl: 0 drops it at once, as before Patroni 4.
+    let mut o = Obs::new("pg1", gone.clone(), running(false, 1000));
+    o.0.policy.member_slots_ttl = 0;
+    let d = o.decide_from(&state);
+    assert_eq!(leader_slot_members(&d), vec!["pg2"]);
+
+    // A new leader keeps the slots its predecessor retained (status.retain_slots).
+    let mut c = gone;
+    c.status.retain_slots = vec!["pg1".into(), "pg2".into(), "pg3".into()];
+    let o = Obs::new("pg1", c, running(false, 1000));
+    let d = o.decide_from(&state);
+    assert_eq!(leader_slot_members(&d), vec!["pg2", "pg3"]);
+    // A replica remembers nothing.
+    let o = Obs::new("pg2", cluster(Some("pg1")), running(true, 1000));
+    assert_eq!(o.decide().next.member_seen, None);
+}

@@ -47,6 +47,9 @@ pub struct ClusterPolicy {
     pub synchronous_node_count: u64,
     /// A standby further behind than this many bytes is not chosen as synchronous; 0 = off.
     pub maximum_lag_on_syncnode: u64,
+    /// `member_slots_ttl` in seconds: how long the leader keeps the slot of a member whose
+    /// key is gone (0: dropped at once).
+    pub member_slots_ttl: u64,
     /// `standby_cluster`: this cluster replicates from a remote primary; its leader is a
     /// standby leader.
     pub standby_cluster: Option<StandbyCluster>,
@@ -78,6 +81,7 @@ impl Default for ClusterPolicy {
             synchronous_mode_strict: false,
             synchronous_node_count: 1,
             maximum_lag_on_syncnode: 0,
+            member_slots_ttl: 1800,
             standby_cluster: None,
             parameters: Map::new(),
             pg_hba: None,
@@ -239,6 +243,16 @@ impl DynamicConfig {
                 )),
             },
         }
+        match m.get("member_slots_ttl") {
+            None | Some(Value::Null) => {}
+            Some(v) => match duration_secs(v) {
+                Some(n) => p.member_slots_ttl = n,
+                None => warnings.push(format!(
+                    "member_slots_ttl: {v} is not a duration (seconds, or e.g. 30min), using {}",
+                    p.member_slots_ttl
+                )),
+            },
+        }
         match StandbyCluster::parse(m.get("standby_cluster")) {
             Ok(sc) => p.standby_cluster = sc,
             Err(e) => warnings.push(format!("{e}; this cluster runs its own primary")),
@@ -343,6 +357,27 @@ fn as_u64(v: &Value) -> Option<u64> {
     }
 }
 
+/// A duration as Patroni reads one: a number of seconds, or a number with a unit (`ms`, `s`,
+/// `min`, `h`, `d`).
+fn duration_secs(v: &Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let s = v.as_str()?.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000,
+        "min" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return None,
+    };
+    Some(secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +390,30 @@ mod tests {
         assert_eq!((p.ttl, p.loop_wait, p.retry_timeout), (20, 1, 3));
         assert!(p.use_pg_rewind && p.use_slots);
         assert_eq!(p.parameters["max_connections"], 100);
+    }
+
+    #[test]
+    fn member_slots_ttl_reads_seconds_and_units() {
+        let ttl = |v: &str| {
+            let (p, w) = DynamicConfig::parse(&format!(r#"{{"member_slots_ttl":{v}}}"#))
+                .unwrap()
+                .policy();
+            (p.member_slots_ttl, w.len())
+        };
+        assert_eq!(
+            DynamicConfig::parse("{}")
+                .unwrap()
+                .policy()
+                .0
+                .member_slots_ttl,
+            1800
+        );
+        assert_eq!(ttl("0"), (0, 0));
+        assert_eq!(ttl("600"), (600, 0));
+        assert_eq!(ttl(r#""30min""#), (1800, 0));
+        assert_eq!(ttl(r#""2h""#), (7200, 0));
+        assert_eq!(ttl(r#""45s""#), (45, 0));
+        assert_eq!(ttl(r#""soon""#), (1800, 1));
     }
 
     #[test]

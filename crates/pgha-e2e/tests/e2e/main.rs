@@ -29,6 +29,7 @@ mod frozen_leader;
 mod garbage_keys;
 mod harness;
 mod kill_leader;
+mod member_slots;
 mod mixed_cluster;
 mod nostream_archive;
 mod ops_common;
