@@ -57,6 +57,11 @@ impl Draft {
             Action::ReleaseLock => self.next.has_lock = false,
             _ => {}
         }
+        // The step after these (clone into the emptied directory; rewind and rejoin) follows
+        // at once, not a loop_wait later.
+        if matches!(a, Action::RemoveDataDirectory | Action::Stop { .. }) {
+            self.recheck_soon = true;
+        }
         self.actions.push(a);
     }
 

@@ -1091,6 +1091,8 @@ fn reinitialize_is_refused_on_the_leader_and_rebuilds_a_replica() {
         ]
     );
     assert!(d.next.clone_from_leader);
+    // The clone follows in a quick cycle, not a loop_wait later (10 s by default).
+    assert!(d.recheck_soon);
 }
 
 #[test]
