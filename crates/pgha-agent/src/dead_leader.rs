@@ -57,6 +57,43 @@ pub async fn check_leader(cluster: &Cluster, me: &str) -> Option<String> {
     pg_refused.then(|| leader.to_string())
 }
 
+/// The leader's REST address a replica watches (see [`watch_leader`]); None while we lead or
+/// know no leader.
+pub type WatchTarget = std::sync::Arc<std::sync::Mutex<Option<(String, u16)>>>;
+
+/// The REST address of the leader named in `cluster`, unless it is us.
+pub fn watch_target(cluster: &Cluster, me: &str) -> Option<(String, u16)> {
+    let leader = cluster.leader_name().filter(|l| *l != me)?;
+    authority(cluster.member(leader)?.data.api_url.as_deref()?)
+}
+
+/// Every half second, a TCP connect to the leader's REST port; when it is refused the HA loop
+/// runs at once (at most every 2 s) instead of at its next `loop_wait`, so a dead leader is
+/// proven dead in about a second whatever `loop_wait` is. Connecting costs the leader nothing
+/// (no request is sent, and the REST server does not log bare connections).
+pub fn watch_leader(
+    target: WatchTarget,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last_wake: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let Some((host, port)) = target.lock().ok().and_then(|t| t.clone()) else {
+                continue;
+            };
+            if !refuses(&host, port).await {
+                continue;
+            }
+            if last_wake.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+                debug!("the leader's REST port {host}:{port} refuses connections: checking now");
+                last_wake = Some(tokio::time::Instant::now());
+                wake.notify_one();
+            }
+        }
+    })
+}
+
 /// Every other member (not the leader, not us) says the same leader refuses its connections.
 pub async fn others_agree(
     http: &reqwest::Client,

@@ -109,6 +109,12 @@ pub struct Agent {
     /// The leader whose ports refused our connections in the last cycle (`GET
     /// /leader-refusing`).
     leader_refusing: Option<String>,
+    /// The leader's REST address for `dead_leader::watch_leader`.
+    leader_watch: crate::dead_leader::WatchTarget,
+    /// Quick cycles spent waiting for the other members to confirm a refusing leader.
+    refusing_rechecks: u32,
+    /// Run the next cycle soon: the others have not confirmed a refusing leader yet.
+    recheck_refusing: bool,
 }
 
 /// Everything the agent is wired to.
@@ -199,6 +205,9 @@ impl Agent {
             failsafe_confirmed_at: None,
             failsafe_confirmed_boot: None,
             leader_refusing: None,
+            leader_watch: Default::default(),
+            refusing_rechecks: 0,
+            recheck_refusing: false,
             lease_guard: crate::lease_guard::LeaseGuard::new(
                 &cfg.lease_guard,
                 &cfg.postgresql.data_dir,
@@ -214,6 +223,9 @@ impl Agent {
         let _watch = self
             .dcs
             .watch(self.wake.clone(), self.wake_on_members.clone());
+        let leader_watch =
+            crate::dead_leader::watch_leader(self.leader_watch.clone(), self.wake.clone());
+        let _stop_leader_watch = AbortOnDrop(leader_watch);
         loop {
             if *shutdown.borrow() {
                 self.shutdown().await;
@@ -280,6 +292,9 @@ impl Agent {
             DcsView::Reachable(c) => Some(c.as_ref().clone()),
             DcsView::Unreachable(_) => None,
         };
+        if let (Some(c), Ok(mut target)) = (&raw_cluster, self.leader_watch.lock()) {
+            *target = crate::dead_leader::watch_target(c, &self.cfg.name);
+        }
         let mut cluster = raw_cluster.clone();
         if let Some(c) = &raw_cluster {
             self.refresh_policy(c);
@@ -475,10 +490,18 @@ impl Agent {
             }
         };
         self.leader_refusing = crate::dead_leader::check_leader(cluster, &self.cfg.name).await;
-        let leader = self.leader_refusing.clone()?;
-        crate::dead_leader::others_agree(&self.http, cluster, &self.cfg.name, &leader)
-            .await
-            .then_some(leader)
+        let Some(leader) = self.leader_refusing.clone() else {
+            self.refusing_rechecks = 0;
+            return None;
+        };
+        let agreed =
+            crate::dead_leader::others_agree(&self.http, cluster, &self.cfg.name, &leader).await;
+        // The others check in their own cycles, woken like ours: ask again shortly (bounded).
+        if !agreed && self.refusing_rechecks < 10 {
+            self.refusing_rechecks += 1;
+            self.recheck_refusing = true;
+        }
+        agreed.then_some(leader)
     }
 
     /// What failsafe mode needs to know this cycle (the answers to our pings come later).
@@ -908,7 +931,7 @@ impl Agent {
         cluster: Option<&Cluster>,
     ) -> Option<String> {
         self.state = decision.next.clone();
-        self.recheck_soon = decision.recheck_soon;
+        self.recheck_soon = decision.recheck_soon || std::mem::take(&mut self.recheck_refusing);
         for action in &decision.actions {
             if let Action::Exit(msg) = action {
                 error!({ CRITICAL_FIELD } = true, "{msg}");
@@ -1194,6 +1217,15 @@ pub(crate) fn stop_mode(m: StopMode) -> pgha_postgres::StopMode {
     match m {
         StopMode::Fast => pgha_postgres::StopMode::Fast,
         StopMode::Immediate => pgha_postgres::StopMode::Immediate,
+    }
+}
+
+/// Aborts a background task when the HA loop that started it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
