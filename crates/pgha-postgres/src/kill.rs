@@ -23,6 +23,12 @@ fn stat_fields(pid: i32) -> Option<(char, i32, u64)> {
     Some((state, ppid, start))
 }
 
+/// The state letter of `pid` in `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`, ...); None when it
+/// cannot be read.
+pub(crate) fn process_state(pid: i32) -> Option<char> {
+    stat_fields(pid).map(|(state, _, _)| state)
+}
+
 /// The start time of `pid` (clock ticks since boot), which tells a process apart from a later
 /// one that reuses its PID. None when it is gone or a zombie.
 pub fn process_start_time(pid: i32) -> Option<u64> {

@@ -52,15 +52,8 @@ fn process_alive(pid: i32) -> bool {
         Ok(()) | Err(Errno::EPERM) => {}
         Err(_) => return false,
     }
-    // A zombie answers kill(0) but is dead.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next()),
-            Some('Z') | Some('X')
-        ),
-        Err(_) => true,
-    }
+    // A zombie answers kill(0) but is dead; without /proc a live process is trusted.
+    !matches!(crate::kill::process_state(pid), Some('Z' | 'X'))
 }
 
 /// A handle on one process (a pidfd), which unlike its PID cannot come to name another one.
