@@ -455,6 +455,16 @@ impl Agent {
             leading: self.state.has_lock && self.policy.standby_cluster.is_none(),
             postmaster_runs: pid.is_some(),
             ran_as_primary: self.last_role == Some("primary"),
+            starting_primary: self.job.as_ref().is_some_and(|j| {
+                matches!(
+                    j.job.kind,
+                    JobKind::Start {
+                        role: Role::Primary
+                    } | JobKind::Restart {
+                        role: Role::Primary
+                    }
+                )
+            }),
             renewed_boot_ms: renewed,
             ttl: self.policy.ttl,
             margin_ms: self.lease_guard.margin_ms(),
@@ -463,6 +473,9 @@ impl Agent {
             (pgha_core::GuardPlan::Disarm, _) => self.lease_guard.disarm(),
             (pgha_core::GuardPlan::Arm { deadline_ms }, Some(pid)) => {
                 self.lease_guard.arm(pid, deadline_ms)
+            }
+            (pgha_core::GuardPlan::ArmDataDir { deadline_ms }, _) => {
+                self.lease_guard.arm_data_dir(deadline_ms)
             }
             _ => {}
         }
@@ -908,6 +921,26 @@ impl Agent {
         };
         if matches!(kind, JobKind::Restart { .. }) {
             self.callbacks.restarting();
+        }
+        let primary = matches!(
+            &kind,
+            JobKind::Start {
+                role: Role::Primary
+            } | JobKind::Restart {
+                role: Role::Primary
+            }
+        );
+        if primary && self.state.has_lock && self.pg.postmaster_pid().is_none() {
+            // Fenced before the postmaster exists: a freeze of this agent from now on must
+            // not leave a writable primary past the lease (see pgha_core::guard_plan).
+            if let Some(t) = self.dcs.lease_renewed_boot_ms() {
+                let margin = self.lease_guard.margin_ms();
+                self.lease_guard.arm_data_dir(pgha_core::guard_deadline(
+                    t,
+                    self.policy.ttl,
+                    margin,
+                ));
+            }
         }
         // Its end is news for the loop (promoted, started, cloned): act on it at once.
         let wake = self.wake.clone();

@@ -23,7 +23,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -46,11 +46,22 @@ pub fn socket_name(data_dir: &Path) -> String {
     format!("pgha-lease-guard-{h:016x}")
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Arm {
+    /// 0: whichever postmaster `dir` names at the deadline (a primary being started).
     pid: i32,
     start: u64,
     deadline_ms: u64,
+    dir: Option<PathBuf>,
+}
+
+impl Arm {
+    fn what(&self) -> String {
+        match &self.dir {
+            Some(d) if self.pid == 0 => format!("the postmaster of {}", d.display()),
+            _ => format!("postmaster {}", self.pid),
+        }
+    }
 }
 
 fn parse_command(line: &str) -> Result<Option<Arm>, String> {
@@ -63,7 +74,21 @@ fn parse_command(line: &str) -> Result<Option<Arm>, String> {
             deadline_ms: deadline
                 .parse()
                 .map_err(|_| format!("bad deadline {deadline:?}"))?,
+            dir: None,
         })),
+        ["arm-dir", deadline, _, ..] => {
+            // The path is the rest of the line: it may hold spaces.
+            let rest = line.trim_start()["arm-dir".len()..].trim_start();
+            let dir = rest[deadline.len()..].trim();
+            Ok(Some(Arm {
+                pid: 0,
+                start: 0,
+                deadline_ms: deadline
+                    .parse()
+                    .map_err(|_| format!("bad deadline {deadline:?}"))?,
+                dir: Some(PathBuf::from(dir)),
+            }))
+        }
         _ => Err(format!("unknown command {line:?}")),
     }
 }
@@ -99,7 +124,7 @@ pub fn run_guard(name: &str) -> ExitCode {
     let mut armed: Option<Arm> = None;
     let mut idle_since = Instant::now();
     loop {
-        let wait_ms = match armed {
+        let wait_ms = match &armed {
             Some(a) => a.deadline_ms.saturating_sub(boottime_ms()).min(1000),
             None => 1000,
         };
@@ -121,10 +146,8 @@ pub fn run_guard(name: &str) -> ExitCode {
                         let answer = match parse_command(&line) {
                             Ok(a) => {
                                 if a.is_some() != armed.is_some() {
-                                    match a {
-                                        Some(a) => {
-                                            say("INFO", &format!("armed for postmaster {}", a.pid))
-                                        }
+                                    match &a {
+                                        Some(a) => say("INFO", &format!("armed for {}", a.what())),
                                         None => say("INFO", "disarmed"),
                                     }
                                 }
@@ -148,10 +171,11 @@ pub fn run_guard(name: &str) -> ExitCode {
                 }
             }
         }
-        if let Some(a) = armed {
+        if let Some(a) = armed.take() {
             if boottime_ms() >= a.deadline_ms {
                 fire(a);
-                armed = None;
+            } else {
+                armed = Some(a);
             }
         }
         if conn.is_none() && armed.is_none() && idle_since.elapsed() >= IDLE_EXIT {
@@ -197,15 +221,39 @@ fn read_lines(reader: &mut BufReader<UnixStream>, pending: &mut String) -> Resul
     Ok(lines)
 }
 
+/// The postmaster `dir/postmaster.pid` names, if that process runs in `dir`.
+fn postmaster_of(dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(dir.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    (cwd == dir).then_some(pid)
+}
+
 fn fire(a: Arm) {
     let late = boottime_ms().saturating_sub(a.deadline_ms);
-    match pgha_postgres::kill_postgres_instance(a.pid, Some(a.start), Duration::from_secs(5)) {
-        Ok(0) => say("INFO", &format!("lease deadline passed; postmaster {} is already gone", a.pid)),
+    let (pid, start) = match (&a.dir, a.pid) {
+        (Some(dir), 0) => match postmaster_of(dir) {
+            Some(pid) => (pid, None),
+            None => {
+                say(
+                    "INFO",
+                    &format!(
+                        "lease deadline passed; no postmaster runs in {}",
+                        dir.display()
+                    ),
+                );
+                return;
+            }
+        },
+        _ => (a.pid, Some(a.start)),
+    };
+    match pgha_postgres::kill_postgres_instance(pid, start, Duration::from_secs(5)) {
+        Ok(0) => say("INFO", &format!("lease deadline passed; {} is already gone", a.what())),
         Ok(n) => say(
             "CRITICAL",
             &format!(
-                "the leader lease was not renewed in time (deadline passed {late} ms ago): killed postgres (postmaster {}, {n} processes) so it cannot acknowledge commits once another node may promote",
-                a.pid
+                "the leader lease was not renewed in time (deadline passed {late} ms ago): killed postgres (postmaster {pid}, {n} processes) so it cannot acknowledge commits once another node may promote"
             ),
         ),
         Err(e) => say("CRITICAL", &format!("the leader lease was not renewed in time and postgres could not be killed: {e}")),
@@ -217,6 +265,7 @@ pub struct LeaseGuard {
     enabled: bool,
     margin_ms: u64,
     name: String,
+    data_dir: PathBuf,
     conn: Option<BufReader<UnixStream>>,
     child: Option<Child>,
     /// What the guard was last told (None: disarmed or unknown).
@@ -232,6 +281,7 @@ impl LeaseGuard {
             enabled: cfg.enabled,
             margin_ms: cfg.safety_margin_ms,
             name: socket_name(data_dir),
+            data_dir: std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()),
             conn: None,
             child: None,
             armed: None,
@@ -267,19 +317,42 @@ impl LeaseGuard {
             pid,
             start,
             deadline_ms,
+            dir: None,
         };
-        if self.told && self.armed == Some(arm) {
+        let line = format!("arm {pid} {start} {deadline_ms}\n");
+        self.tell(arm, &line);
+    }
+
+    /// Arm for whichever postmaster our data directory names at the deadline: a primary is
+    /// about to be started and has no PID yet.
+    pub fn arm_data_dir(&mut self, deadline_ms: u64) {
+        if !self.enabled {
+            return self.disarm();
+        }
+        let arm = Arm {
+            pid: 0,
+            start: 0,
+            deadline_ms,
+            dir: Some(self.data_dir.clone()),
+        };
+        let line = format!("arm-dir {deadline_ms} {}\n", self.data_dir.display());
+        self.tell(arm, &line);
+    }
+
+    fn tell(&mut self, arm: Arm, line: &str) {
+        if self.told && self.armed.as_ref() == Some(&arm) {
             return;
         }
-        let line = format!("arm {pid} {start} {deadline_ms}\n");
         self.armed = Some(arm);
-        self.told = self.send(&line);
+        self.told = self.send(line);
     }
 
     /// Only moves an armed deadline forward (right after a lease renewal).
     pub fn extend(&mut self, deadline_ms: u64) {
-        if let Some(a) = self.armed.filter(|a| a.deadline_ms < deadline_ms) {
-            self.arm(a.pid, deadline_ms);
+        match self.armed.clone().filter(|a| a.deadline_ms < deadline_ms) {
+            Some(a) if a.pid == 0 => self.arm_data_dir(deadline_ms),
+            Some(a) => self.arm(a.pid, deadline_ms),
+            None => {}
         }
     }
 
@@ -397,12 +470,23 @@ mod tests {
         assert_eq!(
             parse_command("arm 12 345 6789"),
             Ok(Some(Arm {
+                dir: None,
                 pid: 12,
                 start: 345,
                 deadline_ms: 6789
             }))
         );
+        assert_eq!(
+            parse_command("arm-dir 6789 /var/lib/pg data"),
+            Ok(Some(Arm {
+                pid: 0,
+                start: 0,
+                deadline_ms: 6789,
+                dir: Some(PathBuf::from("/var/lib/pg data")),
+            }))
+        );
         assert!(parse_command("arm x 1 2").is_err());
+        assert!(parse_command("arm-dir x /d").is_err());
         assert!(parse_command("fire").is_err());
     }
 

@@ -15,6 +15,8 @@ pub struct GuardInputs {
     pub postmaster_runs: bool,
     /// It last ran as a primary (it may still commit).
     pub ran_as_primary: bool,
+    /// A job is starting postgres as the primary (no postmaster to name yet).
+    pub starting_primary: bool,
     /// Boottime ms of the newest lease renewal etcd (or, in failsafe mode, every member)
     /// confirmed; the request was sent at that moment.
     pub renewed_boot_ms: Option<u64>,
@@ -31,6 +33,9 @@ pub enum GuardPlan {
     Keep,
     /// Kill the postmaster at this boottime ms unless told otherwise before.
     Arm { deadline_ms: u64 },
+    /// The same for the postmaster the data directory names at the deadline: a primary is
+    /// being started, and a freeze of the agent now must not leave it writable.
+    ArmDataDir { deadline_ms: u64 },
 }
 
 /// The moment before which etcd cannot have expired a lease of `ttl` seconds whose renewal
@@ -41,8 +46,16 @@ pub fn guard_deadline(renewed_ms: u64, ttl: u64, margin_ms: u64) -> u64 {
 }
 
 pub fn guard_plan(i: &GuardInputs) -> GuardPlan {
-    if i.paused || !i.enabled || !i.postmaster_runs {
+    if i.paused || !i.enabled {
         return GuardPlan::Disarm;
+    }
+    if !i.postmaster_runs {
+        return match (i.leading && i.starting_primary, i.renewed_boot_ms) {
+            (true, Some(t)) => GuardPlan::ArmDataDir {
+                deadline_ms: guard_deadline(t, i.ttl, i.margin_ms),
+            },
+            _ => GuardPlan::Disarm,
+        };
     }
     if !i.leading {
         return if i.ran_as_primary {
@@ -70,6 +83,7 @@ mod tests {
             leading: true,
             postmaster_runs: true,
             ran_as_primary: true,
+            starting_primary: false,
             renewed_boot_ms: Some(50_000),
             ttl: 10,
             margin_ms: 1000,
@@ -86,6 +100,28 @@ mod tests {
         );
         // The margin never eats more than half the ttl.
         assert_eq!(guard_deadline(0, 1, 5000), 500);
+    }
+
+    #[test]
+    fn a_primary_being_started_is_fenced_before_it_runs() {
+        // Found by pgha-sim: the agent started postgres as primary and froze before the
+        // postmaster existed; nothing was armed and it came up writable past the lease.
+        let starting = GuardInputs {
+            postmaster_runs: false,
+            starting_primary: true,
+            ..leader()
+        };
+        assert_eq!(
+            guard_plan(&starting),
+            GuardPlan::ArmDataDir {
+                deadline_ms: 59_000
+            }
+        );
+        let not_leading = GuardInputs {
+            leading: false,
+            ..starting
+        };
+        assert_eq!(guard_plan(&not_leading), GuardPlan::Disarm);
     }
 
     #[test]

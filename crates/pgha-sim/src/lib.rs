@@ -541,6 +541,10 @@ impl Sim {
     }
 
     fn violation(&mut self, what: String) {
+        // The same breach step after step says nothing new.
+        if self.violations.last().is_some_and(|v| v.what == what) {
+            return;
+        }
         self.log(format!("VIOLATION: {what}"));
         self.violations.push(Violation {
             at_ms: self.now,
@@ -1545,6 +1549,16 @@ impl Sim {
             leading: a.state.has_lock,
             postmaster_runs: self.nodes[i].pg.proc == Proc::Running,
             ran_as_primary: a.last_role_primary == Some(true),
+            starting_primary: a.job.as_ref().is_some_and(|j| {
+                matches!(
+                    j.job.kind,
+                    JobKind::Start {
+                        role: Role::Primary
+                    } | JobKind::Restart {
+                        role: Role::Primary
+                    }
+                )
+            }),
             renewed_boot_ms: a.renewed_at,
             ttl: self.cfg.ttl,
             margin_ms: GUARD_MARGIN_MS,
@@ -1552,7 +1566,9 @@ impl Sim {
         match plan {
             GuardPlan::Disarm => self.nodes[i].guard = None,
             GuardPlan::Keep => {}
-            GuardPlan::Arm { deadline_ms } => self.nodes[i].guard = Some(deadline_ms),
+            GuardPlan::Arm { deadline_ms } | GuardPlan::ArmDataDir { deadline_ms } => {
+                self.nodes[i].guard = Some(deadline_ms)
+            }
         }
     }
 

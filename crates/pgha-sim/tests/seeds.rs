@@ -24,9 +24,11 @@ fn mode_for(seed: u64) -> Mode {
     }
 }
 
-fn config(mode: Mode) -> SimConfig {
+/// Every seventh seed runs five nodes.
+fn config(mode: Mode, seed: u64) -> SimConfig {
     SimConfig {
         mode,
+        nodes: if seed % 7 == 6 { 5 } else { 3 },
         ..SimConfig::default()
     }
 }
@@ -38,7 +40,13 @@ fn a_thousand_seeds_keep_every_invariant() {
         let mode = std::env::var("PGHA_SIM_MODE")
             .map(|m| mode_of(&m))
             .unwrap_or_else(|_| mode_for(seed));
-        let out = simulate(&config(mode), seed);
+        let mut cfg = config(mode, seed);
+        // Replaying a seed of the hunt below.
+        if std::env::var("PGHA_SIM_HUNTED").is_ok() {
+            cfg.max_faults = 12;
+            cfg.faults_until_ms = 60_000;
+        }
+        let out = simulate(&cfg, seed);
         println!("{}", out.report(usize::MAX));
         assert!(out.ok(), "seed {seed} failed");
         return;
@@ -60,7 +68,7 @@ fn a_thousand_seeds_keep_every_invariant() {
                     return;
                 }
                 let mode = mode_for(seed);
-                let out = simulate(&config(mode), seed);
+                let out = simulate(&config(mode, seed), seed);
                 totals.fetch_add(out.acknowledged as u64, Ordering::Relaxed);
                 if !out.ok() {
                     failed.lock().expect("lock").push((mode, out));
@@ -90,4 +98,31 @@ fn a_thousand_seeds_keep_every_invariant() {
             first.report(150)
         );
     }
+}
+
+/// A longer hunt with more faults per seed; not part of the default run
+/// (`PGHA_SIM_HUNT=5000 cargo test -p pgha-sim --test seeds -- --ignored`; replay a seed with
+/// `PGHA_SIM_HUNTED=1 PGHA_SIM_SEED=N`).
+#[test]
+#[ignore]
+fn hunt_with_many_faults() {
+    let seeds: u64 = std::env::var("PGHA_SIM_HUNT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let mut failed = Vec::new();
+    for seed in 0..seeds {
+        let mode = mode_for(seed);
+        let cfg = SimConfig {
+            max_faults: 12,
+            faults_until_ms: 60_000,
+            ..config(mode, seed)
+        };
+        let out = simulate(&cfg, seed);
+        if !out.ok() {
+            eprintln!("{}", out.report(120));
+            failed.push(seed);
+        }
+    }
+    assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
