@@ -450,6 +450,7 @@ fn i_am_leader(
         }
         PgProcess::Running(_) => {
             watchdog_before_leading(d, obs);
+            crate::sync::before_promotion(d, obs);
             d.act(Action::StartJob(JobKind::Promote));
             "promoted self to leader because I had the session lock".into()
         }
@@ -981,6 +982,7 @@ fn take_over(d: &mut Draft, obs: &Observation, r: &PgRunning) -> String {
         return "acquired session lock as a standby leader".into();
     }
     if r.in_recovery {
+        crate::sync::before_promotion(d, obs);
         d.act(Action::StartJob(JobKind::Promote));
         "promoted self to leader by acquiring session lock".into()
     } else {

@@ -109,6 +109,7 @@ pub(crate) fn leaderless_side(
             d.act(Action::AcquireLock);
             d.next.has_lock = true;
             if r.in_recovery {
+                crate::sync::before_promotion(d, obs);
                 d.act(Action::StartJob(JobKind::Promote));
                 Some("promoted self to leader by acquiring session lock".into())
             } else {

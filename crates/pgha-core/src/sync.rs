@@ -19,6 +19,22 @@ use pgha_types::{nosync_of, sync_priority_of, Cluster};
 use crate::decide::Draft;
 use crate::{Action, Observation, PgRunning};
 
+/// Before a promotion in synchronous mode: the `sync` key names us alone, so no standby that
+/// may lack what we commit from now on can be promoted; standbys join it as they confirm (the
+/// leader's upkeep, within a second). Found by pgha-sim: without it, a new primary's first
+/// commits (acknowledged before it named a synchronous standby) were lost when it died at once
+/// and the old key let its predecessor's standby take over.
+pub(crate) fn before_promotion(d: &mut Draft, obs: &Observation) {
+    if obs.policy.synchronous_mode {
+        d.act(Action::WriteSyncKey {
+            standbys: Vec::new(),
+            quorum: 0,
+        });
+        d.next.synchronous_standby_names = None;
+        d.next.synchronous_since_lsn = None;
+    }
+}
+
 /// The standbys the `sync` key lists for `leader` (empty when it names another leader).
 pub(crate) fn listed(cluster: &Cluster, leader: &str) -> Vec<String> {
     cluster

@@ -1548,6 +1548,26 @@ fn only_a_listed_sync_standby_races_in_sync_mode() {
 }
 
 #[test]
+fn in_sync_mode_the_sync_key_names_the_new_leader_alone_before_it_promotes() {
+    let key = Some(r#"{"leader":"pg1","sync_standby":"pg2"}"#);
+    let mut o = Obs::new("pg2", sync_cluster(None, key, ""), running(true, 1000))
+        .peers(vec![("pg1", None), ("pg3", Some((false, 1000)))]);
+    o.0.policy.synchronous_mode = true;
+    let d = o.decide();
+    let at = |want: &dyn Fn(&Action) -> bool| d.actions.iter().position(want);
+    let lock = at(&|a| *a == Action::AcquireLock).expect("races");
+    let key = at(&|a| {
+        *a == Action::WriteSyncKey {
+            standbys: vec![],
+            quorum: 0,
+        }
+    })
+    .expect("resets the sync key");
+    let promote = at(&|a| *a == Action::StartJob(JobKind::Promote)).expect("promotes");
+    assert!(lock < key && key < promote, "{:?}", d.actions);
+}
+
+#[test]
 fn a_named_candidate_that_is_no_sync_standby_does_not_take_over() {
     // Found by pgha-sim (seed 166): the leader died, a switchover to pg3 was still pending,
     // and pg3 (not in the sync key) promoted without the writes pg2 had acknowledged.
