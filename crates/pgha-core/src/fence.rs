@@ -50,10 +50,13 @@ pub fn guard_plan(i: &GuardInputs) -> GuardPlan {
         return GuardPlan::Disarm;
     }
     if !i.postmaster_runs {
-        return match (i.leading && i.starting_primary, i.renewed_boot_ms) {
-            (true, Some(t)) => GuardPlan::ArmDataDir {
+        return match (i.starting_primary, i.leading, i.renewed_boot_ms) {
+            (true, true, Some(t)) => GuardPlan::ArmDataDir {
                 deadline_ms: guard_deadline(t, i.ttl, i.margin_ms),
             },
+            // The start goes on without the lock (the DCS went away): the primary it brings
+            // up stays fenced by the deadline already set.
+            (true, _, _) => GuardPlan::Keep,
             _ => GuardPlan::Disarm,
         };
     }
@@ -117,11 +120,17 @@ mod tests {
                 deadline_ms: 59_000
             }
         );
+        // Lost the lock (DCS gone) while the start goes on: the deadline set stays.
         let not_leading = GuardInputs {
             leading: false,
             ..starting
         };
-        assert_eq!(guard_plan(&not_leading), GuardPlan::Disarm);
+        assert_eq!(guard_plan(&not_leading), GuardPlan::Keep);
+        let nothing_starting = GuardInputs {
+            starting_primary: false,
+            ..not_leading
+        };
+        assert_eq!(guard_plan(&nothing_starting), GuardPlan::Disarm);
     }
 
     #[test]
