@@ -939,7 +939,11 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
 /// Quorum commit: why this candidate may not take over yet, if it may not. It must see, among
 /// the other voters of the `sync` key, `quorum` that answer, and none of those may be ahead
 /// of it (whatever their tags: a voter that acknowledged a commit has it).
-fn quorum_refusal(obs: &Observation, cluster: &Cluster, r: &PgRunning) -> Option<String> {
+pub(crate) fn quorum_refusal(
+    obs: &Observation,
+    cluster: &Cluster,
+    r: &PgRunning,
+) -> Option<String> {
     let (voters, needed) = crate::sync::quorum_needed(obs, cluster)?;
     let seen: Vec<&PeerStatus> = obs
         .peers

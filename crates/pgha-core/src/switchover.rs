@@ -105,6 +105,18 @@ pub(crate) fn leaderless_side(
                     "Lock owner: None; I am {me}; cannot take over as the designated candidate: {why}"
                 ));
             }
+            // Quorum commit: the named candidate must prove it holds every acknowledged
+            // commit as any racer must; if it cannot, the others race without it.
+            if crate::sync::quorum_needed(obs, cluster).is_some() {
+                if obs.peers.is_none() {
+                    d.act(Action::ProbePeers);
+                    return Some(format!("Lock owner: None; I am {me}"));
+                }
+                if let Some(why) = crate::decide::quorum_refusal(obs, cluster, r) {
+                    d.act(Action::ClearFailover);
+                    return Some(format!("{why}; giving up the designated candidacy"));
+                }
+            }
             crate::decide::watchdog_before_leading(d, obs);
             d.act(Action::AcquireLock);
             d.next.has_lock = true;

@@ -1548,6 +1548,36 @@ fn only_a_listed_sync_standby_races_in_sync_mode() {
 }
 
 #[test]
+fn a_named_candidate_in_quorum_mode_must_hold_what_the_quorum_acknowledged() {
+    // Found by pgha-sim: the designated candidate of a switchover took over without checking
+    // the other voters, and pg3 had a commit it lacked.
+    let key = Some(r#"{"leader":"pg1","sync_standby":"pg2,pg3","quorum":1}"#);
+    let mut c = sync_cluster(None, key, "");
+    c.failover = Some(pgha_types::Failover {
+        leader: Some("pg1".into()),
+        member: Some("pg2".into()),
+        scheduled_at: None,
+    });
+    let mut o = Obs::new("pg2", c, running(true, 1000));
+    o.0.policy.synchronous_mode = true;
+    o.0.policy.synchronous_quorum = true;
+    assert_eq!(o.decide().actions, vec![Action::ProbePeers]);
+    let o = o.peers(vec![("pg1", None), ("pg3", Some((false, 2000)))]);
+    let d = o.decide();
+    assert!(
+        !d.actions.contains(&Action::AcquireLock),
+        "{}: {:?}",
+        d.message,
+        d.actions
+    );
+    assert!(
+        d.actions.contains(&Action::ClearFailover),
+        "{:?}",
+        d.actions
+    );
+}
+
+#[test]
 fn in_sync_mode_the_sync_key_names_the_new_leader_alone_before_it_promotes() {
     let key = Some(r#"{"leader":"pg1","sync_standby":"pg2"}"#);
     let mut o = Obs::new("pg2", sync_cluster(None, key, ""), running(true, 1000))
