@@ -660,8 +660,15 @@ async fn rejoin(ctx: &JobCtx, leader: &str) -> Result<String, String> {
         Vec::new()
     };
     let switches: Vec<(u32, u64)> = history.iter().map(|s| (s.timeline, s.lsn.0)).collect();
+    let ours: Vec<(u32, u64)> = match pg.local_timeline_history(local_tl) {
+        Ok(h) => h.iter().map(|s| (s.timeline, s.lsn.0)).collect(),
+        Err(e) => {
+            warn!("could not read our own timeline history: {e}");
+            Vec::new()
+        }
+    };
     if let Divergence::Diverged(why) =
-        assess_divergence(local_tl, local_lsn.0, leader_tl, &switches)
+        assess_divergence(local_tl, local_lsn.0, leader_tl, &switches, &ours)
     {
         info!("{why}");
         let cfg = &ctx.cfg.postgresql;

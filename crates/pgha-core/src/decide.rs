@@ -792,6 +792,7 @@ fn replica_past_the_fork(
 ) -> Option<String> {
     let PgProcess::Running(r) = process else {
         d.next.diverged_since = None;
+        d.next.stuck_since = None;
         d.next.streamed_timeline = None;
         return None;
     };
@@ -799,33 +800,69 @@ fn replica_past_the_fork(
         d.next.streamed_timeline = d.next.streamed_timeline.max(Some(r.timeline));
     }
     let timeline = r.timeline.max(d.next.streamed_timeline.unwrap_or(0));
-    let fork = (r.in_recovery && !r.streaming && !d.next.needs_rejoin && leader_running)
+    let nostream = cluster
+        .member(&obs.me)
+        .is_some_and(|m| m.tag_bool("nostream"));
+    let cut_off = r.in_recovery && !r.streaming && !d.next.needs_rejoin && leader_running;
+    let fork = cut_off
         .then(|| past_the_fork(cluster, timeline, r.wal_position))
         .flatten();
-    let Some(end) = fork else {
+    // Not streaming from a leader that runs, long after anything a restart of the WAL
+    // receiver would fix: its WAL may have diverged in a way the timeline number does not show
+    // (two promotions that picked the same number); the rejoin compares the histories.
+    let stuck = fork.is_none()
+        && cut_off
+        && !nostream
+        && obs.replicatefrom.is_none()
+        && cluster.history_timeline() == Some(u64::from(timeline));
+    if !stuck {
+        d.next.stuck_since = None;
+    }
+    if fork.is_none() {
         d.next.diverged_since = None;
+    }
+    if fork.is_none() && !stuck {
         return None;
+    }
+    let since = match fork {
+        Some(_) => *d.next.diverged_since.get_or_insert(obs.now),
+        None => *d.next.stuck_since.get_or_insert(obs.now),
     };
-    let since = *d.next.diverged_since.get_or_insert(obs.now);
+    let ttl_ms = obs.policy.ttl.saturating_mul(1000);
     // At least ttl: a leader that died looks the same to a replica whose control file lags,
     // and its key is gone (and this rule with it) within ttl.
-    let grace = DIVERGED_GRACE_MS.max(obs.policy.ttl.saturating_mul(1000));
+    let grace = match fork {
+        Some(_) => DIVERGED_GRACE_MS.max(ttl_ms),
+        None => STUCK_GRACE_MS.max(3 * ttl_ms),
+    };
     if obs.now.saturating_sub(since) < grace || obs.policy.pause {
         return None;
     }
     d.next.diverged_since = None;
+    d.next.stuck_since = None;
     d.next.needs_rejoin = true;
     d.act(Action::Stop {
         mode: StopMode::Fast,
     });
-    Some(format!(
-        "Lock owner: {leader}; I am {}; my WAL ({}) goes past the end of timeline {} on {leader} ({}): stopping to rewind",
-        obs.me,
-        pgha_types::Lsn(r.wal_position),
-        r.timeline,
-        pgha_types::Lsn(end)
-    ))
+    Some(match fork {
+        Some(end) => format!(
+            "Lock owner: {leader}; I am {}; my WAL ({}) goes past the end of timeline {} on {leader} ({}): stopping to rewind",
+            obs.me,
+            pgha_types::Lsn(r.wal_position),
+            r.timeline,
+            pgha_types::Lsn(end)
+        ),
+        None => format!(
+            "Lock owner: {leader}; I am {}; not streaming from {leader} for {} s although it runs: stopping to check my WAL against its history",
+            obs.me,
+            obs.now.saturating_sub(since) / 1000
+        ),
+    })
 }
+
+/// How long a replica may stay without streaming from a running leader on the same timeline
+/// before it stops and rejoins (at least 3 × ttl).
+pub(crate) const STUCK_GRACE_MS: u64 = 30_000;
 
 /// Where the leader's history (the `history` key) says our timeline ended, when our WAL goes
 /// past it.
@@ -843,6 +880,7 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
     let me = obs.me.as_str();
     // Whatever looked diverged was measured against a leader that is gone.
     d.next.diverged_since = None;
+    d.next.stuck_since = None;
     if let Some(until) = d.next.race_backoff_until {
         if obs.now >= until {
             d.next.race_backoff_until = None;

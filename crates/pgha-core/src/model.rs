@@ -276,6 +276,9 @@ pub struct HaState {
     /// Unix ms since when our replica, not streaming, holds WAL past the point where the
     /// leader's history says our timeline ended.
     pub diverged_since: Option<u64>,
+    /// Unix ms since when this replica has not streamed from a leader that runs on its
+    /// timeline (see `STUCK_GRACE_MS`).
+    pub stuck_since: Option<u64>,
     /// The highest timeline our running replica streamed on since postgres started: once the
     /// walreceiver stops, the probe only shows the control file's (possibly older) timeline.
     pub streamed_timeline: Option<u32>,

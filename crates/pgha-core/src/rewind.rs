@@ -12,13 +12,30 @@ pub enum Divergence {
 /// timeline history (`(timeline, switch position)` pairs: the position where that timeline
 /// ended). A local position at or beyond the switch point counts as diverged: a shutdown
 /// checkpoint written exactly at the switch point is not part of the leader's history either.
+///
+/// `local_history` is our own history file's `(timeline, switch position)` pairs (empty when
+/// unknown): a timeline that ended somewhere else here than in the leader's history means the
+/// two servers forked from different pasts, even on the same timeline number (two promotions
+/// that picked the same number).
 pub fn assess_divergence(
     local_tl: u32,
     local_lsn: u64,
     leader_tl: u32,
     history: &[(u32, u64)],
+    local_history: &[(u32, u64)],
 ) -> Divergence {
     use pgha_types::Lsn;
+    for (tl, ours) in local_history.iter().filter(|(tl, _)| *tl < local_tl) {
+        if let Some((_, theirs)) = history.iter().find(|(t, _)| t == tl) {
+            if theirs != ours {
+                return Divergence::Diverged(format!(
+                    "timeline {tl} ended at {} here and at {} in the leader's history",
+                    Lsn(*ours),
+                    Lsn(*theirs)
+                ));
+            }
+        }
+    }
     if local_tl == leader_tl {
         return Divergence::InSync;
     }

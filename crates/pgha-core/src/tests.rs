@@ -824,22 +824,38 @@ fn new_timeline_is_recorded_in_history() {
 #[test]
 fn divergence_rules() {
     let history = [(1, 500), (2, 900)];
-    assert_eq!(assess_divergence(3, 1000, 3, &history), Divergence::InSync);
-    assert_eq!(assess_divergence(1, 400, 3, &history), Divergence::InSync);
+    assert_eq!(
+        assess_divergence(3, 1000, 3, &history, &[]),
+        Divergence::InSync
+    );
+    // Same timeline number, but our timeline 2 ended elsewhere: forked from another past.
+    let ours = [(1, 500), (2, 700)];
     assert!(matches!(
-        assess_divergence(1, 600, 3, &history),
+        assess_divergence(3, 1000, 3, &history, &ours),
+        Divergence::Diverged(why) if why.contains("timeline 2 ended at")
+    ));
+    assert_eq!(
+        assess_divergence(3, 1000, 3, &history, &history),
+        Divergence::InSync
+    );
+    assert_eq!(
+        assess_divergence(1, 400, 3, &history, &[]),
+        Divergence::InSync
+    );
+    assert!(matches!(
+        assess_divergence(1, 600, 3, &history, &[]),
         Divergence::Diverged(_)
     ));
     assert!(matches!(
-        assess_divergence(1, 500, 2, &history),
+        assess_divergence(1, 500, 2, &history, &[]),
         Divergence::Diverged(_)
     ));
     assert!(matches!(
-        assess_divergence(4, 0, 3, &history),
+        assess_divergence(4, 0, 3, &history, &[]),
         Divergence::Diverged(_)
     ));
     assert!(matches!(
-        assess_divergence(5, 0, 6, &history),
+        assess_divergence(5, 0, 6, &history, &[]),
         Divergence::Diverged(_)
     ));
 }
@@ -2095,4 +2111,69 @@ fn a_departed_members_slot_stays_for_member_slots_ttl() {
     // A replica remembers nothing.
     let o = Obs::new("pg2", cluster(Some("pg1")), running(true, 1000));
     assert_eq!(o.decide().next.member_seen, None);
+}
+
+#[test]
+fn a_replica_that_cannot_stream_from_a_running_leader_rejoins_after_a_long_while() {
+    // Same timeline as the leader (2), not streaming: e.g. two promotions that picked the same
+    // timeline number from different pasts. The rejoin compares the histories.
+    let mut o = replica_after_a_fork(4000);
+    if let LocalPg::Initialized {
+        process: PgProcess::Running(r),
+        ..
+    } = &mut o.0.local
+    {
+        r.timeline = 2;
+    }
+    let d = o.decide_from(&following("pg1"));
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
+    let since = d.next.stuck_since.expect("timer started");
+    // Less than 30 s (and 3 × ttl): still waiting.
+    let state = HaState {
+        stuck_since: Some(since - 20_000),
+        ..following("pg1")
+    };
+    assert!(!o
+        .decide_from(&state)
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Stop { .. })));
+    let state = HaState {
+        stuck_since: Some(since - 31_000),
+        ..following("pg1")
+    };
+    let d = o.decide_from(&state);
+    assert_eq!(
+        d.actions,
+        vec![Action::Stop {
+            mode: StopMode::Fast
+        }]
+    );
+    assert!(d.next.needs_rejoin);
+    assert!(
+        d.message.contains("not streaming from pg1"),
+        "{}",
+        d.message
+    );
+    // A nostream replica never streams: nothing to heal.
+    let mut c = match &o.0.dcs {
+        DcsView::Reachable(c) => c.as_ref().clone(),
+        _ => unreachable!(),
+    };
+    c.members.retain(|m| m.name != "pg2");
+    c.members.extend(
+        Cluster::from_keys(&[member(
+            "pg2",
+            "replica",
+            4000,
+            r#","tags":{"nostream":true}"#,
+        )])
+        .members,
+    );
+    o.0.dcs = DcsView::Reachable(Box::new(c));
+    assert!(!o
+        .decide_from(&state)
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Stop { .. })));
 }

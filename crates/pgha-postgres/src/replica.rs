@@ -471,6 +471,24 @@ impl LocalPostgres {
         parse_timeline_history(&text)
     }
 
+    /// Our own history of `timeline` (`pg_wal/<TLI>.history` in the data directory); empty
+    /// for timeline 1 or when the file is not there.
+    pub fn local_timeline_history(&self, timeline: u32) -> Result<Vec<TimelineSwitch>, PgError> {
+        if timeline <= 1 {
+            return Ok(Vec::new());
+        }
+        let path = self
+            .params
+            .data_dir
+            .join("pg_wal")
+            .join(format!("{timeline:08X}.history"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => parse_timeline_history(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(PgError::io(&path, e)),
+        }
+    }
+
     /// Make sure the physical slot `slot` exists on `upstream` (connecting as the superuser,
     /// bounded by a short timeout); `Ok(true)` when it had to be created here.
     ///

@@ -840,10 +840,18 @@ impl Sim {
                 if pg.frozen(now) {
                     return Err("postgres does not answer".into());
                 }
+                // A standby's data directory started as the primary ends recovery like a
+                // promotion: on a new timeline.
+                let promoted = *role == Role::Primary && !pg.primary;
                 pg.proc = Proc::Running;
                 pg.primary = *role == Role::Primary;
                 pg.upstream = upstream;
                 pg.streaming = false;
+                if promoted {
+                    pg.history.push((pg.tl, lsn(pg.log.len())));
+                    pg.tl += 1;
+                    self.check_promoted(i);
+                }
                 Ok(())
             }
             JobKind::Rejoin { leader } => {
@@ -909,28 +917,35 @@ impl Sim {
                 pg.upstream = None;
                 pg.streaming = false;
                 pg.ssn.clear();
-                if self.cfg.mode != Mode::Async {
-                    let log: BTreeSet<u64> = self.nodes[i].pg.log.iter().copied().collect();
-                    let missing: Vec<u64> = self
-                        .acked
-                        .keys()
-                        .filter(|id| !log.contains(id))
-                        .copied()
-                        .collect();
-                    if !missing.is_empty() {
-                        let name = self.nodes[i].name.clone();
-                        self.violation(format!(
-                            "{name} promoted without {} acknowledged writes (first {:?})",
-                            missing.len(),
-                            &missing[..missing.len().min(5)]
-                        ));
-                    }
-                }
+                self.check_promoted(i);
                 Ok(())
             }
             JobKind::Bootstrap | JobKind::BootstrapStandby => {
                 Err("bootstrap is not simulated".into())
             }
+        }
+    }
+
+    /// In synchronous and quorum mode a server that becomes primary holds every write
+    /// acknowledged so far.
+    fn check_promoted(&mut self, i: usize) {
+        if self.cfg.mode == Mode::Async {
+            return;
+        }
+        let log: BTreeSet<u64> = self.nodes[i].pg.log.iter().copied().collect();
+        let missing: Vec<u64> = self
+            .acked
+            .keys()
+            .filter(|id| !log.contains(id))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            let name = self.nodes[i].name.clone();
+            self.violation(format!(
+                "{name} promoted without {} acknowledged writes (first {:?})",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            ));
         }
     }
 
