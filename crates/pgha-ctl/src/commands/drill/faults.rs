@@ -36,6 +36,8 @@ pub enum Drill {
     PowerOff,
     /// a node joins under load: a replica stopped, its data directory removed, started again (it clones)
     JoinEmpty,
+    /// a majority of a 3- or 5-member etcd SIGSTOPped for 30 s (labs made with --etcd 3 or 5)
+    EtcdQuorumLoss,
 }
 
 impl Drill {
@@ -47,6 +49,21 @@ impl Drill {
 
     pub fn all() -> Vec<Drill> {
         Drill::value_variants().to_vec()
+    }
+
+    /// Why this drill cannot run on `lab`, if it cannot.
+    pub fn unfit(self, lab: &Lab) -> Option<String> {
+        match self {
+            Drill::EtcdQuorumLoss if lab.etcd_members < 3 => Some(format!(
+                "{} needs a lab with 3 or 5 etcd members (scripts/cluster.sh up --etcd 3); this one has {}",
+                self.name(),
+                lab.etcd_members
+            )),
+            Drill::JoinEmpty | Drill::LeaderStop if lab.nodes.len() < 2 => {
+                Some(format!("{} needs at least 2 nodes", self.name()))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -226,26 +243,11 @@ impl Ctx<'_> {
                 if before != Some(want) {
                     self.undo.lock().unwrap().failsafe = Some(before);
                 }
-                let members = lab.etcd_processes();
-                if members.len() != lab.etcd_members {
-                    bail!("{} of {} etcd members run", members.len(), lab.etcd_members);
-                }
-                (self.say)(&format!(
-                    "SIGSTOP to every etcd member ({}) for {}s",
-                    members
-                        .iter()
-                        .map(|p| p.pid.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    ETCD_DOWN.as_secs()
-                ));
-                for m in &members {
-                    self.freeze(m, "etcd")?;
-                }
-                tokio::time::sleep(ETCD_DOWN).await;
-                for m in &members {
-                    self.thaw(m);
-                }
+                self.freeze_etcd(lab.etcd_members).await?;
+            }
+            Drill::EtcdQuorumLoss => {
+                // A majority stopped: the rest cannot commit anything, leases included.
+                self.freeze_etcd(lab.etcd_members / 2 + 1).await?;
             }
             Drill::PowerOff => {
                 let a = agent()?;
@@ -272,6 +274,38 @@ impl Ctx<'_> {
                 self.restart_agent(leader).await?;
             }
             Drill::JoinEmpty => self.join_empty(leader).await?,
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP to the first `count` etcd members for [`ETCD_DOWN`], then SIGCONT.
+    async fn freeze_etcd(&self, count: usize) -> Result<()> {
+        let members = self.lab.etcd_processes();
+        if members.len() != self.lab.etcd_members {
+            bail!(
+                "{} of {} etcd members run",
+                members.len(),
+                self.lab.etcd_members
+            );
+        }
+        let frozen = &members[..count.min(members.len())];
+        (self.say)(&format!(
+            "SIGSTOP to {} of {} etcd members (pids {}) for {}s",
+            frozen.len(),
+            members.len(),
+            frozen
+                .iter()
+                .map(|p| p.pid.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            ETCD_DOWN.as_secs()
+        ));
+        for m in frozen {
+            self.freeze(m, "etcd")?;
+        }
+        tokio::time::sleep(ETCD_DOWN).await;
+        for m in frozen {
+            self.thaw(m);
         }
         Ok(())
     }
@@ -376,7 +410,7 @@ mod tests {
     fn names_are_kebab_case() {
         assert_eq!(Drill::AgentFreeze.name(), "agent-freeze");
         assert_eq!(Drill::EtcdFreezeFailsafe.name(), "etcd-freeze-failsafe");
-        assert_eq!(Drill::all().len(), 9);
+        assert_eq!(Drill::all().len(), 10);
     }
 
     #[test]
@@ -386,8 +420,9 @@ mod tests {
         assert_eq!(a, random_schedule(&all, 20, 42));
         assert_ne!(a, random_schedule(&all, 20, 43));
         assert_eq!(a.len(), 20);
-        // Fixed forever: a seed printed by one version replays on the next.
-        let names: Vec<String> = random_schedule(&all, 4, 1)
+        // Fixed forever: a seed printed by one version replays on the next (for the same
+        // list of drills: the nine of the first version here).
+        let names: Vec<String> = random_schedule(&all[..9], 4, 1)
             .iter()
             .map(|d| d.name())
             .collect();

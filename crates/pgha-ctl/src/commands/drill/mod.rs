@@ -43,9 +43,23 @@ fn say(text: &str) {
 
 /// Runs the drills; `Ok(false)` when any is unsafe (the caller exits non-zero).
 pub async fn run(args: &DrillArgs) -> Result<bool> {
-    let chosen = if args.drills.is_empty() {
+    let lab = Lab::open(&args.lab)?;
+    // All drills by default, less those this lab cannot run; one asked for by name must fit.
+    let chosen: Vec<Drill> = if args.drills.is_empty() {
         Drill::all()
+            .into_iter()
+            .filter(|d| match d.unfit(&lab) {
+                Some(why) => {
+                    say(&format!("skipping {}: {why}", d.name()));
+                    false
+                }
+                None => true,
+            })
+            .collect()
     } else {
+        if let Some(why) = args.drills.iter().find_map(|d| d.unfit(&lab)) {
+            bail!("{why}");
+        }
         args.drills.clone()
     };
     let rounds = args.rounds as usize;
@@ -66,7 +80,6 @@ pub async fn run(args: &DrillArgs) -> Result<bool> {
         )
     };
 
-    let lab = Lab::open(&args.lab)?;
     let access = EtcdAccess::from(lab.ctl.etcd()?);
     let dcs = ClusterReader::connect(&access, &lab.ctl.prefix(&lab.scope))
         .await
