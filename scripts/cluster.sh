@@ -7,6 +7,8 @@
 #   scripts/cluster.sh status   # what runs, pghactl list, HAProxy's view of the servers
 #   scripts/cluster.sh stop     # stop every process, keep the data (`up` starts them again)
 #   scripts/cluster.sh down     # stop every process and remove the directory
+#   scripts/cluster.sh stop-node I   # stop node I's agent (SIGTERM: it stops PostgreSQL cleanly)
+#   scripts/cluster.sh start-node I  # start node I's agent again, as `up` starts it
 #
 # Settings (flags win over the environment; `up` records them in the lab directory, so
 # status/stop/down and a later `up` need none of them):
@@ -25,7 +27,8 @@
 # (configured by `pghactl haproxy-config`) serves the primary on 5000 (checks /primary), the
 # replicas on 5001 (checks /replica) and its stats page on 7000.
 #
-# Layout of the lab directory: lab.env (N, M, K as `up` created them), pgha, pghactl,
+# Layout of the lab directory: lab.env (N, M, K as `up` created them), pgha, pghactl, cluster.sh
+# (a copy of this script, so tools such as `pghactl drill` restart an agent exactly as `up` does),
 # node<i>.yml, node<i>.log, node<i>.pid, node<i>/ (data dir, pgpass, socket), etcd<k>.pid,
 # etcd<k>.log, etcd<k>/ (data), haproxy.cfg, haproxy.pid, haproxy.log.
 # Every process the script starts is recorded in a .pid file and stopped through it (after
@@ -54,6 +57,7 @@ usage() {
     cat >&2 <<EOF
 usage: $0 up [--nodes N] [--etcd 1|3|5] [--port-offset K]
        $0 status | stop | down
+       $0 stop-node I | start-node I
 Environment: PGHA_LAB_DIR (default /tmp/pgha-lab), PGHA_LAB_NODES, PGHA_LAB_ETCD,
 PGHA_LAB_PORT_OFFSET, PGHA_LAB_BIN_DIR; see the top of this script.
 EOF
@@ -349,6 +353,14 @@ YAML
     chmod 0644 "$BASE/$name.yml"
 }
 
+# A copy of this script in the lab, refreshed by every `up`: what restarts a node from inside the
+# lab (`pghactl drill`) then runs the same code as `up`, wherever the repository is.
+install_script() {
+    local self
+    self="$(readlink -f "${BASH_SOURCE[0]}")"
+    [[ "$self" == "$BASE/cluster.sh" ]] || install -m 0755 "$self" "$BASE/cluster.sh"
+}
+
 # First `up`: directory, binaries, configuration; no process yet.
 create_lab() {
     ensure_packages
@@ -388,6 +400,7 @@ create_lab() {
     ${AGENT_PREFIX[@]+"${AGENT_PREFIX[@]}"} test -x "$BASE" ||
         die "$AGENT_USER cannot reach $BASE (a parent directory is not world-traversable): choose another PGHA_LAB_DIR, then 'PGHA_LAB_DIR=$BASE scripts/cluster.sh down'"
     install -m 0755 "$target/pgha" "$target/pghactl" "$BASE/"
+    install_script
     for ((k = 1; k <= ETCD_MEMBERS; k++)); do
         mkdir -p "$BASE/etcd$k"
         chmod 0700 "$BASE/etcd$k"
@@ -547,6 +560,7 @@ cmd_up() {
     fi
     local start=$SECONDS k i
     if [[ -f "$STATE" ]]; then
+        install_script
         log "starting what is not running in $BASE ($NODES nodes, $ETCD_MEMBERS etcd member(s), port offset $OFFSET)"
     else
         create_lab
@@ -709,6 +723,51 @@ cmd_status() {
     return "$rc"
 }
 
+# ----- one node -----
+
+# The node index given to start-node / stop-node, checked against the lab's shape.
+node_arg() {
+    [[ -f "$STATE" ]] || die "no lab in $BASE (scripts/cluster.sh up creates one)"
+    [[ -n "$NODE_ARG" ]] || die "$CMD needs a node number (1 to $NODES)"
+    NODE_ARG="${NODE_ARG#node}"
+    is_uint "$NODE_ARG" && ((10#$NODE_ARG >= 1 && 10#$NODE_ARG <= NODES)) ||
+        die "no node '$NODE_ARG' in $BASE: it has node1 to node$NODES"
+    NODE_ARG=$((10#$NODE_ARG))
+}
+
+cmd_start_node() {
+    node_arg
+    local i="$NODE_ARG" pid
+    pid="$(live_pid "$BASE/node$i.pid")"
+    if [[ -n "$pid" ]]; then
+        log "agent node$i already runs (pid $pid); nothing to do"
+        return 0
+    fi
+    start_agent "$i"
+}
+
+# SIGTERM to the agent (which stops PostgreSQL cleanly and gives up the leader key), then a
+# postmaster left without its agent, as `stop` does for every node.
+cmd_stop_node() {
+    node_arg
+    local i="$NODE_ARG" pid
+    pid="$(live_pid "$BASE/node$i.pid")"
+    if [[ -n "$pid" ]]; then
+        log "stopping agent node$i (pid $pid)"
+        stop_pid "$pid" "agent node$i" TERM 30
+    else
+        log "agent node$i is not running"
+    fi
+    pid="$(live_postmaster "$BASE/node$i/data")"
+    if [[ -n "$pid" ]]; then
+        log "stopping postgres of node$i (pid $pid)"
+        stop_pid "$pid" "postgres node$i" INT 10
+    fi
+}
+
+NODE_ARG=""
+CMD=""
+
 main() {
     local cmd="${1:-}"
     [[ -n "$cmd" ]] || usage
@@ -722,6 +781,13 @@ main() {
             --port-offset) WANT_OFFSET="${2:?--port-offset needs a number}" && shift ;;
             --port-offset=*) WANT_OFFSET="${1#*=}" ;;
             -h | --help) usage ;;
+            [0-9]* | node[0-9]*)
+                [[ "$cmd" == start-node || "$cmd" == stop-node ]] && [[ -z "$NODE_ARG" ]] || {
+                    log "unknown argument: $1"
+                    usage
+                }
+                NODE_ARG="$1"
+                ;;
             *)
                 log "unknown argument: $1"
                 usage
@@ -730,16 +796,17 @@ main() {
         shift
     done
     case "$cmd" in
-        up | down | stop | status) ;;
+        up | down | stop | status | start-node | stop-node) ;;
         -h | --help | help) usage ;;
         *)
             log "unknown command: $cmd"
             usage
             ;;
     esac
+    CMD="$cmd"
     load_layout "$cmd"
     set_haproxy_ports
-    "cmd_$cmd"
+    "cmd_${cmd//-/_}"
 }
 
 main "$@"

@@ -404,3 +404,53 @@ pub struct CompletionArgs {
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }
+
+#[derive(Debug, Clone, Args)]
+#[command(after_long_help = DRILL_AFTER_HELP)]
+pub struct DrillArgs {
+    /// The lab directory (PGHA_LAB_DIR of `scripts/cluster.sh up`)
+    #[arg(long, value_name = "DIR")]
+    pub lab: std::path::PathBuf,
+
+    /// Drills to run, comma-separated [default: all, in the order below]
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "DRILL,...")]
+    pub drills: Vec<crate::commands::Drill>,
+
+    /// Run the drills this many times (with --random: this many drills drawn from them)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+
+    /// Draw the schedule at random (printed, with its seed)
+    #[arg(long)]
+    pub random: bool,
+
+    /// Seed of the random schedule: the same seed gives the same schedule
+    #[arg(long, requires = "random")]
+    pub seed: Option<u64>,
+
+    /// Milliseconds between two of the writer's INSERTs
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub write_interval_ms: u64,
+
+    /// Seconds the cluster may take to be healthy again after a fault
+    #[arg(long, default_value_t = 120, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub healthy_timeout: u64,
+
+    /// Print the results as JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+const DRILL_AFTER_HELP: &str = "\
+Each drill waits for a healthy cluster, starts a writer (one INSERT per interval through the \
+node whose REST API answers /primary, every acknowledged id recorded) and a probe (a write on \
+every node every 100 ms), inflicts the fault on the leader, undoes it, waits until the cluster \
+is healthy again (a leader, every replica streaming, a synchronous standby in synchronous \
+mode), then looks for every acknowledged id on the new primary.
+
+Columns: Write gap = longest time without an acknowledged write from the fault on; Lost = \
+acknowledged rows missing on the new primary; Overlap = longest time two nodes were both \
+provably writable; Healthy after = from the fault to a healthy cluster. A drill is safe when \
+nothing is lost, there is no overlap and the cluster is healthy within --healthy-timeout; the \
+exit status is 1 when any drill is UNSAFE.";

@@ -91,6 +91,8 @@ pub enum Command {
     HaproxyConfig(HaproxyConfigArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completion(CompletionArgs),
+    /// Run fault drills under a write load against a lab made by scripts/cluster.sh
+    Drill(DrillArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,6 +4,7 @@
 
 mod cluster_role;
 mod common;
+mod drill;
 mod edit_config;
 mod extras;
 mod history;
@@ -28,12 +29,20 @@ use crate::render::{render_members, Format};
 use crate::rest::Rest;
 use crate::term::{prompt_secret, StdTerm};
 use common::{reject_group, Ctx};
+pub use drill::Drill;
 
 pub async fn run(cli: Cli) -> Result<()> {
     // Needs no configuration at all.
     if let Command::Completion(a) = &cli.command {
         extras::completion(a);
         return Ok(());
+    }
+    // Finds everything in the lab directory: no -c, no DCS URL.
+    if let Command::Drill(a) = &cli.command {
+        return match drill::run(a).await? {
+            true => Ok(()),
+            false => Err(crate::term::AlreadyReported.into()),
+        };
     }
     let env = |k: &str| std::env::var(k).ok();
     let cfg = config::load(
@@ -64,6 +73,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             extras::completion(&a);
             Ok(())
         }
+        Command::Drill(_) => Ok(()),
         other => operate(&cfg, other).await,
     }
 }
@@ -117,6 +127,7 @@ async fn operate(cfg: &CtlConfig, command: Command) -> Result<()> {
         | Command::Topology(_)
         | Command::Version(_)
         | Command::HaproxyConfig(_)
+        | Command::Drill(_)
         | Command::Completion(_) => return Ok(()),
     };
     reject_group(group)?;
@@ -282,6 +293,7 @@ async fn operate(cfg: &CtlConfig, command: Command) -> Result<()> {
         | Command::Topology(_)
         | Command::Version(_)
         | Command::HaproxyConfig(_)
+        | Command::Drill(_)
         | Command::Completion(_) => Ok(()),
     }
 }

@@ -20,6 +20,7 @@ mod callbacks;
 mod cluster_wide_order;
 mod common;
 mod custom_methods;
+mod drill;
 mod etcd_outage;
 mod failover_manual;
 mod failover_priority;

@@ -35,7 +35,7 @@ const UP_TIMEOUT: Duration = Duration::from_secs(150);
 const DOWN_TIMEOUT: Duration = Duration::from_secs(90);
 const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where the lab directories go: /tmp is world-traversable, as the `postgres` user needs.
-const TMP: &str = "/tmp";
+pub(crate) const TMP: &str = "/tmp";
 const DIR_PREFIX: &str = "pgha-lab-e2e-";
 
 fn script() -> PathBuf {
@@ -44,10 +44,10 @@ fn script() -> PathBuf {
 
 /// The lab's port plan, as scripts/cluster.sh derives it.
 #[derive(Debug, Clone, Copy)]
-struct Shape {
-    nodes: u16,
-    etcd: u16,
-    offset: u16,
+pub(crate) struct Shape {
+    pub(crate) nodes: u16,
+    pub(crate) etcd: u16,
+    pub(crate) offset: u16,
 }
 
 impl Shape {
@@ -118,7 +118,7 @@ fn parse_listening(text: &str) -> Vec<u16> {
 
 /// An offset below the ephemeral range (so `free_port()` of concurrent tests never hands out a
 /// lab port) where every port of `shape` is free.
-fn free_offset(nodes: u16, etcd: u16) -> Result<u16> {
+pub(crate) fn free_offset(nodes: u16, etcd: u16) -> Result<u16> {
     let listening = listening_ports();
     for offset in (20000..=24000).step_by(250) {
         let shape = Shape {
@@ -185,16 +185,16 @@ fn sql(port: u16, query: &str) -> Result<Vec<Vec<Option<String>>>> {
 
 /// One lab: `<TMP>/pgha-lab-e2e-<pid>-<tag>/` (0755, holding owner.pid) with the lab in `lab/`.
 /// Dropping it runs `down`, then SIGKILLs recorded PIDs still running, then removes it all.
-struct Lab {
-    parent: PathBuf,
-    dir: PathBuf,
+pub(crate) struct Lab {
+    pub(crate) parent: PathBuf,
+    pub(crate) dir: PathBuf,
     shape: Shape,
     bin: PathBuf,
-    passed: bool,
+    pub(crate) passed: bool,
 }
 
 impl Lab {
-    fn new(tag: &str, shape: Shape, bin: &Path) -> Result<Lab> {
+    pub(crate) fn new(tag: &str, shape: Shape, bin: &Path) -> Result<Lab> {
         let parent = Path::new(TMP).join(format!("{DIR_PREFIX}{}-{tag}", std::process::id()));
         let lab = Lab {
             dir: parent.join("lab"),
@@ -254,7 +254,7 @@ impl Lab {
     }
 
     /// `up` with the port offset (and `env`), which must succeed and say so.
-    fn up(&self, args: &[&str], env: &[(&str, String)]) -> Result<String> {
+    pub(crate) fn up(&self, args: &[&str], env: &[(&str, String)]) -> Result<String> {
         let mut all = vec![("PGHA_LAB_PORT_OFFSET", self.shape.offset.to_string())];
         all.extend(env.iter().cloned());
         let mut argv = vec!["up"];
@@ -282,7 +282,7 @@ impl Lab {
     }
 
     /// Every PID the lab recorded: its .pid files and each node's postmaster.pid.
-    fn recorded_pids(&self) -> BTreeMap<String, i32> {
+    pub(crate) fn recorded_pids(&self) -> BTreeMap<String, i32> {
         let mut out = BTreeMap::new();
         let first_line = |p: &Path| -> Option<i32> {
             fs::read_to_string(p)
@@ -376,7 +376,7 @@ impl Lab {
     }
 
     /// `down`, then the checks that nothing is left; a second `down` must succeed too.
-    fn down_and_check(&mut self) -> Result<f64> {
+    pub(crate) fn down_and_check(&mut self) -> Result<f64> {
         let pids = self.recorded_pids();
         ensure!(
             !pids.is_empty(),
@@ -452,7 +452,7 @@ impl Drop for Lab {
 
 /// Labs left by a run of this test that was SIGKILLed (its owner.pid dead): dropped, which runs
 /// their `down` and removes them.
-fn reap_stale_labs(bin: &Path) {
+pub(crate) fn reap_stale_labs(bin: &Path) {
     let Ok(rd) = fs::read_dir(TMP) else {
         return;
     };
@@ -484,7 +484,7 @@ fn reap_stale_labs(bin: &Path) {
 }
 
 /// Debian packages the lab needs and the script would install (as root): skip without them.
-fn missing_packages(name: &str) -> bool {
+pub(crate) fn missing_packages(name: &str) -> bool {
     let need = [
         ("/usr/lib/postgresql/15/bin/postgres", "postgresql-15"),
         ("/usr/bin/etcd", "etcd-server"),

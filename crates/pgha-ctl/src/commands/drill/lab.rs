@@ -1,0 +1,342 @@
+//! The lab `scripts/cluster.sh up` made, as the drill sees it: its shape (lab.env), each node's
+//! ports, data directory and superuser from node<i>.yml, and the processes it runs, found only
+//! through the files the lab records (node<i>.pid, the data directory's postmaster.pid,
+//! etcd<k>.pid) and checked before any signal, so a recycled PID is never hit.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_yaml_ng::Value;
+
+use crate::config::{self, CtlConfig};
+
+/// One PostgreSQL + agent pair of the lab.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// 1-based, as cluster.sh numbers them (`start-node I`).
+    pub index: usize,
+    pub name: String,
+    pub host: String,
+    pub pg_port: u16,
+    pub rest_port: u16,
+    pub data_dir: PathBuf,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Lab {
+    pub dir: PathBuf,
+    pub nodes: Vec<Node>,
+    pub etcd_members: usize,
+    /// pghactl's view of node1.yml: the DCS endpoints and the cluster's key prefix.
+    pub ctl: CtlConfig,
+    pub scope: String,
+}
+
+/// A process as it was when the drill signalled it: PID plus start time, so a later SIGCONT
+/// or SIGKILL reaches that process and no other that got its PID meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: i32,
+    start: String,
+}
+
+impl Proc {
+    /// `pid` if it is alive now (zombies are dead).
+    pub fn of(pid: i32) -> Option<Proc> {
+        proc_start(pid).map(|start| Proc { pid, start })
+    }
+
+    pub fn alive(&self) -> bool {
+        proc_start(self.pid).as_deref() == Some(self.start.as_str())
+    }
+
+    /// Sends `sig` if this still is the same process; `false` when it is gone.
+    pub fn signal(&self, sig: Signal) -> bool {
+        self.alive() && kill(Pid::from_raw(self.pid), sig).is_ok()
+    }
+
+    /// Waits up to `bound` for the process to end.
+    pub async fn wait_gone(&self, bound: Duration) -> bool {
+        let until = tokio::time::Instant::now() + bound;
+        while self.alive() {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+}
+
+/// Field 22 of /proc/PID/stat (start time in clock ticks) of a live, non-zombie process.
+fn proc_start(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    fields.get(19).map(|s| s.to_string())
+}
+
+fn first_line_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn cmdline(pid: i32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(String::from_utf8_lossy(&raw).replace('\0', " "))
+}
+
+/// `host:port` → (host, port).
+fn host_port(s: &str, what: &str) -> Result<(String, u16)> {
+    let (h, p) = s
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("{what} {s:?} has no port"))?;
+    let port = p
+        .parse()
+        .with_context(|| format!("{what} {s:?}: bad port"))?;
+    Ok((h.to_string(), port))
+}
+
+fn text<'a>(doc: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut v = doc;
+    for k in path {
+        v = v.get(*k)?;
+    }
+    v.as_str()
+}
+
+/// The three numbers of lab.env; anything else in it is ignored, as cluster.sh does.
+pub fn parse_lab_env(text: &str) -> Result<(usize, usize)> {
+    let (mut nodes, mut etcd) = (None, None);
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let Ok(n) = v.trim().parse::<usize>() else {
+            continue;
+        };
+        match k.trim() {
+            "NODES" => nodes = Some(n),
+            "ETCD_MEMBERS" => etcd = Some(n),
+            _ => {}
+        }
+    }
+    match (nodes, etcd) {
+        (Some(n), Some(e)) if n >= 1 && e >= 1 => Ok((n, e)),
+        _ => bail!("lab.env lacks NODES or ETCD_MEMBERS"),
+    }
+}
+
+impl Lab {
+    /// Reads the lab in `dir`; fails, touching nothing, when it is not one.
+    pub fn open(dir: &Path) -> Result<Lab> {
+        if !dir.is_dir() {
+            bail!("lab directory {} does not exist", dir.display());
+        }
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        let env_file = dir.join("lab.env");
+        let env_text = std::fs::read_to_string(&env_file).map_err(|_| {
+            anyhow!(
+                "{} is not a lab made by scripts/cluster.sh up (no lab.env)",
+                dir.display()
+            )
+        })?;
+        let (n, etcd_members) = parse_lab_env(&env_text)
+            .with_context(|| format!("{} is not a usable lab", dir.display()))?;
+        if !dir.join("cluster.sh").is_file() {
+            bail!(
+                "{} has no cluster.sh (the copy `scripts/cluster.sh up` installs since drills exist): \
+                 run `PGHA_LAB_DIR={} scripts/cluster.sh up` once, it refreshes the lab's files",
+                dir.display(),
+                dir.display()
+            );
+        }
+        let mut nodes = Vec::with_capacity(n);
+        for i in 1..=n {
+            let yml = dir.join(format!("node{i}.yml"));
+            let raw = std::fs::read_to_string(&yml)
+                .with_context(|| format!("the lab has no readable {}", yml.display()))?;
+            let doc: Value = serde_yaml_ng::from_str(&raw)
+                .with_context(|| format!("{} is not valid YAML", yml.display()))?;
+            let need = |path: &[&str]| {
+                text(&doc, path)
+                    .ok_or_else(|| anyhow!("{} lacks {}", yml.display(), path.join(".")))
+            };
+            let (host, pg_port) = host_port(need(&["postgresql", "listen"])?, "postgresql.listen")?;
+            let (_, rest_port) = host_port(need(&["restapi", "listen"])?, "restapi.listen")?;
+            let data_dir = PathBuf::from(need(&["postgresql", "data_dir"])?);
+            if !data_dir.starts_with(&dir) {
+                bail!(
+                    "{}: data_dir {} lies outside the lab",
+                    yml.display(),
+                    data_dir.display()
+                );
+            }
+            let su = ["postgresql", "authentication", "superuser"];
+            nodes.push(Node {
+                index: i,
+                name: need(&["name"])?.to_string(),
+                host,
+                pg_port,
+                rest_port,
+                data_dir,
+                user: text(&doc, &[su[0], su[1], su[2], "username"])
+                    .unwrap_or("postgres")
+                    .to_string(),
+                password: text(&doc, &[su[0], su[1], su[2], "password"]).map(str::to_string),
+            });
+        }
+        // The lab's own configuration, not PATRONI_* variables of whoever runs the drill.
+        let no_env = |_: &str| None;
+        let ctl = config::load(Some(&dir.join("node1.yml")), None, false, &no_env)?;
+        let scope = ctl
+            .scope
+            .clone()
+            .ok_or_else(|| anyhow!("node1.yml has no scope"))?;
+        Ok(Lab {
+            dir,
+            nodes,
+            etcd_members,
+            ctl,
+            scope,
+        })
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// A PID from `file` whose process is alive and mentions the lab directory on its command
+    /// line (as cluster.sh's `live_pid` checks).
+    fn live_pid(&self, file: &Path) -> Option<Proc> {
+        let pid = first_line_pid(file)?;
+        let needle = format!("{}/", self.dir.display());
+        cmdline(pid)
+            .filter(|c| c.contains(&needle))
+            .and_then(|_| Proc::of(pid))
+    }
+
+    pub fn agent(&self, node: &Node) -> Option<Proc> {
+        self.live_pid(&self.dir.join(format!("node{}.pid", node.index)))
+    }
+
+    /// The postmaster from postmaster.pid, if that process runs in the data directory.
+    pub fn postmaster(&self, node: &Node) -> Option<Proc> {
+        let pid = first_line_pid(&node.data_dir.join("postmaster.pid"))?;
+        (cwd_of(pid)? == canonical(&node.data_dir)).then_some(())?;
+        Proc::of(pid)
+    }
+
+    /// Every process running in the node's data directory: the postmaster and its children
+    /// (backends, walsender, checkpointer...) all have it as working directory.
+    pub fn postgres_processes(&self, node: &Node) -> Vec<Proc> {
+        let data = canonical(&node.data_dir);
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&pid| cwd_of(pid).is_some_and(|c| c == data))
+            .filter_map(Proc::of)
+            .collect()
+    }
+
+    pub fn etcd_processes(&self) -> Vec<Proc> {
+        (1..=self.etcd_members)
+            .filter_map(|k| self.live_pid(&self.dir.join(format!("etcd{k}.pid"))))
+            .collect()
+    }
+
+    /// `cluster.sh start-node I` from the lab's own copy of the script: the agent starts
+    /// exactly as `up` starts it (user, session, log, pid file).
+    pub async fn start_node(&self, node: &Node) -> Result<()> {
+        self.script(&["start-node", &node.index.to_string()]).await
+    }
+
+    async fn script(&self, args: &[&str]) -> Result<()> {
+        let mut cmd = tokio::process::Command::new("bash");
+        cmd.arg(self.dir.join("cluster.sh"))
+            .args(args)
+            .env("PGHA_LAB_DIR", &self.dir)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        for v in ["PGHA_LAB_NODES", "PGHA_LAB_ETCD", "PGHA_LAB_PORT_OFFSET"] {
+            cmd.env_remove(v);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .map_err(|_| anyhow!("cluster.sh {} did not finish in 60s", args.join(" ")))?
+            .with_context(|| format!("cannot run {}/cluster.sh", self.dir.display()))?;
+        if !out.status.success() {
+            bail!(
+                "cluster.sh {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn cwd_of(pid: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_env_needs_both_numbers() {
+        assert_eq!(
+            parse_lab_env("NODES=3\nETCD_MEMBERS=1\nPORT_OFFSET=0\n").unwrap(),
+            (3, 1)
+        );
+        assert!(parse_lab_env("NODES=3\n").is_err());
+        assert!(parse_lab_env("NODES=x\nETCD_MEMBERS=1\n").is_err());
+    }
+
+    #[test]
+    fn not_a_lab() {
+        let missing = Path::new("/nonexistent/pgha-lab");
+        let e = Lab::open(missing).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let e = Lab::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("no lab.env"), "{e}");
+        std::fs::write(dir.path().join("lab.env"), "NODES=3\nETCD_MEMBERS=1\n").unwrap();
+        let e = Lab::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("no cluster.sh"), "{e}");
+    }
+
+    #[test]
+    fn own_process_is_found_and_recognised() {
+        let me = Proc::of(std::process::id() as i32).unwrap();
+        assert!(me.alive());
+        let other = Proc {
+            pid: me.pid,
+            start: "0".into(),
+        };
+        assert!(!other.alive());
+    }
+}

@@ -1,0 +1,194 @@
+//! `pghactl drill` on a lab made by `scripts/cluster.sh up` (private directory, free port
+//! offset, the debug binaries), as CI's short run of the drills:
+//! (a) bad input gets a clear error and touches nothing: a lab directory that does not exist,
+//!     one that is no lab, a lab whose etcd cannot be reached, an unknown drill, `--rounds 0`;
+//!     every process the lab recorded is still the same afterwards;
+//! (b) three quick drills (kill -9 of the leader's postgres, a clean stop of the leader's
+//!     agent, kill -9 of its agent and postmaster) are all `safe` and the table has the
+//!     documented columns; a seeded random round prints its seed and schedule as JSON.
+//! The lab is removed with `cluster.sh down` even when the test fails (prod_lab's Lab guard).
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use pgha_e2e::cluster::serial_lock;
+use pgha_e2e::proc::run_with_timeout;
+use pgha_e2e::{locate_binaries, report};
+
+use crate::common::skip;
+use crate::prod_lab::{free_offset, missing_packages, reap_stale_labs, Lab, Shape};
+use crate::prod_support::no_haproxy;
+
+const NAME: &str = "drill_quick_run_on_the_lab";
+const DRILL_TIMEOUT: Duration = Duration::from_secs(300);
+/// The columns README's "Drills" section documents.
+const COLUMNS: [&str; 9] = [
+    "Drill",
+    "Leader",
+    "Acked",
+    "Write gap",
+    "Lost",
+    "Overlap",
+    "Healthy after",
+    "Verdict",
+    "#",
+];
+
+fn drill(bin: &Path, args: &[&str]) -> Result<Output> {
+    let mut cmd = Command::new(bin.join("pghactl"));
+    cmd.arg("drill").args(args);
+    run_with_timeout(&mut cmd, None, DRILL_TIMEOUT)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `pghactl drill ARGS` must fail with `code` and say `needle`.
+fn refused(bin: &Path, args: &[&str], code: i32, needle: &str) -> Result<()> {
+    let out = drill(bin, args)?;
+    let all = text(&out);
+    ensure!(
+        out.status.code() == Some(code) && all.contains(needle),
+        "pghactl drill {} exited {:?}, expected {code} saying {needle:?}:\n{all}",
+        args.join(" "),
+        out.status.code()
+    );
+    Ok(())
+}
+
+/// A port nothing listens on (bound and released at once).
+fn dead_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+#[test]
+fn drill_quick_run_on_the_lab() -> Result<()> {
+    if skip(NAME) || no_haproxy(NAME) || missing_packages(NAME) {
+        return Ok(());
+    }
+    let _lock = serial_lock()?;
+    let bin = locate_binaries()?;
+    reap_stale_labs(&bin);
+    let t0 = Instant::now();
+    let shape = Shape {
+        nodes: 3,
+        etcd: 1,
+        offset: free_offset(3, 1)?,
+    };
+    let mut lab = Lab::new("drill", shape, &bin)?;
+    let out = lab.up(&[], &[])?;
+    ensure!(out.contains("is up in"), "up said:\n{out}");
+    let dir = lab.dir.display().to_string();
+
+    // (a) Bad input, before and around a running lab: nothing may be touched.
+    let before = lab.recorded_pids();
+    let missing = format!("{}/no-such-lab", lab.parent.display());
+    refused(&bin, &["--lab", &missing], 1, "does not exist")?;
+    let parent = lab.parent.display().to_string();
+    refused(&bin, &["--lab", &parent], 1, "no lab.env")?;
+    refused(
+        &bin,
+        &["--lab", &dir, "--drills", "no-such-drill"],
+        2,
+        "possible values",
+    )?;
+    refused(&bin, &["--lab", &dir, "--rounds", "0"], 2, "--rounds")?;
+    // The lab's files (paths moved to the copy), with etcd on a port nothing listens on.
+    let fake = lab.parent.join("unreachable");
+    fs::create_dir(&fake)?;
+    let etcd = format!("127.0.0.1:{}", 2379 + shape.offset);
+    let nowhere = format!("127.0.0.1:{}", dead_port()?);
+    for f in [
+        "lab.env",
+        "cluster.sh",
+        "node1.yml",
+        "node2.yml",
+        "node3.yml",
+    ] {
+        let body = fs::read_to_string(lab.dir.join(f)).with_context(|| format!("read {f}"))?;
+        let body = body
+            .replace(&etcd, &nowhere)
+            .replace(&dir, &fake.display().to_string());
+        fs::write(fake.join(f), body)?;
+    }
+    let fake_s = fake.display().to_string();
+    refused(&bin, &["--lab", &fake_s], 1, "unreachable")?;
+    let after = lab.recorded_pids();
+    ensure!(
+        before == after,
+        "bad input changed the lab's processes: {before:?} -> {after:?}"
+    );
+
+    // (b) Three quick drills, all safe, in the documented table.
+    let drills = "postgres-kill,leader-stop,agent-postgres-kill";
+    let out = drill(&bin, &["--lab", &dir, "--drills", drills])?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "pghactl drill failed ({}):\n{}",
+        out.status,
+        text(&out)
+    );
+    let header = stdout
+        .lines()
+        .find(|l| l.contains("| Drill "))
+        .with_context(|| format!("no table header in:\n{stdout}"))?;
+    for col in COLUMNS {
+        ensure!(header.contains(col), "column {col:?} missing: {header}");
+    }
+    for name in drills.split(',') {
+        let row = stdout
+            .lines()
+            .find(|l| l.contains(&format!("| {name} ")))
+            .with_context(|| format!("no row for {name}:\n{stdout}"))?;
+        ensure!(row.contains("| safe "), "{name} is not safe: {row}");
+    }
+
+    // A seeded random round: reproducible schedule, printed with its seed; JSON results.
+    let out = drill(
+        &bin,
+        &[
+            "--lab",
+            &dir,
+            "--drills",
+            "postgres-kill",
+            "--random",
+            "--seed",
+            "7",
+            "--json",
+        ],
+    )?;
+    ensure!(out.status.success(), "random round failed:\n{}", text(&out));
+    ensure!(
+        text(&out).contains("random schedule, seed 7: postgres-kill"),
+        "no seed and schedule in:\n{}",
+        text(&out)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).context("drill --json")?;
+    ensure!(
+        doc["seed"] == 7 && doc["safe"] == true && doc["results"][0]["verdict"] == "safe",
+        "json: {doc}"
+    );
+    for key in ["write_gap", "lost", "overlap", "healthy_after", "verdict"] {
+        ensure!(
+            doc["results"][0].get(key).is_some(),
+            "json result lacks {key}: {doc}"
+        );
+    }
+    lab.down_and_check()?;
+    lab.passed = true;
+    report(&format!(
+        "drill: {drills} and a seeded random round safe on a cluster.sh lab ({:.1}s in all)",
+        t0.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
