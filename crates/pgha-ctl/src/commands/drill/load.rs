@@ -225,7 +225,7 @@ async fn writer(
                 log.lock().unwrap().acked.push((id, commit));
             }
             Ok(Err(e)) => {
-                log.lock().unwrap().last_writer_error = Some(e.to_string());
+                log.lock().unwrap().last_writer_error = Some(pg_error(&e));
                 conn = None;
             }
             Err(_) => {
@@ -235,6 +235,14 @@ async fn writer(
         }
         // An id whose insert failed or timed out may still have committed: never reuse it.
         id += 1;
+    }
+}
+
+/// PostgreSQL's own message when there is one (tokio-postgres displays just "db error").
+pub fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
     }
 }
 

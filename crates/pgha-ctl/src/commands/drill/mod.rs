@@ -50,7 +50,7 @@ pub async fn run(args: &DrillArgs) -> Result<bool> {
             .into_iter()
             .filter(|d| match d.unfit(&lab) {
                 Some(why) => {
-                    say(&format!("skipping {}: {why}", d.name()));
+                    say(&format!("skipping: {why}"));
                     false
                 }
                 None => true,
@@ -150,8 +150,8 @@ pub async fn run(args: &DrillArgs) -> Result<bool> {
         let one = run_one(&ctx, &endpoints, *drill, args, healthy_bound);
         let outcome = tokio::select! {
             o = one => o,
-            _ = tokio::signal::ctrl_c() => {
-                say("interrupted: undoing what the drill did");
+            sig = stop_signal() => {
+                say(&format!("{sig}: undoing what the drill did"));
                 faults::undo(&ctx).await;
                 bail!("interrupted during {}", drill.name());
             }
@@ -195,6 +195,21 @@ pub async fn run(args: &DrillArgs) -> Result<bool> {
         print!("{}", report::table(&outcomes));
     }
     Ok(all_safe)
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM, whichever comes first, named; never, if neither can be caught.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 fn endpoint<'a>(eps: &'a [Endpoint], name: &str) -> Result<&'a Endpoint> {
