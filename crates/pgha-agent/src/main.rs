@@ -188,11 +188,23 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
                 cfg.restapi.listen
             )
         })?;
+    // TLS files are read now: a missing or bad certificate or key stops the agent naming it.
+    let server_tls = match settings::rest_server_tls(&cfg) {
+        Some(t) => Some(
+            t.server_config()
+                .context("restapi.certfile/keyfile/cafile")?,
+        ),
+        None => None,
+    };
+    let http = peers::http_client(&settings::peer_client_tls(&cfg), Duration::from_secs(2))
+        .context("TLS for requests to the other members (ctl.cacert/certfile, restapi.cafile)")?;
     let dcs = Arc::new(loop_connect(etcd).await?);
     // Before anything touches postgres or the DCS: two agents of one name would fight over
     // one member key and one slot.
     if let Ok(cluster) = dcs.load_cluster().await {
-        if let Some(url) = peers::name_taken(&cluster, &cfg.name, &cfg.restapi.api_url()).await {
+        if let Some(url) =
+            peers::name_taken(&http, &cluster, &cfg.name, &cfg.restapi.api_url()).await
+        {
             error!(
                 { logging::CRITICAL_FIELD } = true,
                 "Can't start; there is already a node named '{}' running", cfg.name
@@ -223,11 +235,25 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
             .with_admin(admin)
             .with_failsafe(failsafe.clone()),
     );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            error!("REST API server stopped: {e}");
+    match server_tls {
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    error!("REST API server stopped: {e}");
+                }
+            });
         }
-    });
+        Some(tls) => {
+            let listener = listener.into_std().context("REST API listener")?;
+            let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+            tokio::spawn(async move {
+                let server = axum_server::from_tcp_rustls(listener, tls);
+                if let Err(e) = server.serve(app.into_make_service()).await {
+                    error!("REST API server stopped: {e}");
+                }
+            });
+        }
+    }
     info!("REST API listening on {}", cfg.restapi.listen);
     spawn_sighup_reload(req_tx, wake.clone());
 
@@ -247,6 +273,7 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
         wake,
         loop_wait,
         failsafe,
+        http,
     });
     Ok(agent.run(shutdown_rx).await)
 }
