@@ -468,6 +468,36 @@ mod tests {
     }
 
     #[test]
+    fn ctl_tls_keys_and_their_environment_overrides() {
+        let yaml = "etcd3:\n  host: h:1\nrestapi:\n  cafile: /r/ca.pem\n\
+                    ctl:\n  certfile: /c/ctl.crt\n  keyfile: /c/ctl.key\n  insecure: false\n";
+        let c = parse(yaml, &no_env);
+        assert_eq!(
+            c.rest_tls,
+            pgha_tls::ClientTls {
+                // No ctl.cacert: restapi.cafile, as patronictl does.
+                ca_file: Some("/r/ca.pem".into()),
+                cert_file: Some("/c/ctl.crt".into()),
+                key_file: Some("/c/ctl.key".into()),
+                key_password: None,
+                insecure: false,
+            }
+        );
+        let env = |k: &str| match k {
+            "PATRONI_CTL_CACERT" => Some("/e/ca.pem".to_string()),
+            "PATRONI_CTL_CERTFILE" => Some("/e/c.crt".to_string()),
+            "PATRONI_CTL_KEYFILE" => Some("/e/c.key".to_string()),
+            "PATRONI_CTL_INSECURE" => Some("true".to_string()),
+            _ => None,
+        };
+        let c = parse(yaml, &env);
+        assert_eq!(c.rest_tls.ca_file.as_deref(), Some(Path::new("/e/ca.pem")));
+        assert_eq!(c.rest_tls.cert_file.as_deref(), Some(Path::new("/e/c.crt")));
+        assert_eq!(c.rest_tls.key_file.as_deref(), Some(Path::new("/e/c.key")));
+        assert!(c.insecure && c.rest_tls.insecure);
+    }
+
+    #[test]
     fn ctl_only_file() {
         let c = parse(
             "etcd3:\n  hosts: 10.0.0.1:2379,10.0.0.2\n  username: u\n",
