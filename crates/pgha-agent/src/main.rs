@@ -11,6 +11,7 @@ mod lease_guard;
 mod logging;
 mod peers;
 mod publish;
+mod rest_server;
 mod settings;
 mod slot_upkeep;
 mod watchdog;
@@ -190,10 +191,11 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
         })?;
     // TLS files are read now: a missing or bad certificate or key stops the agent naming it.
     let server_tls = match settings::rest_server_tls(&cfg) {
-        Some(t) => Some(
+        Some(t) => Some((
             t.server_config()
                 .context("restapi.certfile/keyfile/cafile")?,
-        ),
+            t.verify_client,
+        )),
         None => None,
     };
     let http = peers::http_client(&settings::peer_client_tls(&cfg), Duration::from_secs(2))
@@ -235,25 +237,7 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
             .with_admin(admin)
             .with_failsafe(failsafe.clone()),
     );
-    match server_tls {
-        None => {
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    error!("REST API server stopped: {e}");
-                }
-            });
-        }
-        Some(tls) => {
-            let listener = listener.into_std().context("REST API listener")?;
-            let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-            tokio::spawn(async move {
-                let server = axum_server::from_tcp_rustls(listener, tls);
-                if let Err(e) = server.serve(app.into_make_service()).await {
-                    error!("REST API server stopped: {e}");
-                }
-            });
-        }
-    }
+    rest_server::spawn(listener, app, server_tls).context("REST API listener")?;
     info!("REST API listening on {}", cfg.restapi.listen);
     spawn_sighup_reload(req_tx, wake.clone());
 

@@ -47,21 +47,36 @@ fn tls_everywhere_switchover_and_failover() -> Result<()> {
         .find(|n| *n != leader)
         .expect("a replica");
     let scope = c.scope.clone();
-    let out = c.ctl(&[
-        "switchover",
-        &scope,
-        "--leader",
-        &leader,
-        "--candidate",
-        &candidate,
-        "--force",
-    ])?;
-    ensure!(
-        out.status.success(),
-        "pghactl switchover: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Retried: right after start the replicas' member keys may not say `running` yet, and the
+    // leader then refuses (412), which pghactl reports with exit status 0 as patronictl does.
+    c.wait(
+        "pghactl switchover to succeed",
+        Duration::from_secs(60),
+        || {
+            if c.leader_name()?.as_deref() == Some(candidate.as_str()) {
+                return Ok(());
+            }
+            let out = c.ctl(&[
+                "switchover",
+                &scope,
+                "--leader",
+                &leader,
+                "--candidate",
+                &candidate,
+                "--force",
+            ])?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            ensure!(
+                text.contains("Successfully switched over"),
+                "pghactl switchover: {text}"
+            );
+            Ok(())
+        },
+    )?;
     c.wait("the candidate to lead", Duration::from_secs(60), || {
         let l = c.leader_name()?.ok_or_else(|| anyhow!("no leader key"))?;
         ensure!(l == candidate, "leader is {l}");
