@@ -237,7 +237,10 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
             .with_admin(admin)
             .with_failsafe(failsafe.clone()),
     );
-    rest_server::spawn(listener, app, server_tls).context("REST API listener")?;
+    let tls_handle = rest_server::spawn(listener, app, server_tls).context("REST API listener")?;
+    if let (Some(handle), Some(tls)) = (tls_handle, settings::rest_server_tls(&cfg)) {
+        rest_server::reload_on_sighup(handle, tls);
+    }
     info!("REST API listening on {}", cfg.restapi.listen);
     spawn_sighup_reload(req_tx, wake.clone());
 

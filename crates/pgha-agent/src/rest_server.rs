@@ -60,24 +60,24 @@ async fn unsafe_needs_certificate(
     next.run(req).await
 }
 
-/// Serves `app` on `listener` in the background: HTTPS with `tls`, plain HTTP without.
+/// Serves `app` on `listener` in the background: HTTPS with `tls`, plain HTTP without. The
+/// handle of an HTTPS server swaps its certificate for new connections.
 pub fn spawn(
     listener: tokio::net::TcpListener,
     app: Router,
     tls: Option<(rustls::ServerConfig, pgha_tls::VerifyClient)>,
-) -> io::Result<()> {
+) -> io::Result<Option<RustlsConfig>> {
     let Some((config, verify)) = tls else {
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 error!("REST API server stopped: {e}");
             }
         });
-        return Ok(());
+        return Ok(None);
     };
     let listener = listener.into_std()?;
-    let acceptor = FlagClientCert(RustlsAcceptor::new(RustlsConfig::from_config(Arc::new(
-        config,
-    ))));
+    let handle = RustlsConfig::from_config(Arc::new(config));
+    let acceptor = FlagClientCert(RustlsAcceptor::new(handle.clone()));
     let app = if verify == pgha_tls::VerifyClient::Optional {
         app.layer(middleware::from_fn(unsafe_needs_certificate))
     } else {
@@ -89,7 +89,37 @@ pub fn spawn(
             error!("REST API server stopped: {e}");
         }
     });
-    Ok(())
+    Ok(Some(handle))
+}
+
+/// SIGHUP: the REST API's certificate, key and CA are read again (a renewed certificate is
+/// served to new connections without a restart); files that do not load leave the previous
+/// ones in place, with the reason logged.
+pub fn reload_on_sighup(handle: RustlsConfig, tls: pgha_tls::ServerTls) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reload(&handle, &tls);
+        }
+    });
+}
+
+fn reload(handle: &RustlsConfig, tls: &pgha_tls::ServerTls) {
+    match tls.server_config() {
+        Ok(c) => {
+            handle.reload_from_config(Arc::new(c));
+            tracing::info!(
+                "REST API certificate reloaded from {}",
+                tls.cert_file.display()
+            );
+        }
+        Err(e) => {
+            tracing::warn!("REST API certificate not reloaded, keeping the current one: {e}")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -149,5 +179,52 @@ mod tests {
         assert!(anon.get(&url).send().await.is_err());
         assert_eq!(named.get(&url).send().await.unwrap().status(), 200);
         assert_eq!(named.post(&url).send().await.unwrap().status(), 200);
+    }
+
+    /// A certificate renewed in place (here: by another CA) is served after a reload; a broken
+    /// file leaves the current one serving.
+    #[tokio::test]
+    async fn reload_swaps_the_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (old, new) = (TestCa::new("old CA"), TestCa::new("new CA"));
+        old.write(&d.join("old.pem")).unwrap();
+        new.write(&d.join("new.pem")).unwrap();
+        let (cert, key) = old.issue(d, "node", &["127.0.0.1"]).unwrap();
+        let tls = ServerTls {
+            cert_file: cert.clone(),
+            key_file: Some(key.clone()),
+            key_password: None,
+            ca_file: None,
+            verify_client: VerifyClient::None,
+        };
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://127.0.0.1:{}/", l.local_addr().unwrap().port());
+        let app = Router::new().route("/", get(|| async { "ok" }));
+        let handle = spawn(
+            l,
+            app,
+            Some((tls.server_config().unwrap(), tls.verify_client)),
+        )
+        .unwrap()
+        .unwrap();
+        let trusting = |ca: &str| {
+            let c = ClientTls {
+                ca_file: Some(d.join(ca)),
+                ..Default::default()
+            };
+            crate::peers::http_client(&c, std::time::Duration::from_secs(5)).unwrap()
+        };
+        assert!(trusting("old.pem").get(&url).send().await.is_ok());
+        assert!(trusting("new.pem").get(&url).send().await.is_err());
+
+        std::fs::write(&key, "broken").unwrap();
+        reload(&handle, &tls);
+        assert!(trusting("old.pem").get(&url).send().await.is_ok());
+
+        new.issue(d, "node", &["127.0.0.1"]).unwrap();
+        reload(&handle, &tls);
+        assert!(trusting("new.pem").get(&url).send().await.is_ok());
+        assert!(trusting("old.pem").get(&url).send().await.is_err());
     }
 }
