@@ -552,3 +552,48 @@ async fn missing_client_certificate_is_refused_by_etcd() {
         "{e}"
     );
 }
+
+/// `etcdctl` against the TLS etcd, with the test client certificate.
+fn etcdctl_tls(etcd: &Etcd, pki: &Pki, args: &[&str]) {
+    let out = Command::new("/usr/bin/etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", etcd.url))
+        .arg(format!("--cacert={}", pki.ca.display()))
+        .arg(format!("--cert={}", pki.client.0.display()))
+        .arg(format!("--key={}", pki.client.1.display()))
+        .args(args)
+        .output()
+        .expect("run etcdctl");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn etcd_authentication_over_tls() {
+    let Some((etcd, pki)) = start_tls() else {
+        return;
+    };
+    if !Path::new("/usr/bin/etcdctl").exists() {
+        return;
+    }
+    etcdctl_tls(&etcd, &pki, &["user", "add", "root:rootpw"]);
+    etcdctl_tls(&etcd, &pki, &["auth", "enable"]);
+    let with = |password: &str| {
+        let mut s = tls_settings(vec![etcd.url.clone()], &pki.ca, Some(&pki.client));
+        s.username = Some("root".into());
+        s.password = Some(password.into());
+        s
+    };
+    let dcs = EtcdDcs::connect(with("rootpw"))
+        .await
+        .expect("authenticated");
+    dcs.initialize(true, "7000000000000000002").await.unwrap();
+    let e = match EtcdDcs::connect(with("wrong")).await {
+        Err(e) => e.to_string(),
+        Ok(d) => d.load_cluster().await.unwrap_err().to_string(),
+    };
+    assert!(e.contains("authentication failed"), "{e}");
+}
