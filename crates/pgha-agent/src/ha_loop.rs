@@ -128,6 +128,8 @@ pub struct Wiring {
     pub wake: Arc<Notify>,
     pub loop_wait: Arc<AtomicU64>,
     pub failsafe: Arc<pgha_api::FailsafeMemory>,
+    /// To the other members' REST APIs (see `peers::http_client`).
+    pub http: reqwest::Client,
 }
 
 /// Why the loop ended.
@@ -157,13 +159,10 @@ impl Agent {
             wake,
             loop_wait,
             failsafe,
+            http,
         } = w;
         let (policy, policy_warnings) = effective_policy(&cfg, &dynamic_config(&cfg, None));
         let callbacks = Callbacks::new(&cfg.postgresql.callbacks, &cfg.scope);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("a plain HTTP client always builds");
         Agent {
             dcs,
             pg,

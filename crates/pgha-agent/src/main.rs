@@ -11,6 +11,7 @@ mod lease_guard;
 mod logging;
 mod peers;
 mod publish;
+mod rest_server;
 mod settings;
 mod slot_upkeep;
 mod watchdog;
@@ -188,11 +189,24 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
                 cfg.restapi.listen
             )
         })?;
+    // TLS files are read now: a missing or bad certificate or key stops the agent naming it.
+    let server_tls = match settings::rest_server_tls(&cfg) {
+        Some(t) => Some((
+            t.server_config()
+                .context("restapi.certfile/keyfile/cafile")?,
+            t.verify_client,
+        )),
+        None => None,
+    };
+    let http = peers::http_client(&settings::peer_client_tls(&cfg), Duration::from_secs(2))
+        .context("TLS for requests to the other members (ctl.cacert/certfile, restapi.cafile)")?;
     let dcs = Arc::new(loop_connect(etcd).await?);
     // Before anything touches postgres or the DCS: two agents of one name would fight over
     // one member key and one slot.
     if let Ok(cluster) = dcs.load_cluster().await {
-        if let Some(url) = peers::name_taken(&cluster, &cfg.name, &cfg.restapi.api_url()).await {
+        if let Some(url) =
+            peers::name_taken(&http, &cluster, &cfg.name, &cfg.restapi.api_url()).await
+        {
             error!(
                 { logging::CRITICAL_FIELD } = true,
                 "Can't start; there is already a node named '{}' running", cfg.name
@@ -223,11 +237,10 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
             .with_admin(admin)
             .with_failsafe(failsafe.clone()),
     );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            error!("REST API server stopped: {e}");
-        }
-    });
+    let tls_handle = rest_server::spawn(listener, app, server_tls).context("REST API listener")?;
+    if let (Some(handle), Some(tls)) = (tls_handle, settings::rest_server_tls(&cfg)) {
+        rest_server::reload_on_sighup(handle, tls);
+    }
     info!("REST API listening on {}", cfg.restapi.listen);
     spawn_sighup_reload(req_tx, wake.clone());
 
@@ -247,6 +260,7 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
         wake,
         loop_wait,
         failsafe,
+        http,
     });
     Ok(agent.run(shutdown_rx).await)
 }

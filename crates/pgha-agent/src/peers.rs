@@ -130,21 +130,35 @@ pub fn parse_reply(body: &Value) -> PeerReply {
 /// answers `GET /liveness` (any HTTP answer counts). A key that still carries our own
 /// `api_url` is this agent's previous life (killed before its key expired): nothing else can
 /// serve on the address we just bound, so it is not asked.
-pub async fn name_taken(cluster: &Cluster, me: &str, own_api_url: &str) -> Option<String> {
+pub async fn name_taken(
+    http: &reqwest::Client,
+    cluster: &Cluster,
+    me: &str,
+    own_api_url: &str,
+) -> Option<String> {
     let member = cluster.member(me)?;
     let api_url = member.data.api_url.as_deref()?;
     if api_url == own_api_url {
         return None;
     }
     let liveness = endpoint_url(api_url, "liveness");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .ok()?;
     match http.get(&liveness).send().await {
         Ok(_) => Some(api_url.to_string()),
         Err(_) => None,
     }
+}
+
+/// The agent's HTTP client to the other members' REST APIs (http or https), every TLS file
+/// read and checked now.
+pub fn http_client(
+    tls: &pgha_tls::ClientTls,
+    timeout: Duration,
+) -> anyhow::Result<reqwest::Client> {
+    let tls = tls.client_config()?;
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .use_preconfigured_tls(tls)
+        .build()?)
 }
 
 #[cfg(test)]

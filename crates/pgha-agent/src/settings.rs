@@ -24,6 +24,52 @@ pub fn etcd_settings(cfg: &Config, request_timeout: Duration) -> EtcdSettings {
     }
 }
 
+/// The REST API's TLS (`restapi.certfile` and friends), `None` for plain HTTP.
+pub fn rest_server_tls(cfg: &Config) -> Option<pgha_tls::ServerTls> {
+    let r = &cfg.restapi;
+    let cert = r.certfile.as_ref()?;
+    Some(pgha_tls::ServerTls {
+        cert_file: PathBuf::from(cert),
+        key_file: r.keyfile.as_ref().map(PathBuf::from),
+        key_password: r.keyfile_password.clone(),
+        ca_file: r.cafile.as_ref().map(PathBuf::from),
+        verify_client: match r.verify_client.as_deref() {
+            Some("required") => pgha_tls::VerifyClient::Required,
+            Some("optional") => pgha_tls::VerifyClient::Optional,
+            _ => pgha_tls::VerifyClient::None,
+        },
+    })
+}
+
+/// How the agent's own HTTP client (leader race, failsafe, dead-leader check) talks to the
+/// other members: trusting `ctl.cacert` or `restapi.cafile`, as Patroni does, and presenting
+/// `ctl.certfile`; without one, the REST API's own certificate when the members verify
+/// clients (a certificate without extended key usage serves both ends).
+pub fn peer_client_tls(cfg: &Config) -> pgha_tls::ClientTls {
+    let ctl = cfg.ctl.as_ref();
+    let r = &cfg.restapi;
+    let ca = ctl
+        .and_then(|c| c.cacert.clone())
+        .or_else(|| r.cafile.clone());
+    let verifies_clients = matches!(r.verify_client.as_deref(), Some("required" | "optional"));
+    let (cert, key, password) = match ctl.and_then(|c| c.certfile.clone()) {
+        Some(c) => (Some(c), ctl.and_then(|c| c.keyfile.clone()), None),
+        None if verifies_clients => (
+            r.certfile.clone(),
+            r.keyfile.clone(),
+            r.keyfile_password.clone(),
+        ),
+        None => (None, None, None),
+    };
+    pgha_tls::ClientTls {
+        ca_file: ca.map(PathBuf::from),
+        cert_file: cert.map(PathBuf::from),
+        key_file: key.map(PathBuf::from),
+        key_password: password,
+        insecure: ctl.is_some_and(|c| c.insecure),
+    }
+}
+
 fn user(u: Option<&pgha_config::PgUser>, default_name: &str) -> PgUser {
     match u {
         Some(u) => PgUser {

@@ -171,15 +171,6 @@ fn restapi(ctx: &mut Ctx, v: Option<&Value>) -> RestApi {
         }
     };
     let certfile = string(ctx, "restapi.certfile", get(m, "certfile"));
-    if certfile.is_some() {
-        // Serving plain HTTP while member keys advertise https would break every client.
-        ctx.problem(
-            "restapi.certfile",
-            "HTTPS on the REST API is not supported by pgha yet; remove restapi.certfile (and \
-             keyfile) and terminate TLS in front of the agent if you need it"
-                .to_string(),
-        );
-    }
     let verify_client = string(ctx, "restapi.verify_client", get(m, "verify_client"));
     if let Some(vc) = &verify_client {
         if !matches!(vc.as_str(), "none" | "optional" | "required") {
@@ -195,6 +186,7 @@ fn restapi(ctx: &mut Ctx, v: Option<&Value>) -> RestApi {
         authentication: auth(ctx, "restapi.authentication", get(m, "authentication")),
         certfile,
         keyfile: string(ctx, "restapi.keyfile", get(m, "keyfile")),
+        keyfile_password: string(ctx, "restapi.keyfile_password", get(m, "keyfile_password")),
         cafile: string(ctx, "restapi.cafile", get(m, "cafile")),
         verify_client,
         allowlist: string_list(ctx, "restapi.allowlist", get(m, "allowlist")).unwrap_or_default(),
@@ -206,12 +198,12 @@ fn restapi(ctx: &mut Ctx, v: Option<&Value>) -> RestApi {
                 "authentication",
                 "certfile",
                 "keyfile",
+                "keyfile_password",
                 "cafile",
                 "verify_client",
                 "allowlist",
             ],
             &[
-                "keyfile_password",
                 "ciphers",
                 "allowlist_include_members",
                 "http_extra_headers",

@@ -162,12 +162,14 @@ pub struct RestApi {
     pub authentication: Option<Auth>,
     pub certfile: Option<String>,
     pub keyfile: Option<String>,
+    /// Opens an encrypted (PKCS#8) `keyfile`.
+    pub keyfile_password: Option<String>,
     pub cafile: Option<String>,
     /// `none`, `optional` or `required`.
     pub verify_client: Option<String>,
     pub allowlist: Vec<String>,
     /// Keys Patroni knows that pgha keeps but does not act on (`ciphers`, `http_extra_headers`,
-    /// `allowlist_include_members`, `keyfile_password`, ...).
+    /// `allowlist_include_members`, ...).
     pub extra: Map<String, Value>,
 }
 

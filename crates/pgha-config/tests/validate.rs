@@ -286,15 +286,13 @@ fn any_input_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn rest_api_tls_is_refused_not_silently_ignored() {
+fn rest_api_tls_keys_are_taken_and_the_url_is_https() {
     let yaml = VALID.replace(
         "  listen: 127.0.0.1:8008\n",
-        "  listen: 127.0.0.1:8008\n  certfile: /etc/ssl/pgha.pem\n  keyfile: /etc/ssl/pgha.key\n",
+        "  listen: 127.0.0.1:8008\n  certfile: /etc/ssl/pgha.pem\n  keyfile: /etc/ssl/pgha.key\n  keyfile_password: pw\n  cafile: /etc/ssl/ca.pem\n  verify_client: required\n",
     );
-    let p = problems(&yaml);
-    assert_eq!(p.len(), 1, "{p:?}");
-    assert!(
-        p[0].starts_with("restapi.certfile: HTTPS on the REST API is not supported"),
-        "{p:?}"
-    );
+    let c = parse_str(&yaml).expect("valid").config;
+    assert_eq!(c.restapi.keyfile_password.as_deref(), Some("pw"));
+    assert_eq!(c.restapi.verify_client.as_deref(), Some("required"));
+    assert!(c.restapi.api_url().starts_with("https://"));
 }

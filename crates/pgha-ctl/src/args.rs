@@ -393,6 +393,10 @@ pub struct HaproxyConfigArgs {
     /// Add a `stats socket` at this path to the global section
     #[arg(long, value_name = "PATH")]
     pub stats_socket: Option<String>,
+    /// Health checks over TLS (`check-ssl verify none`) on every server, not only on members
+    /// whose api_url is https
+    #[arg(long)]
+    pub ssl: bool,
     /// Citus group
     #[arg(long)]
     pub group: Option<i64>,

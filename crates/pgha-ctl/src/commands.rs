@@ -167,7 +167,11 @@ async fn operate(cfg: &CtlConfig, command: Command) -> Result<()> {
     let store = ClusterReader::connect(&access, &cfg.prefix(&scope)).await?;
     let mut ctx = Ctx {
         term: &mut term,
-        rest: Rest::new(cfg.rest_auth.clone())?,
+        rest: Rest::with_tls(
+            cfg.rest_auth.clone(),
+            &cfg.rest_tls,
+            crate::rest::REQUEST_TIMEOUT,
+        )?,
     };
     let ctx = &mut ctx;
     match command {
@@ -405,7 +409,7 @@ async fn version(cfg: &CtlConfig, args: &VersionArgs) -> Result<()> {
     emit("\n");
     let access = EtcdAccess::from(cfg.etcd()?);
     let cluster = crate::dcs::load_cluster(&access, &cfg.prefix(name)).await?;
-    let http = reqwest::Client::builder()
+    let http = crate::rest::http_client(&cfg.rest_tls)?
         .timeout(Duration::from_secs(5))
         .build()?;
     for m in &cluster.members {

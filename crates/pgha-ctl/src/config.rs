@@ -78,6 +78,10 @@ pub struct CtlConfig {
     /// A DCS section pgha cannot use (`consul`, `zookeeper`, `etcd` v2, ...), for the error text.
     pub unsupported_dcs: Option<String>,
     pub insecure: bool,
+    /// TLS to the agents' REST API: `ctl.cacert` (else `restapi.cafile`), `ctl.certfile`,
+    /// `ctl.keyfile`, `ctl.keyfile_password`, each overridable by `PATRONI_CTL_*`; `insecure`
+    /// follows [`CtlConfig::insecure`].
+    pub rest_tls: pgha_tls::ClientTls,
     /// Basic auth for the agents' REST API: `ctl.authentication`, else `restapi.authentication`
     /// (patronictl's order), each needing both `username` and `password`.
     pub rest_auth: Option<(String, String)>,
@@ -161,6 +165,7 @@ pub fn load(
         }
     }
     cfg.insecure |= insecure;
+    cfg.rest_tls.insecure = cfg.insecure;
     Ok(cfg)
 }
 
@@ -274,6 +279,23 @@ fn from_mapping(doc: &Mapping, env: &dyn Fn(&str) -> Option<String>) -> Result<C
     }
     apply_env(&mut cfg, env);
     let env_nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+    if let Some(v) = env_nonempty("PATRONI_CTL_INSECURE") {
+        cfg.insecure = matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "on" | "1");
+    }
+    let section_text = |section: &str, key: &str| text(get(section).and_then(|s| s.get(key)));
+    let ctl_file = |key: &str| {
+        env_nonempty(&format!("PATRONI_CTL_{}", key.to_ascii_uppercase()))
+            .or_else(|| section_text("ctl", key))
+    };
+    cfg.rest_tls = pgha_tls::ClientTls {
+        ca_file: ctl_file("cacert")
+            .or_else(|| section_text("restapi", "cafile"))
+            .map(PathBuf::from),
+        cert_file: ctl_file("certfile").map(PathBuf::from),
+        key_file: ctl_file("keyfile").map(PathBuf::from),
+        key_password: ctl_file("keyfile_password"),
+        insecure: cfg.insecure,
+    };
     // `<section>.authentication.{username,password}`, each overridable by `PATRONI_<ENV>_*`.
     let credentials = |path: &[&str], env_prefix: &str| {
         let mut node = Some(&Value::Mapping(doc.clone()));
@@ -443,6 +465,36 @@ mod tests {
             "Unknown dcs scheme: foo"
         );
         assert!(parse_dcs_url("etcd3://h:port").is_err());
+    }
+
+    #[test]
+    fn ctl_tls_keys_and_their_environment_overrides() {
+        let yaml = "etcd3:\n  host: h:1\nrestapi:\n  cafile: /r/ca.pem\n\
+                    ctl:\n  certfile: /c/ctl.crt\n  keyfile: /c/ctl.key\n  insecure: false\n";
+        let c = parse(yaml, &no_env);
+        assert_eq!(
+            c.rest_tls,
+            pgha_tls::ClientTls {
+                // No ctl.cacert: restapi.cafile, as patronictl does.
+                ca_file: Some("/r/ca.pem".into()),
+                cert_file: Some("/c/ctl.crt".into()),
+                key_file: Some("/c/ctl.key".into()),
+                key_password: None,
+                insecure: false,
+            }
+        );
+        let env = |k: &str| match k {
+            "PATRONI_CTL_CACERT" => Some("/e/ca.pem".to_string()),
+            "PATRONI_CTL_CERTFILE" => Some("/e/c.crt".to_string()),
+            "PATRONI_CTL_KEYFILE" => Some("/e/c.key".to_string()),
+            "PATRONI_CTL_INSECURE" => Some("true".to_string()),
+            _ => None,
+        };
+        let c = parse(yaml, &env);
+        assert_eq!(c.rest_tls.ca_file.as_deref(), Some(Path::new("/e/ca.pem")));
+        assert_eq!(c.rest_tls.cert_file.as_deref(), Some(Path::new("/e/c.crt")));
+        assert_eq!(c.rest_tls.key_file.as_deref(), Some(Path::new("/e/c.key")));
+        assert!(c.insecure && c.rest_tls.insecure);
     }
 
     #[test]

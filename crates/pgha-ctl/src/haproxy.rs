@@ -51,6 +51,9 @@ pub struct HaproxyOptions {
     pub replica_lag: Option<String>,
     /// `stats socket` path in `global` (for `show stat` from scripts).
     pub stats_socket: Option<String>,
+    /// `--ssl`: TLS health checks on every server (members whose `api_url` is https get them
+    /// anyway).
+    pub ssl: bool,
 }
 
 impl Default for HaproxyOptions {
@@ -67,6 +70,7 @@ impl Default for HaproxyOptions {
             method: CheckMethod::Options,
             replica_lag: None,
             stats_socket: None,
+            ssl: false,
         }
     }
 }
@@ -296,7 +300,11 @@ pub fn render(
                 .as_deref()
                 .map(|h| format!(" addr {h}"))
                 .unwrap_or_default();
-            let tls = if s.tls { " check-ssl verify none" } else { "" };
+            let tls = if s.tls || opts.ssl {
+                " check-ssl verify none"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 w,
                 "    server {} {} maxconn {} check{addr} port {}{tls}",

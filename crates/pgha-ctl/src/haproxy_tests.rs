@@ -99,6 +99,7 @@ fn options_change_the_right_lines() {
         method: CheckMethod::Get,
         replica_lag: Some("1MB".into()),
         stats_socket: Some("/tmp/lab/haproxy.sock".into()),
+        ssl: false,
     };
     let text = render("c", &lab(), &opts).unwrap();
     for line in [
@@ -111,6 +112,22 @@ fn options_change_the_right_lines() {
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
+}
+
+#[test]
+fn ssl_flag_checks_every_server_over_tls() {
+    let c = cluster(vec![member(
+        "node1",
+        "postgres://10.0.0.1:5432/postgres",
+        "http://10.0.0.1:8008/patroni",
+    )]);
+    let opts = HaproxyOptions {
+        ssl: true,
+        ..HaproxyOptions::default()
+    };
+    let text = render("c", &c, &opts).unwrap();
+    let line = "    server node1 10.0.0.1:5432 maxconn 100 check port 8008 check-ssl verify none\n";
+    assert!(text.contains(line), "missing {line:?} in\n{text}");
 }
 
 #[test]

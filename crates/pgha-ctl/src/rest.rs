@@ -27,7 +27,7 @@ pub struct Rest {
 /// How long one call may take. Switchover, failover and restart answer when they are done,
 /// which takes a while; an unreachable host fails at connect time.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `scheme://host:port/<endpoint>` from an `api_url` such as `http://10.0.0.1:8008/patroni`.
 pub fn endpoint_url(api_url: &str, endpoint: &str) -> Result<String> {
@@ -57,21 +57,41 @@ fn explain(e: &reqwest::Error) -> String {
         return "timed out".into();
     }
     if chain.contains("invalid URL") || chain.contains("scheme is not http") {
-        return "unsupported URL (pghactl speaks plain http to the agents)".into();
+        return "unsupported URL".into();
+    }
+    if let Some(why) = pgha_tls::explain(&format!("{chain} {e:?}")) {
+        return format!("TLS: {why}");
     }
     crate::dcs::gist(&chain)
 }
 
+/// A reqwest builder with pghactl's user agent and TLS settings (`ctl.*`).
+pub fn http_client(tls: &pgha_tls::ClientTls) -> Result<reqwest::ClientBuilder> {
+    Ok(reqwest::Client::builder()
+        .user_agent(concat!("pghactl/", env!("CARGO_PKG_VERSION")))
+        .use_preconfigured_tls(tls.client_config()?))
+}
+
 impl Rest {
+    #[cfg(test)]
     pub fn new(auth: Option<(String, String)>) -> Result<Rest> {
         Self::with_timeout(auth, REQUEST_TIMEOUT)
     }
 
+    #[cfg(test)]
     pub fn with_timeout(auth: Option<(String, String)>, timeout: Duration) -> Result<Rest> {
-        let client = reqwest::Client::builder()
+        Self::with_tls(auth, &pgha_tls::ClientTls::default(), timeout)
+    }
+
+    /// A client for http and https agents; the TLS files are read and checked now.
+    pub fn with_tls(
+        auth: Option<(String, String)>,
+        tls: &pgha_tls::ClientTls,
+        timeout: Duration,
+    ) -> Result<Rest> {
+        let client = http_client(tls)?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(timeout)
-            .user_agent(concat!("pghactl/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Rest { client, auth })
     }

@@ -69,11 +69,6 @@ impl EtcdDcs {
         if settings.endpoints.is_empty() {
             return Err(DcsError::Settings("no etcd endpoints configured".into()));
         }
-        if settings.ca_file.is_some() || settings.cert_file.is_some() {
-            return Err(DcsError::Settings(
-                "TLS to etcd (cacert/cert/key) is not supported by this build; use an http endpoint".into(),
-            ));
-        }
         let per_attempt = attempt_timeout(settings.request_timeout);
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(per_attempt)
@@ -87,6 +82,10 @@ impl EtcdDcs {
         if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
             opts = opts.with_user(u.clone(), p.clone());
         }
+        let tls = tls_options(&settings)?;
+        if let Some(t) = tls {
+            opts = opts.with_tls(t);
+        }
         let endpoints = settings.endpoints.clone();
         let client = tokio::time::timeout(
             settings.request_timeout,
@@ -98,6 +97,31 @@ impl EtcdDcs {
             detail: "timed out connecting".into(),
         })?
         .map_err(|e| classify(&endpoints.join(","), e))?;
+        if tls_in_use(&settings) {
+            // The channel connects lazily: one request now, so a certificate the CA does not
+            // verify (or a client certificate etcd refuses) stops the caller with that reason
+            // instead of looking like an etcd that is down.
+            let probe = tokio::time::timeout(
+                settings.request_timeout,
+                client
+                    .clone()
+                    .get("/", Some(GetOptions::new().with_count_only())),
+            )
+            .await;
+            if let Ok(Err(e)) = probe {
+                if let Some(why) = pgha_tls::explain(&format!("{e:?}")) {
+                    return Err(DcsError::Settings(format!(
+                        "TLS to etcd ({}) failed: {why}{}",
+                        endpoints.join(","),
+                        settings
+                            .ca_file
+                            .as_ref()
+                            .map(|p| format!(" (CA file {})", p.display()))
+                            .unwrap_or_default()
+                    )));
+                }
+            }
+        }
         let budget = settings.request_timeout.as_millis() as u64;
         Ok(EtcdDcs {
             client,
@@ -699,17 +723,82 @@ fn serde_json_compact(data: &MemberData) -> String {
 
 /// Network trouble is retried and ends as `Unreachable`; an answer from etcd that refuses the
 /// request is final.
+fn tls_in_use(settings: &EtcdSettings) -> bool {
+    settings.endpoints.iter().any(|e| e.starts_with("https://"))
+}
+
+/// The TLS options of the etcd channel (`None` for http endpoints). Every file is read and
+/// checked here, so a missing or unparsable certificate or key is an error naming the file
+/// rather than a failed handshake later.
+fn tls_options(settings: &EtcdSettings) -> Result<Option<etcd_client::TlsOptions>, DcsError> {
+    let https = settings
+        .endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
+    let files = settings.ca_file.is_some() || settings.cert_file.is_some();
+    if https == 0 {
+        if files {
+            return Err(DcsError::Settings(
+                "etcd3.cacert/cert/key are set but the endpoints are http://; set \
+                 etcd3.protocol: https or give https:// URLs"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    if https != settings.endpoints.len() {
+        return Err(DcsError::Settings(format!(
+            "the etcd endpoints mix http:// and https:// ({}); use one scheme",
+            settings.endpoints.join(",")
+        )));
+    }
+    let check = pgha_tls::ClientTls {
+        ca_file: settings.ca_file.clone(),
+        cert_file: settings.cert_file.clone(),
+        key_file: settings.key_file.clone(),
+        ..Default::default()
+    };
+    check
+        .client_config()
+        .map_err(|e| DcsError::Settings(e.to_string()))?;
+    let read = |p: &PathBuf| {
+        std::fs::read(p).map_err(|e| DcsError::Settings(format!("{}: {e}", p.display())))
+    };
+    // The server name checked against etcd's certificate is each endpoint's host (tonic's
+    // default), as with Patroni.
+    let mut opts = etcd_client::TlsOptions::new();
+    opts = match &settings.ca_file {
+        Some(ca) => opts.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?)),
+        None => opts.with_native_roots(),
+    };
+    if let Some(cert) = &settings.cert_file {
+        let key = settings.key_file.as_ref().unwrap_or(cert);
+        opts = opts.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(opts))
+}
+
 fn classify(endpoints: &str, e: EtcdError) -> DcsError {
     use tonic_code::is_retryable;
     match &e {
         EtcdError::GRpcStatus(s) if !is_retryable(s.code() as i32) => {
-            DcsError::Rejected(format!("{}: {}", code_name(s.code() as i32), s.message()))
+            match pgha_tls::explain(&format!("{s:?}")) {
+                Some(why) => DcsError::Rejected(format!("TLS: {why}")),
+                None => {
+                    DcsError::Rejected(format!("{}: {}", code_name(s.code() as i32), s.message()))
+                }
+            }
         }
         EtcdError::InvalidArgs(m) | EtcdError::EndpointError(m) => DcsError::Settings(m.clone()),
         EtcdError::InvalidUri(u) => DcsError::Settings(format!("invalid endpoint URL: {u}")),
         _ => DcsError::Unreachable {
             endpoints: endpoints.to_string(),
-            detail: e.to_string(),
+            // gRPC errors hide a TLS verification failure deep in their source chain.
+            detail: match pgha_tls::explain(&format!("{e:?}")) {
+                Some(why) => format!("TLS: {why}"),
+                None => e.to_string(),
+            },
         },
     }
 }

@@ -15,7 +15,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::Signal;
 
 use crate::client::{PgEndpoint, RestEndpoint};
-use crate::config::{render_node_config, ClusterOptions, NodeSpec, NAMESPACE};
+use crate::config::{render_node_config, ClusterOptions, NodeSpec, TlsFiles, NAMESPACE};
 use crate::etcd::{EtcdClient, EtcdKv, EtcdServer, ETCDCTL_BIN, ETCD_BIN};
 use crate::ports::free_port;
 use crate::proc::{
@@ -166,6 +166,33 @@ pub struct Cluster {
     _lock: SerialLock,
 }
 
+/// A private CA and the certificates of a TLS cluster under `<base>/tls` (see [`TlsFiles`]).
+fn make_tls_files(base: &Path, run_as: Option<RunAs>) -> Result<TlsFiles> {
+    use pgha_tls::test_ca::TestCa;
+    let dir = base.join("tls");
+    fs::create_dir(&dir)?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+    let ca = TestCa::new("pgha e2e CA");
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        other_ca: dir.join("other-ca.pem"),
+        cert: dir.join("node.crt"),
+        key: dir.join("node.key"),
+    };
+    ca.write(&files.ca)?;
+    TestCa::new("pgha e2e unrelated CA").write(&files.other_ca)?;
+    ca.issue(&dir, "node", &["127.0.0.1", "localhost"])?;
+    for f in [&files.ca, &files.other_ca, &files.cert] {
+        fs::set_permissions(f, fs::Permissions::from_mode(0o644))?;
+    }
+    fs::set_permissions(&files.key, fs::Permissions::from_mode(0o600))?;
+    if let Some(w) = run_as {
+        nix::unistd::chown(&files.key, Some(w.uid), Some(w.gid))
+            .with_context(|| format!("chown {}", files.key.display()))?;
+    }
+    Ok(files)
+}
+
 impl Cluster {
     /// Creates the directory, copies the binaries, writes every node's config, starts etcd and
     /// every agent. Does not wait for the cluster to become healthy.
@@ -227,8 +254,11 @@ impl Cluster {
             fs::copy(bin_src.join(b), &dst).with_context(|| format!("copy {b} ({BUILD_HINT})"))?;
             fs::set_permissions(&dst, fs::Permissions::from_mode(0o755))?;
         }
-        let etcd = EtcdServer::new(base.clone(), free_port()?, free_port()?);
-        let etcdc = EtcdClient::new(etcd.client_port);
+        let mut etcd = EtcdServer::new(base.clone(), free_port()?, free_port()?);
+        if opts.tls {
+            etcd.tls = Some(make_tls_files(&base, run_as)?);
+        }
+        let etcdc = etcd.client();
         let mut c = Cluster {
             base,
             scope,
@@ -261,14 +291,15 @@ impl Cluster {
         let dir = self.base.join(&name);
         fs::create_dir(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        let (etcd_client_port, tls) = {
+            let etcd = self.etcd.lock().unwrap_or_else(|p| p.into_inner());
+            (etcd.client_port, etcd.tls.clone())
+        };
         let spec = NodeSpec {
             scope: self.scope.clone(),
             name: name.clone(),
-            etcd_client_port: self
-                .etcd
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .client_port,
+            etcd_client_port,
+            tls,
             rest_port: free_port()?,
             pg_port: free_port()?,
             data_dir: dir.join("data"),

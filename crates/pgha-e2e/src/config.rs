@@ -32,6 +32,22 @@ pub struct ClusterOptions {
     pub customize: Option<Customize>,
     /// Extra environment of every agent (`PATRONI_*` overrides, ...).
     pub agent_env: Vec<(String, String)>,
+    /// TLS on every link: etcd over https with client certificates, the REST API over https
+    /// with `verify_client: required`, pghactl with `ctl.cacert/certfile/keyfile`; the
+    /// certificates are made at cluster start by a private CA (see [`TlsFiles`]).
+    pub tls: bool,
+}
+
+/// The certificate files of a TLS cluster, under `<base>/tls`: one CA and one certificate (for
+/// 127.0.0.1 and localhost) that etcd, every agent and pghactl present, plus a second CA that
+/// signed nothing here (for wrong-CA scenarios).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub cert: PathBuf,
+    /// Mode 0600, owned by the agents' user.
+    pub key: PathBuf,
 }
 
 /// A scenario's edit of a node's configuration: gets the node and its parsed YAML.
@@ -61,6 +77,7 @@ impl Default for ClusterOptions {
             bin_dir: DEFAULT_BIN_DIR.to_string(),
             customize: None,
             agent_env: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -85,6 +102,12 @@ impl ClusterOptions {
         self
     }
 
+    /// TLS on every link (see [`ClusterOptions::tls`]).
+    pub fn with_tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Set an environment variable for every agent.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.agent_env.push((key.to_string(), value.to_string()));
@@ -103,6 +126,7 @@ pub struct NodeSpec {
     /// The node's own directory: config, pgpass, unix socket, log.
     pub dir: PathBuf,
     pub data_dir: PathBuf,
+    pub tls: Option<TlsFiles>,
 }
 
 impl NodeSpec {
@@ -181,7 +205,25 @@ fn render_base_config(spec: &NodeSpec, opts: &ClusterOptions) -> String {
         "  connect_address: {}",
         q(&format!("127.0.0.1:{}", spec.rest_port))
     );
+    if let Some(t) = &spec.tls {
+        let path = |p: &PathBuf| q(&p.display().to_string());
+        let _ = writeln!(w, "  certfile: {}", path(&t.cert));
+        let _ = writeln!(w, "  keyfile: {}", path(&t.key));
+        let _ = writeln!(w, "  cafile: {}", path(&t.ca));
+        let _ = writeln!(w, "  verify_client: required");
+        let _ = writeln!(w, "ctl:");
+        let _ = writeln!(w, "  cacert: {}", path(&t.ca));
+        let _ = writeln!(w, "  certfile: {}", path(&t.cert));
+        let _ = writeln!(w, "  keyfile: {}", path(&t.key));
+    }
     let _ = writeln!(w, "etcd3:");
+    if let Some(t) = &spec.tls {
+        let path = |p: &PathBuf| q(&p.display().to_string());
+        let _ = writeln!(w, "  protocol: https");
+        let _ = writeln!(w, "  cacert: {}", path(&t.ca));
+        let _ = writeln!(w, "  cert: {}", path(&t.cert));
+        let _ = writeln!(w, "  key: {}", path(&t.key));
+    }
     let _ = writeln!(w, "  hosts:");
     let _ = writeln!(
         w,
@@ -274,6 +316,7 @@ mod tests {
             pg_port: 15452,
             dir: PathBuf::from("/tmp/pgha-e2e-x/node2"),
             data_dir: PathBuf::from("/tmp/pgha-e2e-x/node2/data"),
+            tls: None,
         }
     }
 

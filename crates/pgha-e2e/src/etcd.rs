@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use nix::sys::signal::Signal;
 
+use crate::config::TlsFiles;
 use crate::proc::{run_with_timeout, signal, wait_pid_gone};
 use crate::wait::wait_until;
 
@@ -33,6 +34,8 @@ pub struct EtcdServer {
     pub base: PathBuf,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// Serve clients over https and require client certificates signed by the CA.
+    pub tls: Option<TlsFiles>,
     child: Option<Child>,
 }
 
@@ -44,12 +47,22 @@ impl EtcdServer {
             data_dir: base.join("etcd"),
             log_path: base.join("etcd.log"),
             base,
+            tls: None,
             child: None,
         }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// An etcdctl client with this server's scheme and certificates.
+    pub fn client(&self) -> EtcdClient {
+        EtcdClient {
+            endpoint: self.endpoint(),
+            tls: self.tls.clone(),
+        }
     }
 
     pub fn pid(&self) -> Option<i32> {
@@ -84,8 +97,14 @@ impl EtcdServer {
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("default={peer}")])
-            .stdin(Stdio::null())
+            .args(["--initial-cluster", &format!("default={peer}")]);
+        if let Some(t) = &self.tls {
+            cmd.arg(format!("--cert-file={}", t.cert.display()))
+                .arg(format!("--key-file={}", t.key.display()))
+                .arg(format!("--trusted-ca-file={}", t.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         // Dies with the test process even when that is killed before any cleanup can run.
@@ -100,7 +119,7 @@ impl EtcdServer {
         let pid = child.id();
         self.child = Some(child);
         std::fs::write(self.base.join("etcd.pid"), format!("{pid}\n"))?;
-        let client = EtcdClient::new(self.client_port);
+        let client = self.client();
         wait_until(
             "etcd to answer",
             Duration::from_secs(30),
@@ -140,12 +159,14 @@ impl Drop for EtcdServer {
 #[derive(Debug, Clone)]
 pub struct EtcdClient {
     endpoint: String,
+    tls: Option<TlsFiles>,
 }
 
 impl EtcdClient {
     pub fn new(client_port: u16) -> EtcdClient {
         EtcdClient {
             endpoint: format!("http://127.0.0.1:{client_port}"),
+            tls: None,
         }
     }
 
@@ -153,8 +174,13 @@ impl EtcdClient {
         let mut cmd = Command::new(ETCDCTL_BIN);
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint))
-            .args(["--dial-timeout=2s", "--command-timeout=3s"])
-            .args(args);
+            .args(["--dial-timeout=2s", "--command-timeout=3s"]);
+        if let Some(t) = &self.tls {
+            cmd.arg(format!("--cacert={}", t.ca.display()))
+                .arg(format!("--cert={}", t.cert.display()))
+                .arg(format!("--key={}", t.key.display()));
+        }
+        cmd.args(args);
         let out = run_with_timeout(&mut cmd, stdin, Duration::from_secs(10))?;
         if !out.status.success() {
             bail!(

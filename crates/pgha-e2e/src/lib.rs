@@ -17,7 +17,7 @@ pub mod wait;
 
 pub use client::{PgConn, PgEndpoint, RestEndpoint, Rows};
 pub use cluster::{locate_binaries, report, tail, Cluster};
-pub use config::{render_node_config, yaml_set, ClusterOptions, Customize, NodeSpec};
+pub use config::{render_node_config, yaml_set, ClusterOptions, Customize, NodeSpec, TlsFiles};
 pub use etcd::EtcdKv;
 pub use nix::sys::signal::Signal;
 pub use proc::pid_alive;

@@ -26,6 +26,7 @@ pub async fn haproxy_config(cfg: &CtlConfig, args: HaproxyConfigArgs) -> Result<
         method: args.check_method,
         replica_lag: args.replica_lag,
         stats_socket: args.stats_socket,
+        ssl: args.ssl,
     };
     // Bad options are reported before etcd is asked anything.
     validate(&opts)?;

@@ -51,6 +51,7 @@ mod startup_refusals;
 mod switchover_rest;
 mod switchover_writes;
 mod sync_mode;
+mod tls;
 mod watchdog;
 
 // Production fit: HAProxy, /metrics, logs, packaging, load.
