@@ -379,7 +379,11 @@ impl Agent {
             return critical;
         }
         self.disarm_watchdog_unless_leading();
-        self.update_lease_guard();
+        let starting_primary = self
+            .job
+            .as_ref()
+            .is_some_and(|j| j.job.kind.starts_primary());
+        self.update_lease_guard(starting_primary);
         if let Some(c) = &cluster {
             self.save_dynamic_cache(c, &obs.local);
         }
@@ -439,7 +443,9 @@ impl Agent {
     /// Arms the lease guard while we lead with a postgres running, with the deadline of the
     /// latest lease renewal or failsafe confirmation; keeps it armed (no longer moved forward)
     /// while a primary we were leading may still run; disarms it otherwise and when paused.
-    fn update_lease_guard(&mut self) {
+    /// Arms, keeps or disarms the lease guard as `pgha_core::guard_plan` says.
+    /// `starting_primary`: a job starts (or is about to start) postgres as the primary.
+    fn update_lease_guard(&mut self, starting_primary: bool) {
         let pid = self.pg.postmaster_pid();
         let renewed = [
             self.dcs.lease_renewed_boot_ms(),
@@ -454,16 +460,7 @@ impl Agent {
             leading: self.state.has_lock && self.policy.standby_cluster.is_none(),
             postmaster_runs: pid.is_some(),
             ran_as_primary: self.last_role == Some("primary"),
-            starting_primary: self.job.as_ref().is_some_and(|j| {
-                matches!(
-                    j.job.kind,
-                    JobKind::Start {
-                        role: Role::Primary
-                    } | JobKind::Restart {
-                        role: Role::Primary
-                    }
-                )
-            }),
+            starting_primary,
             renewed_boot_ms: renewed,
             ttl: self.policy.ttl,
             margin_ms: self.lease_guard.margin_ms(),
@@ -921,25 +918,10 @@ impl Agent {
         if matches!(kind, JobKind::Restart { .. }) {
             self.callbacks.restarting();
         }
-        let primary = matches!(
-            &kind,
-            JobKind::Start {
-                role: Role::Primary
-            } | JobKind::Restart {
-                role: Role::Primary
-            }
-        );
-        if primary && self.state.has_lock && self.pg.postmaster_pid().is_none() {
+        if kind.starts_primary() {
             // Fenced before the postmaster exists: a freeze of this agent from now on must
-            // not leave a writable primary past the lease (see pgha_core::guard_plan).
-            if let Some(t) = self.dcs.lease_renewed_boot_ms() {
-                let margin = self.lease_guard.margin_ms();
-                self.lease_guard.arm_data_dir(pgha_core::guard_deadline(
-                    t,
-                    self.policy.ttl,
-                    margin,
-                ));
-            }
+            // not leave a writable primary past the lease.
+            self.update_lease_guard(true);
         }
         // Its end is news for the loop (promoted, started, cloned): act on it at once.
         let wake = self.wake.clone();

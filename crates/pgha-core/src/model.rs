@@ -146,6 +146,20 @@ pub enum JobKind {
     },
 }
 
+impl JobKind {
+    /// It starts postgres as the primary (a start or restart in that role).
+    pub fn starts_primary(&self) -> bool {
+        matches!(
+            self,
+            JobKind::Start {
+                role: Role::Primary
+            } | JobKind::Restart {
+                role: Role::Primary
+            }
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     pub kind: JobKind,

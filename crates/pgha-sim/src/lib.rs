@@ -1564,16 +1564,7 @@ impl Sim {
             leading: a.state.has_lock,
             postmaster_runs: self.nodes[i].pg.proc == Proc::Running,
             ran_as_primary: a.last_role_primary == Some(true),
-            starting_primary: a.job.as_ref().is_some_and(|j| {
-                matches!(
-                    j.job.kind,
-                    JobKind::Start {
-                        role: Role::Primary
-                    } | JobKind::Restart {
-                        role: Role::Primary
-                    }
-                )
-            }),
+            starting_primary: a.job.as_ref().is_some_and(|j| j.job.kind.starts_primary()),
             renewed_boot_ms: a.renewed_at,
             ttl: self.cfg.ttl,
             margin_ms: GUARD_MARGIN_MS,
