@@ -788,6 +788,18 @@ impl Agent {
                                         flush_lsn: r.flush_lsn.map_or(0, |l| l.0),
                                     })
                                     .collect(),
+                                history: if p.in_recovery && !p.receiver_streaming {
+                                    // A small file, read only while the replica is cut off.
+                                    match self.pg.local_timeline_history(p.timeline) {
+                                        Ok(h) => h.iter().map(|s| (s.timeline, s.lsn.0)).collect(),
+                                        Err(e) => {
+                                            debug!("could not read our timeline history: {e}");
+                                            Vec::new()
+                                        }
+                                    }
+                                } else {
+                                    Vec::new()
+                                },
                             };
                             self.last_role =
                                 Some(if p.in_recovery { "replica" } else { "primary" });

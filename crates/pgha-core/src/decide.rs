@@ -805,16 +805,19 @@ fn replica_past_the_fork(
         .is_some_and(|m| m.tag_bool("nostream"));
     let cut_off = r.in_recovery && !r.streaming && !d.next.needs_rejoin && leader_running;
     let fork = cut_off
-        .then(|| past_the_fork(cluster, timeline, r.wal_position))
+        .then(|| past_the_fork(cluster, timeline, r.wal_position, &r.history))
         .flatten();
     // Not streaming from a leader that runs, long after anything a restart of the WAL
     // receiver would fix: its WAL may have diverged in a way the timeline number does not show
-    // (two promotions that picked the same number); the rejoin compares the histories.
+    // (two promotions that picked the same number), also when it is on an older timeline the
+    // leader's history says it could follow; the rejoin compares the histories.
     let stuck = fork.is_none()
         && cut_off
         && !nostream
         && obs.replicatefrom.is_none()
-        && cluster.history_timeline() == Some(u64::from(timeline));
+        && cluster
+            .history_timeline()
+            .is_some_and(|tl| tl >= u64::from(timeline));
     if !stuck {
         d.next.stuck_since = None;
     }
@@ -845,13 +848,7 @@ fn replica_past_the_fork(
         mode: StopMode::Fast,
     });
     Some(match fork {
-        Some(end) => format!(
-            "Lock owner: {leader}; I am {}; my WAL ({}) goes past the end of timeline {} on {leader} ({}): stopping to rewind",
-            obs.me,
-            pgha_types::Lsn(r.wal_position),
-            r.timeline,
-            pgha_types::Lsn(end)
-        ),
+        Some(why) => format!("Lock owner: {leader}; I am {}; {why}: stopping to rewind", obs.me),
         None => format!(
             "Lock owner: {leader}; I am {}; not streaming from {leader} for {} s although it runs: stopping to check my WAL against its history",
             obs.me,
@@ -866,14 +863,40 @@ pub(crate) const STUCK_GRACE_MS: u64 = 30_000;
 
 /// Where the leader's history (the `history` key) says our timeline ended, when our WAL goes
 /// past it.
-fn past_the_fork(cluster: &Cluster, timeline: u32, wal_position: u64) -> Option<u64> {
+/// Why a replica's WAL cannot continue on the leader's timeline history: it goes past the
+/// end of its timeline there, or an earlier timeline ended elsewhere in its own history than
+/// in the leader's (two promotions that picked the same timeline number).
+fn past_the_fork(
+    cluster: &Cluster,
+    timeline: u32,
+    wal_position: u64,
+    own_history: &[(u32, u64)],
+) -> Option<String> {
     let leader_tl = cluster.history_timeline()?;
+    for &(t, mine_ended) in own_history {
+        let Some(theirs) = cluster.history.iter().find(|h| h.timeline == u64::from(t)) else {
+            continue;
+        };
+        if theirs.lsn != mine_ended {
+            return Some(format!(
+                "timeline {t} ended at {} in my history but at {} in the leader's",
+                pgha_types::Lsn(mine_ended),
+                pgha_types::Lsn(theirs.lsn)
+            ));
+        }
+    }
     let mine = u64::from(timeline);
     if mine == 0 || mine >= leader_tl {
         return None;
     }
     let end = cluster.history.iter().find(|h| h.timeline == mine)?.lsn;
-    (wal_position > end).then_some(end)
+    (wal_position > end).then(|| {
+        format!(
+            "my WAL ({}) goes past the end of timeline {timeline} on the leader ({})",
+            pgha_types::Lsn(wal_position),
+            pgha_types::Lsn(end)
+        )
+    })
 }
 
 fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgProcess) -> String {

@@ -67,6 +67,7 @@ fn running(in_recovery: bool) -> LocalPg {
             server_version: 150018,
             below_primary: Vec::new(),
             standbys: Vec::new(),
+            history: Vec::new(),
         }),
         control: None,
     }

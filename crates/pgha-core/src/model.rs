@@ -60,6 +60,9 @@ pub struct PgRunning {
     pub below_primary: Vec<SettingBelowPrimary>,
     /// Primary: the standbys connected to it (`pg_stat_replication`).
     pub standbys: Vec<StandbyConn>,
+    /// Replica that is not streaming: its own timeline history (`pg_wal/<TLI>.history` of its
+    /// timeline: each earlier timeline and the position where it ended); empty otherwise.
+    pub history: Vec<(u32, u64)>,
 }
 
 /// A row of the primary's `pg_stat_replication`.

@@ -64,6 +64,7 @@ fn running(in_recovery: bool, pos: u64) -> LocalPg {
             server_version: 150018,
             below_primary: Vec::new(),
             standbys: Vec::new(),
+            history: Vec::new(),
         }),
         control: None,
     }
@@ -814,6 +815,7 @@ fn new_timeline_is_recorded_in_history() {
             server_version: 150018,
             below_primary: Vec::new(),
             standbys: Vec::new(),
+            history: Vec::new(),
         }),
         control: None,
     };
@@ -2010,6 +2012,67 @@ fn a_replica_past_the_new_leaders_fork_point_stops_to_rewind() {
     let d = behind.decide_from(&later);
     assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
     assert_eq!(d.next.diverged_since, None);
+}
+
+/// Two promotions that picked the same timeline number: the replica is on timeline 2 (and
+/// behind the leader's position), but its own history says timeline 1 ended elsewhere.
+#[test]
+fn a_replica_whose_history_forked_on_the_same_timeline_number_stops_to_rewind() {
+    let mut o = replica_after_a_fork(4000);
+    o.0.dcs = match o.0.dcs {
+        DcsView::Reachable(mut c) => {
+            c.history.push(pgha_types::HistoryEntry {
+                timeline: 2,
+                lsn: 9000,
+                reason: "no recovery target specified".into(),
+                timestamp: None,
+                new_leader: Some("pg1".into()),
+            });
+            DcsView::Reachable(c)
+        }
+        other => other,
+    };
+    let set = |o: &mut Obs, tl: u32, history: Vec<(u32, u64)>| {
+        if let LocalPg::Initialized {
+            process: PgProcess::Running(r),
+            ..
+        } = &mut o.0.local
+        {
+            r.timeline = tl;
+            r.history = history;
+        }
+    };
+    // The same history as the leader's: it just follows (it is behind the fork point).
+    set(&mut o, 2, vec![(1, 5000)]);
+    let later = HaState {
+        diverged_since: Some(o.0.now - 30_000),
+        ..following("pg1")
+    };
+    let d = o.decide_from(&later);
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
+    assert_eq!(d.next.diverged_since, None);
+
+    // Timeline 1 ended at 4500 in its own history, at 5000 in the leader's.
+    set(&mut o, 2, vec![(1, 4500)]);
+    let d = o.decide_from(&following("pg1"));
+    assert!(
+        !d.actions.iter().any(|a| matches!(a, Action::Stop { .. })),
+        "not at once"
+    );
+    let d = o.decide_from(&later);
+    assert_eq!(
+        d.actions,
+        vec![Action::Stop {
+            mode: StopMode::Fast
+        }]
+    );
+    assert!(d.next.needs_rejoin);
+    assert!(
+        d.message
+            .contains("timeline 1 ended at 0/1194 in my history but at 0/1388 in the leader's"),
+        "{}",
+        d.message
+    );
 }
 
 #[test]

@@ -1211,6 +1211,11 @@ impl Sim {
                     pending_restart: false,
                     server_version: 150018,
                     below_primary: Vec::new(),
+                    history: if pg.primary || pg.streaming {
+                        Vec::new()
+                    } else {
+                        pg.history.clone()
+                    },
                     standbys: if pg.primary {
                         self.standbys_of(i)
                             .into_iter()
@@ -1654,7 +1659,18 @@ impl Sim {
                 return format!("{}: not a running replica", n.name);
             }
             if pg.upstream != Some(l) || !pg.streaming {
-                return format!("{}: not streaming from {leader}", n.name);
+                let upstream = pg.upstream.map(|u| self.nodes[u].name.as_str());
+                return format!(
+                    "{}: not streaming from {leader} (upstream {upstream:?}, {} writes on TL {} \
+                     against the leader's {} on TL {}, history {:?} vs {:?})",
+                    n.name,
+                    pg.log.len(),
+                    pg.tl,
+                    lp.log.len(),
+                    lp.tl,
+                    pg.history,
+                    lp.history
+                );
             }
         }
         String::new()
