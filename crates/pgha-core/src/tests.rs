@@ -1960,6 +1960,18 @@ fn designated_candidate_without_its_required_watchdog_lets_the_others_race() {
     );
 }
 
+/// The decision stops postgres (fast) to rejoin, saying `why`.
+fn stops_to_rewind(d: &Decision, why: &str) {
+    assert_eq!(
+        d.actions,
+        vec![Action::Stop {
+            mode: StopMode::Fast
+        }]
+    );
+    assert!(d.next.needs_rejoin);
+    assert!(d.message.contains(why), "{}", d.message);
+}
+
 /// A replica, not streaming, on timeline 1 at `pos`, under a leader on timeline 2 whose
 /// history says timeline 1 ended at 5000.
 fn replica_after_a_fork(pos: u64) -> Obs {
@@ -1994,18 +2006,7 @@ fn a_replica_past_the_new_leaders_fork_point_stops_to_rewind() {
         ..following("pg1")
     };
     let d = o.decide_from(&later);
-    assert_eq!(
-        d.actions,
-        vec![Action::Stop {
-            mode: StopMode::Fast
-        }]
-    );
-    assert!(d.next.needs_rejoin);
-    assert!(
-        d.message.contains("past the end of timeline 1"),
-        "{}",
-        d.message
-    );
+    stops_to_rewind(&d, "past the end of timeline 1");
 
     // Behind the fork point it just follows the new timeline; streaming resets the timer.
     let behind = replica_after_a_fork(4000);
@@ -2060,18 +2061,9 @@ fn a_replica_whose_history_forked_on_the_same_timeline_number_stops_to_rewind() 
         "not at once"
     );
     let d = o.decide_from(&later);
-    assert_eq!(
-        d.actions,
-        vec![Action::Stop {
-            mode: StopMode::Fast
-        }]
-    );
-    assert!(d.next.needs_rejoin);
-    assert!(
-        d.message
-            .contains("timeline 1 ended at 0/1194 in my history but at 0/1388 in the leader's"),
-        "{}",
-        d.message
+    stops_to_rewind(
+        &d,
+        "timeline 1 ended at 0/1194 in my history but at 0/1388 in the leader's",
     );
 }
 
