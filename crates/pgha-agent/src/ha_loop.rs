@@ -330,6 +330,10 @@ impl Agent {
             watchdog: self.observe_watchdog(),
             failsafe: self.failsafe_obs(),
             dead_leader: None,
+            reclone_on_divergence: self
+                .cfg
+                .postgresql
+                .remove_data_directory_on_diverged_timelines,
         };
         obs.dead_leader = self.prove_leader_dead(&obs).await;
         // failsafe_mode: a leader that pinged us within ttl still leads, whatever the DCS says

@@ -798,6 +798,7 @@ fn replica_past_the_fork(
     };
     if r.streaming {
         d.next.streamed_timeline = d.next.streamed_timeline.max(Some(r.timeline));
+        d.next.stuck_rejoined = false;
     }
     let timeline = r.timeline.max(d.next.streamed_timeline.unwrap_or(0));
     let nostream = cluster
@@ -834,15 +835,40 @@ fn replica_past_the_fork(
     let ttl_ms = obs.policy.ttl.saturating_mul(1000);
     // At least ttl: a leader that died looks the same to a replica whose control file lags,
     // and its key is gone (and this rule with it) within ttl.
+    // Cut off again right after a rejoin: that is no walreceiver between two runs any more.
     let grace = match fork {
         Some(_) => DIVERGED_GRACE_MS.max(ttl_ms),
+        None if d.next.stuck_rejoined => DIVERGED_GRACE_MS.max(ttl_ms),
         None => STUCK_GRACE_MS.max(3 * ttl_ms),
     };
     if obs.now.saturating_sub(since) < grace || obs.policy.pause {
         return None;
     }
+    if fork.is_none() && d.next.stuck_rejoined {
+        // Cut off again after a rejoin that found nothing to rewind: the two WAL streams
+        // diverged where the timeline histories do not show it (pg_rewind cannot see it
+        // either). Only a new clone heals that; the data here is not the leader's.
+        let secs = obs.now.saturating_sub(since) / 1000;
+        if !obs.reclone_on_divergence {
+            // Said once per grace period; the cycles in between go on as usual (a new leader
+            // may be one this replica can follow).
+            d.next.stuck_since = Some(obs.now);
+            return Some(format!(
+                "Lock owner: {leader}; I am {}; not streaming from {leader} for {secs} s although it runs, and a rejoin found nothing to rewind: my WAL diverged from the leader's; run `pghactl reinit` for this member (or set remove_data_directory_on_diverged_timelines)",
+                obs.me
+            ));
+        }
+        d.next.stuck_since = None;
+        d.next.stuck_rejoined = false;
+        requests::remove_to_clone(d, process, true);
+        return Some(format!(
+            "Lock owner: {leader}; I am {}; not streaming from {leader} for {secs} s again after a rejoin found nothing to rewind: removing the data directory to clone it again (remove_data_directory_on_diverged_timelines)",
+            obs.me
+        ));
+    }
     d.next.diverged_since = None;
     d.next.stuck_since = None;
+    d.next.stuck_rejoined = fork.is_none();
     d.next.needs_rejoin = true;
     d.act(Action::Stop {
         mode: StopMode::Fast,
@@ -861,8 +887,6 @@ fn replica_past_the_fork(
 /// before it stops and rejoins (at least 3 × ttl).
 pub(crate) const STUCK_GRACE_MS: u64 = 30_000;
 
-/// Where the leader's history (the `history` key) says our timeline ended, when our WAL goes
-/// past it.
 /// Why a replica's WAL cannot continue on the leader's timeline history: it goes past the
 /// end of its timeline there, or an earlier timeline ended elsewhere in its own history than
 /// in the leader's (two promotions that picked the same timeline number).
@@ -904,6 +928,7 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
     // Whatever looked diverged was measured against a leader that is gone.
     d.next.diverged_since = None;
     d.next.stuck_since = None;
+    d.next.stuck_rejoined = false;
     if let Some(until) = d.next.race_backoff_until {
         if obs.now >= until {
             d.next.race_backoff_until = None;

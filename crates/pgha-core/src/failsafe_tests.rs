@@ -105,6 +105,7 @@ fn obs(me: &str, dcs: DcsView, local: LocalPg, failsafe_mode: bool) -> Observati
             ..FailsafeObs::default()
         },
         dead_leader: None,
+        reclone_on_divergence: false,
     }
 }
 

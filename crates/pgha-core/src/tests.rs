@@ -116,6 +116,7 @@ impl Obs {
             watchdog: WatchdogView::Off,
             failsafe: FailsafeObs::default(),
             dead_leader: None,
+            reclone_on_divergence: false,
         })
     }
     fn watchdog(mut self, w: WatchdogView) -> Obs {
@@ -1099,16 +1100,7 @@ fn reinitialize_is_refused_on_the_leader_and_rebuilds_a_replica() {
     let mut o = Obs::new("pg2", cluster(Some("pg1")), running(true, 1000));
     o.0.request = Some(AdminRequest::Reinitialize { from_leader: true });
     let d = o.decide();
-    assert_eq!(
-        d.actions,
-        vec![
-            Action::Stop {
-                mode: StopMode::Immediate
-            },
-            Action::RemoveDataDirectory
-        ]
-    );
-    assert!(d.next.clone_from_leader);
+    removes_to_clone_from_leader(&d);
     // The clone follows in a quick cycle, not a loop_wait later (10 s by default).
     assert!(d.recheck_soon);
 }
@@ -1960,6 +1952,21 @@ fn designated_candidate_without_its_required_watchdog_lets_the_others_race() {
     );
 }
 
+/// The decision stops postgres at once and removes its data directory to clone it again from
+/// the leader.
+fn removes_to_clone_from_leader(d: &Decision) {
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::Stop {
+                mode: StopMode::Immediate
+            },
+            Action::RemoveDataDirectory
+        ]
+    );
+    assert!(d.next.clone_from_leader);
+}
+
 /// The decision stops postgres (fast) to rejoin, saying `why`.
 fn stops_to_rewind(d: &Decision, why: &str) {
     assert_eq!(
@@ -2231,4 +2238,64 @@ fn a_replica_that_cannot_stream_from_a_running_leader_rejoins_after_a_long_while
         .actions
         .iter()
         .any(|a| matches!(a, Action::Stop { .. })));
+}
+
+/// Cut off again after a rejoin that found nothing to rewind (two promotions forked to the same
+/// timeline number at the same position: the histories agree, the WAL does not).
+#[test]
+fn a_replica_cut_off_again_after_a_rejoin_is_cloned_again_only_when_allowed() {
+    let mut o = replica_after_a_fork(4000);
+    if let LocalPg::Initialized {
+        process: PgProcess::Running(r),
+        ..
+    } = &mut o.0.local
+    {
+        r.timeline = 2;
+    }
+    let rejoined = HaState {
+        stuck_rejoined: true,
+        ..following("pg1")
+    };
+    let d = o.decide_from(&rejoined);
+    let since = d.next.stuck_since.expect("timer started");
+    // The shorter grace after a rejoin (ttl here), not 3 × ttl.
+    let state = HaState {
+        stuck_since: Some(since - 31_000),
+        ..rejoined.clone()
+    };
+    // By default (as Patroni) the data directory is never removed: the operator is told.
+    let d = o.decide_from(&state);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(d.message.contains("run `pghactl reinit`"), "{}", d.message);
+    assert!(d.next.stuck_rejoined);
+    let again = d.next.clone();
+    let d = o.decide_from(&again);
+    assert!(
+        !d.message.contains("reinit"),
+        "said once per grace: {}",
+        d.message
+    );
+    // remove_data_directory_on_diverged_timelines: clone it again, from the leader.
+    o.0.reclone_on_divergence = true;
+    let d = o.decide_from(&state);
+    removes_to_clone_from_leader(&d);
+    assert!(!d.next.needs_rejoin && !d.next.stuck_rejoined);
+    // Streaming in between clears it: the next time it is a plain rejoin again.
+    let mut streaming = Obs(o.0.clone());
+    if let LocalPg::Initialized {
+        process: PgProcess::Running(r),
+        ..
+    } = &mut streaming.0.local
+    {
+        r.streaming = true;
+    }
+    assert!(!streaming.decide_from(&rejoined).next.stuck_rejoined);
+    // The first time it is cut off it rejoins, and remembers that it did.
+    let first = HaState {
+        stuck_since: Some(since - 31_000),
+        ..following("pg1")
+    };
+    let d = o.decide_from(&first);
+    stops_to_rewind(&d, "not streaming from pg1");
+    assert!(d.next.stuck_rejoined);
 }
