@@ -628,7 +628,7 @@ EOF
 # grafana.ini, grafana.pid/.log, grafana/ (data, provisioning, the dashboard).
 
 WANT_MONITORING=0
-PROMETHEUS_BIN="${PGHA_LAB_PROMETHEUS:-prometheus}"
+PROMETHEUS_BIN=prometheus
 GRAFANA_BIN=""
 GRAFANA_HOME=""
 GRAFANA_ADMIN_PASSWORD="lab-grafana-pass"
