@@ -655,7 +655,7 @@ fn run_scenario(lab: &mut Lab, chromium: Option<&Path>) -> Result<String> {
             format!("Grafana dashboard screenshot {}", png.display())
         }
         Some(chromium) => {
-            let url = prometheus_graph_url(prom, &queries, "2m")?;
+            let url = prometheus_graph_url(prom, &queries, "1m")?;
             screenshot(chromium, &url, &png, (1400, 3100))?;
             format!(
                 "no Grafana here: screenshot of Prometheus's graph page for {KEY_PANELS:?} {}",
