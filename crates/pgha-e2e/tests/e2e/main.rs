@@ -58,6 +58,7 @@ mod watchdog;
 mod prod_haproxy;
 mod prod_lab;
 mod prod_logs;
+mod prod_monitoring;
 mod prod_packaging;
 mod prod_pgbench;
 mod prod_support;
