@@ -147,6 +147,7 @@ mod tests {
                 key_password: None,
                 ca_file: Some(d.join("ca.pem")),
                 verify_client: verify,
+                ciphers: None,
             };
             let config = server.server_config().unwrap();
             let app = app();
@@ -197,6 +198,7 @@ mod tests {
             key_password: None,
             ca_file: None,
             verify_client: VerifyClient::None,
+            ciphers: None,
         };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://127.0.0.1:{}/", l.local_addr().unwrap().port());
