@@ -18,7 +18,7 @@ use crate::cache::KeyCache;
 use crate::DcsError;
 
 /// Where and how to reach etcd, and under which prefix the cluster lives.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EtcdSettings {
     /// `http://host:port` URLs; requests move to the next one when one fails.
     pub endpoints: Vec<String>,
@@ -31,6 +31,22 @@ pub struct EtcdSettings {
     pub prefix: String,
     /// Budget for one request, across endpoints and retries.
     pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for EtcdSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSettings")
+            .field("endpoints", &self.endpoints)
+            .field("username", &self.username)
+            // Whether it is set, never its value: Debug output ends up in logs.
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("prefix", &self.prefix)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
 }
 
 /// Keys whose change should wake the HA loop before `loop_wait` runs out. Member keys change
@@ -819,5 +835,29 @@ mod tonic_code {
     /// (4), ResourceExhausted (8), Aborted (10), Internal (13), Unavailable (14).
     pub fn is_retryable(code: i32) -> bool {
         matches!(code, 1 | 4 | 8 | 10 | 13 | 14)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let s = EtcdSettings {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            username: Some("root".into()),
+            password: Some("S3cret".into()),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            prefix: "/service/batman/".into(),
+            request_timeout: Duration::from_secs(1),
+        };
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("S3cret") && debug.contains("<redacted>"),
+            "{debug}"
+        );
     }
 }
