@@ -38,7 +38,23 @@ pub fn rest_server_tls(cfg: &Config) -> Option<pgha_tls::ServerTls> {
             Some("optional") => pgha_tls::VerifyClient::Optional,
             _ => pgha_tls::VerifyClient::None,
         },
+        ciphers: r.ciphers.clone(),
     })
+}
+
+/// Who may make unsafe REST requests: `restapi.allowlist` (host names resolved now; those
+/// that do not resolve are returned for the caller to log), `allowlist_include_members`, and
+/// a client certificate when the REST API serves HTTPS with `verify_client` set.
+pub fn rest_access(cfg: &Config) -> (pgha_api::Access, Vec<String>) {
+    let r = &cfg.restapi;
+    let (allowlist, unresolved) = pgha_api::Access::resolve_allowlist(&r.allowlist);
+    let access = pgha_api::Access {
+        allowlist,
+        include_members: r.allowlist_include_members,
+        client_certificate: r.certfile.is_some()
+            && matches!(r.verify_client.as_deref(), Some("required" | "optional")),
+    };
+    (access, unresolved)
 }
 
 /// How the agent's own HTTP client (leader race, failsafe, dead-leader check) talks to the
