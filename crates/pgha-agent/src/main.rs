@@ -250,6 +250,7 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
     }
     info!("REST API listening on {}", cfg.restapi.listen);
     spawn_sighup_reload(req_tx, wake.clone());
+    reload_etcd_tls_on_sighup(dcs.clone());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -313,6 +314,25 @@ fn spawn_sighup_reload(requests: mpsc::Sender<Pending>, wake: Arc<tokio::sync::N
                 reply,
             });
             wake.notify_one();
+        }
+    });
+}
+
+/// SIGHUP: the etcd client certificate, key and CA are read again and the agent moves to a new
+/// etcd connection made with them; files that do not load, or that etcd refuses, keep the
+/// current connection, logged.
+fn reload_etcd_tls_on_sighup(dcs: Arc<EtcdDcs>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match dcs.reload_tls().await {
+                Ok(true) => info!("etcd TLS files reloaded: new etcd connection in use"),
+                Ok(false) => {}
+                Err(e) => warn!("etcd TLS files not reloaded, keeping the current connection: {e}"),
+            }
         }
     });
 }
