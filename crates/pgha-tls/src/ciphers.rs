@@ -203,7 +203,7 @@ fn looks_like_openssl_cipher(word: &str) -> bool {
 }
 
 fn error(spec: &str, detail: String) -> TlsError {
-    TlsError::Config(format!("restapi.ciphers {spec:?}: {detail}"))
+    TlsError::Config(format!("the cipher string {spec:?}: {detail}"))
 }
 
 fn supported() -> String {
