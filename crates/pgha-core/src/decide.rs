@@ -792,8 +792,25 @@ fn replica_past_the_fork(
 ) -> Option<String> {
     let PgProcess::Running(r) = process else {
         d.next.diverged_since = None;
-        d.next.stuck_since = None;
         d.next.streamed_timeline = None;
+        // After such a rejoin the WAL the walreceiver wrote can leave postgres unable to reach
+        // a consistent state: it never accepts connections ("starting up").
+        if matches!(process, PgProcess::NotReady)
+            && d.next.stuck_rejoined
+            && leader_running
+            && !obs.policy.pause
+        {
+            let since = *d.next.stuck_since.get_or_insert(obs.now);
+            let grace = STUCK_GRACE_MS.max(3 * obs.policy.ttl.saturating_mul(1000));
+            let secs = obs.now.saturating_sub(since) / 1000;
+            if secs * 1000 >= grace {
+                let what =
+                    format!("postgres has not accepted connections for {secs} s since the rejoin");
+                return Some(cut_off_after_rejoin(d, obs, leader, process, &what));
+            }
+            return None;
+        }
+        d.next.stuck_since = None;
         return None;
     };
     if r.streaming {
@@ -845,26 +862,9 @@ fn replica_past_the_fork(
         return None;
     }
     if fork.is_none() && d.next.stuck_rejoined {
-        // Cut off again after a rejoin that found nothing to rewind: the two WAL streams
-        // diverged where the timeline histories do not show it (pg_rewind cannot see it
-        // either). Only a new clone heals that; the data here is not the leader's.
         let secs = obs.now.saturating_sub(since) / 1000;
-        if !obs.reclone_on_divergence {
-            // Said once per grace period; the cycles in between go on as usual (a new leader
-            // may be one this replica can follow).
-            d.next.stuck_since = Some(obs.now);
-            return Some(format!(
-                "Lock owner: {leader}; I am {}; not streaming from {leader} for {secs} s although it runs, and a rejoin found nothing to rewind: my WAL diverged from the leader's; run `pghactl reinit` for this member (or set remove_data_directory_on_diverged_timelines)",
-                obs.me
-            ));
-        }
-        d.next.stuck_since = None;
-        d.next.stuck_rejoined = false;
-        requests::remove_to_clone(d, process, true);
-        return Some(format!(
-            "Lock owner: {leader}; I am {}; not streaming from {leader} for {secs} s again after a rejoin found nothing to rewind: removing the data directory to clone it again (remove_data_directory_on_diverged_timelines)",
-            obs.me
-        ));
+        let what = format!("not streaming from {leader} for {secs} s although it runs");
+        return Some(cut_off_after_rejoin(d, obs, leader, process, &what));
     }
     d.next.diverged_since = None;
     d.next.stuck_since = None;
@@ -881,6 +881,33 @@ fn replica_past_the_fork(
             obs.now.saturating_sub(since) / 1000
         ),
     })
+}
+
+/// Cut off again after a rejoin that found nothing to rewind (`what` says how): the two WAL
+/// streams diverged where the timeline histories do not show it, so pg_rewind cannot see it
+/// either. Only a new clone heals that; the data here is not the leader's.
+fn cut_off_after_rejoin(
+    d: &mut Draft,
+    obs: &Observation,
+    leader: &str,
+    process: &PgProcess,
+    what: &str,
+) -> String {
+    let me = &obs.me;
+    if !obs.reclone_on_divergence {
+        // Said once per grace period; the cycles in between go on as usual (a new leader may
+        // be one this replica can follow).
+        d.next.stuck_since = Some(obs.now);
+        return format!(
+            "Lock owner: {leader}; I am {me}; {what}, and a rejoin found nothing to rewind: my WAL diverged from the leader's; run `pghactl reinit` for this member (or set remove_data_directory_on_diverged_timelines)"
+        );
+    }
+    d.next.stuck_since = None;
+    d.next.stuck_rejoined = false;
+    requests::remove_to_clone(d, process, true);
+    format!(
+        "Lock owner: {leader}; I am {me}; {what}, again after a rejoin found nothing to rewind: removing the data directory to clone it again (remove_data_directory_on_diverged_timelines)"
+    )
 }
 
 /// How long a replica may stay without streaming from a running leader on the same timeline

@@ -2240,6 +2240,48 @@ fn a_replica_that_cannot_stream_from_a_running_leader_rejoins_after_a_long_while
         .any(|a| matches!(a, Action::Stop { .. })));
 }
 
+/// After the rejoin of a cut-off replica its postgres may never reach a consistent state (the
+/// walreceiver wrote the leader's WAL over its own): "starting up" for good.
+#[test]
+fn a_replica_that_never_becomes_ready_after_such_a_rejoin_is_cloned_again() {
+    let mut o = Obs::new(
+        "pg2",
+        cluster(Some("pg1")),
+        LocalPg::Initialized {
+            system_id: SYSID.into(),
+            process: PgProcess::NotReady,
+            control: None,
+        },
+    );
+    o.0.reclone_on_divergence = true;
+    let rejoined = HaState {
+        stuck_rejoined: true,
+        needs_rejoin: true,
+        ..following("pg1")
+    };
+    let d = o.decide_from(&rejoined);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    let since = d.next.stuck_since.expect("timer started");
+    let d = o.decide_from(&HaState {
+        stuck_since: Some(since - 29_000),
+        ..rejoined.clone()
+    });
+    assert!(d.actions.is_empty(), "not before 30 s: {:?}", d.actions);
+    let d = o.decide_from(&HaState {
+        stuck_since: Some(since - 31_000),
+        ..rejoined.clone()
+    });
+    removes_to_clone_from_leader(&d);
+    assert!(
+        d.message.contains("has not accepted connections for 31 s"),
+        "{}",
+        d.message
+    );
+    // Without a rejoin before it, a postgres that is starting up is left alone.
+    let d = o.decide_from(&following("pg1"));
+    assert_eq!(d.next.stuck_since, None);
+}
+
 /// Cut off again after a rejoin that found nothing to rewind (two promotions forked to the same
 /// timeline number at the same position: the histories agree, the WAL does not).
 #[test]

@@ -43,6 +43,7 @@ mod reload_reinit;
 mod replica_ahead;
 mod replicatefrom;
 mod rest_completeness;
+mod same_timeline_fork;
 mod sample_configs;
 mod scheduled_switchover;
 mod sigterm_leader;
