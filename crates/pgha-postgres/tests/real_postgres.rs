@@ -59,14 +59,17 @@ fn params(base: &Path, name: &str, port: u16) -> PgParams {
         superuser: PgUser {
             username: "postgres".into(),
             password: Some("su-pass".into()),
+            ..Default::default()
         },
         replication: PgUser {
             username: "replicator".into(),
             password: Some("repl:pass".into()),
+            ..Default::default()
         },
         rewind: Some(PgUser {
             username: "rewind_user".into(),
             password: Some("rewind-pass".into()),
+            ..Default::default()
         }),
         pgpass: base.join(name).join("pgpass"),
         pg_ctl_timeout: Duration::from_secs(30),
