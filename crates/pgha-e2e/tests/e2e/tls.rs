@@ -4,6 +4,10 @@
 //! `ctl.cacert/certfile/keyfile`. A private CA made at cluster start signs everything. A
 //! switchover (pghactl -> REST over https) and a kill -9 failover (the replicas' leader race
 //! over https) work; an agent given a CA that did not sign etcd's certificate exits saying so.
+//! With PostgreSQL's links on TLS too (`postgresql.authentication.*.sslmode` and client
+//! certificates, `hostssl ... clientcert=verify-ca`), replication, the agents' connections,
+//! switchover, failover and the old leader's return all run over TLS; a missing client
+//! certificate stops the agent naming the file.
 
 use std::time::Duration;
 
@@ -50,20 +54,7 @@ fn tls_everywhere_switchover_and_failover() -> Result<()> {
     c.wait_streaming(2, Duration::from_secs(120))?;
 
     // kill -9 of the leader's agent and postmaster: the others race over https.
-    let old = candidate;
-    c.kill_agent(&old, Signal::SIGKILL)?;
-    c.kill_postmaster(&old, Signal::SIGKILL)?;
-    let others: Vec<String> = c.node_names().into_iter().filter(|n| *n != old).collect();
-    c.wait(
-        "a new leader after kill -9",
-        Duration::from_secs(60),
-        || {
-            let l = c.leader_name()?.ok_or_else(|| anyhow!("no leader key"))?;
-            ensure!(others.contains(&l), "leader key still names {l}");
-            ensure!(!c.pg(&l).in_recovery()?, "{l} is in recovery");
-            Ok(())
-        },
-    )?;
+    kill9_failover(&c, &candidate)?;
     c.pass();
     Ok(())
 }
@@ -81,18 +72,40 @@ fn tls_wrong_ca_is_a_clear_error() -> Result<()> {
             yaml_set(y, &["etcd3", "cacert"], other.display().to_string().into());
         });
     let c = Cluster::start(opts)?;
-    let st = c.wait("the agent to exit", Duration::from_secs(30), || {
-        c.agent_exit("node1")
-            .ok_or_else(|| anyhow!("still running"))
-    })?;
-    ensure!(!st.success(), "the agent exited with {st}");
-    let log = c.log_tail("node1", 30);
+    let log = failed_start_log(&c)?;
     ensure!(
         log.contains("not signed by the configured CA") && log.contains("other-ca.pem"),
         "{log}"
     );
     c.pass();
     Ok(())
+}
+
+/// kill -9 of `leader`'s agent and postmaster; the member that takes over.
+fn kill9_failover(c: &Cluster, leader: &str) -> Result<String> {
+    c.kill_agent(leader, Signal::SIGKILL)?;
+    c.kill_postmaster(leader, Signal::SIGKILL)?;
+    let others: Vec<String> = c.node_names().into_iter().filter(|n| n != leader).collect();
+    c.wait(
+        "a new leader after kill -9",
+        Duration::from_secs(60),
+        || {
+            let l = c.leader_name()?.ok_or_else(|| anyhow!("no leader key"))?;
+            ensure!(others.contains(&l), "leader key still names {l}");
+            ensure!(!c.pg(&l).in_recovery()?, "{l} is in recovery");
+            Ok(l)
+        },
+    )
+}
+
+/// The end of node1's log once its agent exited unsuccessfully.
+fn failed_start_log(c: &Cluster) -> Result<String> {
+    let st = c.wait("the agent to exit", Duration::from_secs(30), || {
+        c.agent_exit("node1")
+            .ok_or_else(|| anyhow!("still running"))
+    })?;
+    ensure!(!st.success(), "the agent exited with {st}");
+    Ok(c.log_tail("node1", 30))
 }
 
 /// `pghactl switchover` from `leader` to `candidate` until the candidate leads and writes.
@@ -228,19 +241,7 @@ fn pg_tls_switchover_failover_and_rewind() -> Result<()> {
 
     // kill -9 of the leader's agent and postmaster; a replica takes over.
     let old = candidate;
-    c.kill_agent(&old, Signal::SIGKILL)?;
-    c.kill_postmaster(&old, Signal::SIGKILL)?;
-    let others: Vec<String> = c.node_names().into_iter().filter(|n| *n != old).collect();
-    let new = c.wait(
-        "a new leader after kill -9",
-        Duration::from_secs(60),
-        || {
-            let l = c.leader_name()?.ok_or_else(|| anyhow!("no leader key"))?;
-            ensure!(others.contains(&l), "leader key still names {l}");
-            ensure!(!c.pg(&l).in_recovery()?, "{l} is in recovery");
-            Ok(l)
-        },
-    )?;
+    let new = kill9_failover(&c, &old)?;
     c.pg(&new)
         .sql("CREATE TABLE after_failover AS SELECT 1 AS x")?;
 
@@ -279,12 +280,7 @@ fn pg_tls_missing_client_certificate_is_named() -> Result<()> {
             );
         });
     let c = Cluster::start(opts)?;
-    let st = c.wait("the agent to exit", Duration::from_secs(30), || {
-        c.agent_exit("node1")
-            .ok_or_else(|| anyhow!("still running"))
-    })?;
-    ensure!(!st.success(), "the agent exited with {st}");
-    let log = c.log_tail("node1", 30);
+    let log = failed_start_log(&c)?;
     ensure!(
         log.contains("postgresql.authentication.replication")
             && log.contains("missing-replicator.crt")
