@@ -57,6 +57,7 @@ mod watchdog;
 // Production fit: HAProxy, /metrics, logs, packaging, load.
 mod prod_haproxy;
 mod prod_lab;
+mod prod_lab_tls;
 mod prod_logs;
 mod prod_packaging;
 mod prod_pgbench;
