@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Result};
-use pgha_e2e::{yaml_set, Cluster, ClusterOptions, PgEndpoint, Signal};
+use pgha_e2e::{report, yaml_set, Cluster, ClusterOptions, PgEndpoint, Signal};
 
 use crate::common::skip;
 
@@ -247,7 +247,7 @@ fn pg_tls_switchover_failover_and_rewind() -> Result<()> {
 
     // The old leader comes back as a replica (pg_rewind or a restart on the new timeline, over
     // TLS) and streams over TLS.
-    c.start_node(&old)?;
+    let mark = c.start_node(&old)?;
     wait_replication_over_tls(&c, &new, 2)?;
     c.wait(
         &format!("{old} to have the new table"),
@@ -259,6 +259,15 @@ fn pg_tls_switchover_failover_and_rewind() -> Result<()> {
             Ok(())
         },
     )?;
+    let log = c.log_since(&old, mark);
+    report(&format!(
+        "pg_tls: {old} came back {} pg_rewind",
+        if log.contains("pg_rewind finished") {
+            "through"
+        } else {
+            "without"
+        }
+    ));
     c.pass();
     Ok(())
 }
