@@ -332,8 +332,8 @@ fn render_base_config(spec: &NodeSpec, opts: &ClusterOptions) -> String {
     y
 }
 
-/// Connection string of a node for the superuser, as the scenarios connect: TCP on
-/// loopback, or the unix socket in `socket_dir`.
+/// Connection string of a node for the superuser over TCP on loopback, as the scenarios
+/// connect (see [`superuser_conninfo_via`] for a unix socket).
 pub fn superuser_conninfo(port: u16) -> String {
     superuser_conninfo_via("127.0.0.1", port)
 }

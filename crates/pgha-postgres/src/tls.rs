@@ -13,6 +13,7 @@
 //!   `sslnegotiation` as libpq; `gssencmode=require` cannot be met (no GSSAPI here).
 //! * Unix-socket connections never use TLS (as libpq).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -169,8 +170,8 @@ pub fn check_user_tls(user: &PgUser) -> Result<(), PgError> {
 }
 
 /// The tokio-postgres settings of `user` for `host` and the TLS connector to pass to
-/// `connect`.
-pub(crate) fn configure(
+/// `connect` (also for pghactl's connections).
+pub fn configure(
     cfg: &mut tokio_postgres::Config,
     user: &PgUser,
     host: &str,
@@ -204,7 +205,7 @@ pub(crate) fn configure(
 
 /// tokio-postgres's TLS hook over rustls; `None` goes with `sslmode=disable` only.
 #[derive(Clone)]
-pub(crate) struct PgTlsConnect(Option<Arc<ClientConfig>>);
+pub struct PgTlsConnect(Option<Arc<ClientConfig>>);
 
 impl<S> MakeTlsConnect<S> for PgTlsConnect
 where
@@ -225,7 +226,7 @@ where
     }
 }
 
-pub(crate) struct PgTlsConnector {
+pub struct PgTlsConnector {
     config: Option<Arc<ClientConfig>>,
     name: ServerName<'static>,
 }
@@ -251,7 +252,7 @@ where
     }
 }
 
-pub(crate) struct PgTlsStream<S>(tokio_rustls::client::TlsStream<S>);
+pub struct PgTlsStream<S>(tokio_rustls::client::TlsStream<S>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for PgTlsStream<S> {
     fn channel_binding(&self) -> ChannelBinding {
@@ -290,6 +291,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for PgTlsStream<S> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
+}
+
+/// The connection options libpq reads from the environment (`PGSSLMODE`, `PGSSLROOTCERT`,
+/// ...), as `sslmode`, `sslrootcert`, ...: what pghactl's connections take, as psql's do.
+pub fn options_from_env(env: &dyn Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
+    const VARS: &[(&str, &str)] = &[
+        ("PGSSLMODE", "sslmode"),
+        ("PGSSLCERT", "sslcert"),
+        ("PGSSLKEY", "sslkey"),
+        ("PGSSLROOTCERT", "sslrootcert"),
+        ("PGSSLCRL", "sslcrl"),
+        ("PGSSLCRLDIR", "sslcrldir"),
+        ("PGSSLNEGOTIATION", "sslnegotiation"),
+        ("PGGSSENCMODE", "gssencmode"),
+        ("PGCHANNELBINDING", "channel_binding"),
+    ];
+    VARS.iter()
+        .filter_map(|(var, key)| Some((key.to_string(), env(var).filter(|v| !v.is_empty())?)))
+        .collect()
 }
 
 /// The libpq connection options of `user` that go into a connection string (primary_conninfo,
@@ -386,6 +406,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("verify_ca"), "{e}");
+    }
+
+    #[test]
+    fn libpq_environment() {
+        let env = |k: &str| match k {
+            "PGSSLMODE" => Some("verify-ca".to_string()),
+            "PGSSLROOTCERT" => Some("/ca.pem".to_string()),
+            "PGSSLCERT" => Some(String::new()),
+            _ => None,
+        };
+        let got = options_from_env(&env);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got["sslmode"], "verify-ca");
+        assert_eq!(got["sslrootcert"], "/ca.pem");
     }
 
     #[test]
