@@ -2,8 +2,9 @@
 # A local pgha cluster on loopback behind HAProxy, for trying things out: the stand the Patroni
 # how-tos build by hand on several machines, in one command.
 #
-#   scripts/cluster.sh up [--nodes N] [--etcd 1|3|5] [--port-offset K] [--tls]
-#                               # install missing packages (as root), build, start, wait, list
+#   scripts/cluster.sh up [--nodes N] [--etcd 1|3|5] [--port-offset K] [--tls] [--monitoring]
+#                               # install missing packages (as root), build, start, wait, list;
+#                               # --monitoring adds Prometheus (and Grafana when one is found)
 #   scripts/cluster.sh status   # what runs, pghactl list, HAProxy's view of the servers
 #   scripts/cluster.sh stop     # stop every process, keep the data (`up` starts them again)
 #   scripts/cluster.sh down     # stop every process and remove the directory
@@ -20,6 +21,8 @@
 #   PGHA_LAB_BIN_DIR=DIR       use the pgha/pghactl found in DIR instead of a release build
 #   PGHA_LAB_SYNC=true|false   synchronous_mode of a new lab (default true: with the lease guard,
 #                              a failover loses no acknowledged write; README "Safety")
+#   PGHA_GRAFANA_HOME=DIR      with --monitoring: the Grafana (an unpacked release) to start; else
+#                              a grafana / grafana-server on PATH, else Prometheus only
 #   PGHA_LAB_TLS=1             --tls: a new lab with TLS on every link (see "TLS" below)
 #
 # TLS (--tls, for a new lab; the lab keeps it): `pghactl lab-certs` makes a private CA and one
@@ -28,13 +31,15 @@
 # verify_client: required; PostgreSQL runs with ssl on and pg_hba takes TCP connections only as
 # `hostssl ... clientcert=verify-ca`; every database user connects with sslmode verify-full and
 # the node's certificate; pghactl uses ctl.* of node1.yml; HAProxy checks the REST APIs with
-# check-ssl, verifying them against the CA and presenting tls/haproxy.pem.
+# check-ssl, verifying them against the CA and presenting tls/haproxy.pem; with --monitoring,
+# Prometheus scrapes the agents and etcd over https with tls/prometheus.crt.
 #
 # Ports (all on 127.0.0.1, each + K): etcd member k (1..M) listens for clients on 2279+100k
 # (2379, 2479, 2579, ...) and for peers on 2280+100k (2380, 2480, ...); node i (1..N) runs
 # PostgreSQL on 5440+i (5441, 5442, ...) and its REST API on 8010+i (8011, 8012, ...); HAProxy
 # (configured by `pghactl haproxy-config`) serves the primary on 5000 (checks /primary), the
-# replicas on 5001 (checks /replica) and its stats page on 7000.
+# replicas on 5001 (checks /replica) and its stats page on 7000. With --monitoring, Prometheus
+# listens on 7090 and Grafana on 7030 (see "monitoring" below).
 #
 # Layout of the lab directory: lab.env (N, M, K as `up` created them), pgha, pghactl, cluster.sh
 # (a copy of this script, so tools such as `pghactl drill` restart an agent exactly as `up` does),
@@ -64,11 +69,11 @@ die() {
 
 usage() {
     cat >&2 <<EOF
-usage: $0 up [--nodes N] [--etcd 1|3|5] [--port-offset K] [--tls]
+usage: $0 up [--nodes N] [--etcd 1|3|5] [--port-offset K] [--tls] [--monitoring]
        $0 status | stop | down
        $0 stop-node I | start-node I
 Environment: PGHA_LAB_DIR (default /tmp/pgha-lab), PGHA_LAB_NODES, PGHA_LAB_ETCD,
-PGHA_LAB_PORT_OFFSET, PGHA_LAB_BIN_DIR; see the top of this script.
+PGHA_LAB_PORT_OFFSET, PGHA_LAB_BIN_DIR, PGHA_GRAFANA_HOME; see the top of this script.
 EOF
     exit 2
 }
@@ -292,7 +297,7 @@ check_tls_request() {
 # The CA and certificates: etcd's, one per node (its key owned by the agents' user: the agent,
 # its PostgreSQL and pghactl use it), and HAProxy's client certificate with its key in one file.
 make_tls() {
-    local i names=(etcd haproxy)
+    local i names=(etcd haproxy prometheus)
     for ((i = 1; i <= NODES; i++)); do names+=("node$i"); done
     log "making a private CA and certificates in $TLS_DIR (pghactl lab-certs)"
     rm -rf "$TLS_DIR"
@@ -341,6 +346,13 @@ hba_yaml() {
         printf '    - "%s"\n' "host replication replicator 127.0.0.1/32 md5" \
             "host all all 127.0.0.1/32 md5"
     fi
+}
+
+# Prometheus scrapes a TLS lab over https with a client certificate (agents and etcd ask for one).
+tls_prometheus_yaml() {
+    lab_tls || return 0
+    printf '    scheme: https\n    tls_config:\n      ca_file: "%s"\n      cert_file: "%s"\n      key_file: "%s"\n' \
+        "$TLS_DIR/ca.pem" "$TLS_DIR/prometheus.crt" "$TLS_DIR/prometheus.key"
 }
 
 # etcd's TLS flags (clients and peers, both with certificates); none without TLS.
@@ -688,12 +700,13 @@ cmd_up() {
         die "$BASE exists but is no lab directory (no lab.env): remove it or choose another PGHA_LAB_DIR"
     fi
     check_tls_request
-    if [[ -f "$STATE" ]] && all_running; then
+    if [[ -f "$STATE" ]] && all_running && monitoring_running; then
         log "already running in $BASE; nothing to do"
         cmd_status || true
         return 0
     fi
     local start=$SECONDS k i
+    monitoring_preflight
     if [[ -f "$STATE" ]]; then
         install_script
         log "starting what is not running in $BASE ($NODES nodes, $ETCD_MEMBERS etcd member(s), port offset $OFFSET)"
@@ -727,6 +740,7 @@ cmd_up() {
         sleep 1
     done
     [[ -n "$(live_pid "$BASE/haproxy.pid")" ]] || start_haproxy
+    start_monitoring
     ctl list
     local last=$((NODES)) pgenv="PGPASSWORD=lab-su-pass" curlopt="" sch
     sch="$(scheme)"
@@ -749,6 +763,254 @@ pgha cluster '$SCOPE' is up in $BASE (took $((SECONDS - start))s): $NODES node(s
   stop:     scripts/cluster.sh stop (keeps the data) | down (removes $BASE)
 EOF
     tls_notes
+    monitoring_summary
+}
+
+# ----- monitoring (up --monitoring) -----
+#
+# Prometheus (Debian's `prometheus`) on 127.0.0.1:7090+K scraping every agent's /metrics and every
+# etcd member's, and Grafana on 127.0.0.1:7030+K with the Prometheus datasource and
+# packaging/grafana/pgha.json provisioned. Debian has no Grafana package: Grafana starts only
+# when a `grafana` / `grafana-server` binary is found (PATH, or PGHA_GRAFANA_HOME=the directory
+# of an unpacked Grafana release). Files: prometheus.yml (its presence means the lab has
+# monitoring: a later `up` starts it again), prometheus.pid/.log, prometheus/ (the TSDB),
+# grafana.ini, grafana.pid/.log, grafana/ (data, provisioning, the dashboard).
+
+WANT_MONITORING=0
+PROMETHEUS_BIN=prometheus
+GRAFANA_BIN=""
+GRAFANA_HOME=""
+GRAFANA_ADMIN_PASSWORD="lab-grafana-pass"
+DASHBOARD_JSON="$REPO/packaging/grafana/pgha.json"
+
+prometheus_port() { echo $((7090 + OFFSET)); }
+grafana_port() { echo $((7030 + OFFSET)); }
+
+# Asked for now, or set up by an earlier `up --monitoring`.
+monitoring_wanted() { ((WANT_MONITORING)) || [[ -f "$BASE/prometheus.yml" ]]; }
+
+# Monitoring is not wanted, or what it needs runs (Grafana only counts when it was started).
+monitoring_running() {
+    monitoring_wanted || return 0
+    [[ -n "$(live_pid "$BASE/prometheus.pid")" ]] || return 1
+    if find_grafana; then
+        [[ -n "$(live_pid "$BASE/grafana.pid")" ]] || return 1
+    fi
+    return 0
+}
+
+# GRAFANA_BIN / GRAFANA_HOME (its homepath, holding conf/defaults.ini and public/), or false.
+find_grafana() {
+    GRAFANA_BIN="" GRAFANA_HOME=""
+    local c home="${PGHA_GRAFANA_HOME:-}"
+    if [[ -n "$home" ]]; then
+        for c in "$home/bin/grafana" "$home/bin/grafana-server"; do
+            [[ -x "$c" ]] && GRAFANA_BIN="$c" && break
+        done
+        [[ -n "$GRAFANA_BIN" ]] || die "PGHA_GRAFANA_HOME=$home has no bin/grafana or bin/grafana-server"
+    else
+        GRAFANA_BIN="$(command -v grafana || command -v grafana-server || true)"
+        [[ -n "$GRAFANA_BIN" ]] || return 1
+        # Grafana's own .deb installs its homepath there; an unpacked release is its bin/'s parent.
+        home=/usr/share/grafana
+        [[ -f "$home/conf/defaults.ini" ]] || home="$(dirname "$(dirname "$(readlink -f "$GRAFANA_BIN")")")"
+    fi
+    if [[ ! -f "$home/conf/defaults.ini" ]]; then
+        log "$GRAFANA_BIN looks like no Grafana server (no conf/defaults.ini in $home): set PGHA_GRAFANA_HOME to Grafana's directory"
+        GRAFANA_BIN=""
+        return 1
+    fi
+    GRAFANA_HOME="$home"
+}
+
+# Before anything starts: Prometheus installed (as root: installed now), the ports free.
+monitoring_preflight() {
+    monitoring_wanted || return 0
+    if ! command -v "$PROMETHEUS_BIN" >/dev/null 2>&1; then
+        is_root || die "--monitoring needs Prometheus: sudo apt-get install prometheus (or run this script as root, it installs it)"
+        log "installing prometheus"
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus ||
+            die "could not install the Debian package prometheus"
+    fi
+    [[ -n "$(live_pid "$BASE/prometheus.pid")" ]] || need_port "$(prometheus_port)" "Prometheus"
+    if find_grafana; then
+        [[ -n "$(live_pid "$BASE/grafana.pid")" ]] || need_port "$(grafana_port)" "Grafana"
+    fi
+}
+
+write_prometheus_config() {
+    local i k agents="" etcds=""
+    for ((i = 1; i <= NODES; i++)); do agents+="          - \"127.0.0.1:$(rest_port "$i")\""$'\n'; done
+    for ((k = 1; k <= ETCD_MEMBERS; k++)); do etcds+="          - \"127.0.0.1:$(etcd_client_port "$k")\""$'\n'; done
+    cat >"$BASE/prometheus.yml.new" <<YAML
+# written by scripts/cluster.sh up --monitoring
+global:
+  # The lab's HA loop runs every second: a short interval shows a failover as it happens.
+  scrape_interval: 5s
+  evaluation_interval: 5s
+scrape_configs:
+  - job_name: pgha
+    metrics_path: /metrics
+$(tls_prometheus_yaml)
+    static_configs:
+      - targets:
+${agents%$'\n'}
+  - job_name: etcd
+$(tls_prometheus_yaml)
+    static_configs:
+      - targets:
+${etcds%$'\n'}
+YAML
+    if command -v promtool >/dev/null 2>&1; then
+        promtool check config "$BASE/prometheus.yml.new" >"$BASE/prometheus.check" 2>&1 ||
+            die "promtool rejects the generated configuration: $(cat "$BASE/prometheus.check")"
+        rm -f "$BASE/prometheus.check"
+    fi
+    mv "$BASE/prometheus.yml.new" "$BASE/prometheus.yml"
+}
+
+# Waits up to $3 seconds for GET 127.0.0.1:$1$2 to answer 2xx while pid file $4's process lives.
+wait_http_ready() {
+    local i
+    for ((i = 0; i < $3 * 5; i++)); do
+        http_get "$1" "$2" >/dev/null 2>&1 && return 0
+        [[ -n "$(live_pid "$4")" ]] || return 1
+        sleep 0.2
+    done
+    return 1
+}
+
+start_prometheus() {
+    local port
+    port="$(prometheus_port)"
+    need_port "$port" "Prometheus"
+    write_prometheus_config
+    mkdir -p "$BASE/prometheus"
+    log "starting Prometheus on 127.0.0.1:$port (scraping $NODES agent(s) and $ETCD_MEMBERS etcd member(s) every 5s)"
+    (cd "$BASE" && spawn_detached "$BASE/prometheus.log" "$BASE/prometheus.pid" root Prometheus \
+        "$PROMETHEUS_BIN" --config.file="$BASE/prometheus.yml" \
+        --storage.tsdb.path="$BASE/prometheus" --web.listen-address="127.0.0.1:$port")
+    wait_http_ready "$port" /-/ready 30 "$BASE/prometheus.pid" ||
+        die "Prometheus not ready on 127.0.0.1:$port after 30s; see $BASE/prometheus.log (the cluster itself runs)"
+}
+
+write_grafana_config() {
+    local g="$BASE/grafana"
+    mkdir -p "$g/data" "$g/logs" "$g/plugins" "$g/provisioning/datasources" \
+        "$g/provisioning/dashboards" "$g/dashboards"
+    install -m 0644 "$DASHBOARD_JSON" "$g/dashboards/pgha.json"
+    cat >"$BASE/grafana.ini" <<INI
+; written by scripts/cluster.sh up --monitoring
+[paths]
+data = $g/data
+logs = $g/logs
+plugins = $g/plugins
+provisioning = $g/provisioning
+[server]
+http_addr = 127.0.0.1
+http_port = $(grafana_port)
+[security]
+admin_user = admin
+admin_password = $GRAFANA_ADMIN_PASSWORD
+[auth.anonymous]
+; a lab on loopback: the dashboard opens without a login (editing still needs admin)
+enabled = true
+org_role = Viewer
+[analytics]
+reporting_enabled = false
+check_for_updates = false
+check_for_plugin_updates = false
+[news]
+news_feed_enabled = false
+[dashboards]
+default_home_dashboard_path = $g/dashboards/pgha.json
+INI
+    cat >"$g/provisioning/datasources/pgha.yml" <<YAML
+apiVersion: 1
+datasources:
+  - name: Prometheus
+    uid: pgha-prometheus
+    type: prometheus
+    access: proxy
+    url: http://127.0.0.1:$(prometheus_port)
+    isDefault: true
+YAML
+    cat >"$g/provisioning/dashboards/pgha.yml" <<YAML
+apiVersion: 1
+providers:
+  - name: pgha
+    type: file
+    allowUiUpdates: true
+    options:
+      path: $g/dashboards
+YAML
+}
+
+start_grafana() {
+    local port args
+    port="$(grafana_port)"
+    need_port "$port" "Grafana"
+    write_grafana_config
+    # Grafana 10+ ships one `grafana` binary (`grafana server`); older ones `grafana-server`.
+    args=(--homepath "$GRAFANA_HOME" --config "$BASE/grafana.ini")
+    [[ "$(basename "$GRAFANA_BIN")" == grafana ]] && args=(server "${args[@]}")
+    log "starting Grafana ($GRAFANA_BIN) on 127.0.0.1:$port with the pgha dashboard"
+    (cd "$BASE" && spawn_detached "$BASE/grafana.log" "$BASE/grafana.pid" root Grafana \
+        "$GRAFANA_BIN" "${args[@]}")
+    wait_http_ready "$port" /api/health 60 "$BASE/grafana.pid" ||
+        die "Grafana not ready on 127.0.0.1:$port after 60s; see $BASE/grafana.log (the cluster and Prometheus run)"
+}
+
+start_monitoring() {
+    monitoring_wanted || return 0
+    [[ -n "$(live_pid "$BASE/prometheus.pid")" ]] || start_prometheus
+    if find_grafana; then
+        [[ -n "$(live_pid "$BASE/grafana.pid")" ]] || start_grafana
+    else
+        log "no Grafana found (Debian has no package for it): starting Prometheus only. To get the
+    dashboard in Grafana, unpack a Grafana release (grafana.com, 'Standalone Linux binaries') and
+    run 'PGHA_GRAFANA_HOME=/path/to/grafana scripts/cluster.sh up --monitoring', or import
+    packaging/grafana/pgha.json into your own Grafana (README, Monitoring)"
+    fi
+}
+
+monitoring_summary() {
+    monitoring_wanted || return 0
+    echo "  prometheus: http://127.0.0.1:$(prometheus_port)/   (scrapes the agents' /metrics and etcd every 5s)"
+    if [[ -n "$(live_pid "$BASE/grafana.pid")" ]]; then
+        echo "  grafana:    http://127.0.0.1:$(grafana_port)/d/pgha/   (dashboard pgha; admin / $GRAFANA_ADMIN_PASSWORD)"
+    else
+        echo "  grafana:    not running (no Grafana binary found; PGHA_GRAFANA_HOME=DIR to use one)"
+    fi
+}
+
+monitoring_status() {
+    [[ -f "$BASE/prometheus.yml" ]] || return 0
+    local pid rc=0 name file port
+    for name in Prometheus Grafana; do
+        file="$BASE/${name,,}.pid"
+        [[ "$name" == Grafana && ! -f "$BASE/grafana.ini" ]] && continue
+        port="$("${name,,}_port")"
+        pid="$(live_pid "$file")"
+        if [[ -n "$pid" ]]; then
+            echo "$name: running, pid $pid, http://127.0.0.1:$port/"
+        else
+            echo "$name: NOT running (scripts/cluster.sh up starts it)"
+            rc=1
+        fi
+    done
+    return "$rc"
+}
+
+stop_monitoring() {
+    local name pid
+    for name in grafana prometheus; do
+        pid="$(live_pid "$BASE/$name.pid")"
+        [[ -n "$pid" ]] || continue
+        log "stopping $name (pid $pid)"
+        stop_pid "$pid" "$name" TERM 15
+    done
 }
 
 # ----- stop / down / status -----
@@ -758,6 +1020,7 @@ EOF
 # fast clean shutdown to keep the data, QUIT when it is about to be deleted).
 stop_all() {
     local pm_sig="$1" i k p pid pids=()
+    stop_monitoring
     pid="$(live_pid "$BASE/haproxy.pid")"
     if [[ -n "$pid" ]]; then
         log "stopping HAProxy (pid $pid)"
@@ -854,6 +1117,7 @@ cmd_status() {
     if ((etcd_up > 0)); then
         ctl list || rc=1
     fi
+    monitoring_status || rc=1
     pid="$(live_pid "$BASE/haproxy.pid")"
     if [[ -z "$pid" ]]; then
         echo "HAProxy: NOT running (scripts/cluster.sh up starts it)"
@@ -922,6 +1186,7 @@ main() {
             --port-offset) WANT_OFFSET="${2:?--port-offset needs a number}" && shift ;;
             --port-offset=*) WANT_OFFSET="${1#*=}" ;;
             --tls) WANT_TLS=1 ;;
+            --monitoring) WANT_MONITORING=1 ;;
             -h | --help) usage ;;
             [0-9]* | node[0-9]*)
                 [[ "$cmd" == start-node || "$cmd" == stop-node ]] && [[ -z "$NODE_ARG" ]] || {

@@ -6,16 +6,15 @@
 //! PostgreSQL without an agent cannot be made to come back as primary without a new agent,
 //! which takes a new lease and so a new leader key. A timeout (a partition, a frozen host)
 //! proves nothing and leaves the lease to decide. The proof must hold for every member:
-//! each one publishes its own check at `GET /leader-refusing`, and a replica removes the leader
-//! key only when its own check and every other member's agree (a member that does not answer,
-//! or a Patroni member, which has no such endpoint, leaves the lease to decide).
+//! each one publishes its own check at `GET /leader-refusing`; whether they agree is judged by
+//! pgha-core (`judge_dead_leader`), and only then does the decision remove the leader key.
 
 use std::time::Duration;
 
 use pgha_types::{Cluster, Member};
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tracing::{debug, info};
+use tracing::debug;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 const ASK_TIMEOUT: Duration = Duration::from_millis(500);
@@ -94,41 +93,43 @@ pub fn watch_leader(
     })
 }
 
-/// Every other member (not the leader, not us) says the same leader refuses its connections.
-pub async fn others_agree(
+/// What every other member (not the leader, not us) finds in its own check (`GET
+/// /leader-refusing`); pgha-core's `judge_dead_leader` decides whether they agree.
+pub async fn ask_others(
     http: &reqwest::Client,
     cluster: &Cluster,
     me: &str,
     leader: &str,
-) -> bool {
+) -> Vec<pgha_core::RefusalAnswer> {
     let asks = cluster
         .members
         .iter()
         .filter(|m| m.name != me && m.name != leader)
         .map(|m| async move {
-            let Some(url) = m.data.api_url.as_deref() else {
-                return false;
+            let answer = match m.data.api_url.as_deref().and_then(|u| Some((u, authority(u)?))) {
+                Some((url, (host, port))) => {
+                    let scheme = if url.starts_with("https") { "https" } else { "http" };
+                    let ask = format!("{scheme}://{host}:{port}/leader-refusing");
+                    match http.get(&ask).timeout(ASK_TIMEOUT).send().await {
+                        Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+                        _ => None,
+                    }
+                }
+                None => None,
             };
-            let Some((host, port)) = authority(url) else {
-                return false;
-            };
-            let scheme = if url.starts_with("https") { "https" } else { "http" };
-            let ask = format!("{scheme}://{host}:{port}/leader-refusing");
-            let answer = match http.get(&ask).timeout(ASK_TIMEOUT).send().await {
-                Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
-                _ => None,
-            };
-            let agrees = answer.as_ref().and_then(|v| v["leader"].as_str()) == Some(leader);
-            if !agrees {
+            let refusing = answer
+                .as_ref()
+                .and_then(|v| v["leader"].as_str())
+                .map(str::to_string);
+            if refusing.as_deref() != Some(leader) {
                 debug!(member = %m.name, ?answer, "does not confirm that {leader} refuses connections");
             }
-            agrees
+            pgha_core::RefusalAnswer {
+                member: m.name.clone(),
+                refusing,
+            }
         });
-    let all = futures::future::join_all(asks).await.into_iter().all(|a| a);
-    if all {
-        info!("every member finds {leader}'s PostgreSQL and REST ports refusing connections");
-    }
-    all
+    futures::future::join_all(asks).await
 }
 
 #[cfg(test)]

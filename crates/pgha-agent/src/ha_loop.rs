@@ -330,6 +330,10 @@ impl Agent {
             watchdog: self.observe_watchdog(),
             failsafe: self.failsafe_obs(),
             dead_leader: None,
+            reclone_on_divergence: self
+                .cfg
+                .postgresql
+                .remove_data_directory_on_diverged_timelines,
         };
         obs.dead_leader = self.prove_leader_dead(&obs).await;
         // failsafe_mode: a leader that pinged us within ttl still leads, whatever the DCS says
@@ -478,39 +482,52 @@ impl Agent {
     }
 
     /// As a replica whose walreceiver has stopped: does the leader refuse connections on both
-    /// its PostgreSQL and REST ports, for us and for every other member? (see `dead_leader`)
+    /// its PostgreSQL and REST ports, for us and for every other member? (probes in
+    /// `dead_leader`, the judgement in pgha-core)
     async fn prove_leader_dead(&mut self, obs: &Observation) -> Option<String> {
-        let streaming_stopped = matches!(
-            &obs.local,
-            LocalPg::Initialized { process: PgProcess::Running(r), .. } if r.in_recovery && !r.streaming
-        );
-        let cluster = match &obs.dcs {
-            // A nostream replica never streams: nothing to learn from that.
-            DcsView::Reachable(c)
-                if streaming_stopped
-                    && !self.policy.pause
-                    && !pgha_types::tag_is_true(self.cfg.tags.get("nostream")) =>
+        let probe = match (&obs.local, &obs.dcs) {
+            (
+                LocalPg::Initialized {
+                    process: PgProcess::Running(r),
+                    ..
+                },
+                DcsView::Reachable(c),
+            ) if pgha_core::should_probe_leader(
+                r.in_recovery,
+                r.streaming,
+                self.policy.pause,
+                pgha_types::tag_is_true(self.cfg.tags.get("nostream")),
+            ) =>
             {
-                c
+                Some(c)
             }
-            _ => {
-                self.leader_refusing = None;
-                return None;
-            }
+            _ => None,
         };
-        self.leader_refusing = crate::dead_leader::check_leader(cluster, &self.cfg.name).await;
-        let Some(leader) = self.leader_refusing.clone() else {
+        let Some(cluster) = probe else {
+            self.leader_refusing = None;
             self.refusing_rechecks = 0;
             return None;
         };
-        let agreed =
-            crate::dead_leader::others_agree(&self.http, cluster, &self.cfg.name, &leader).await;
-        // The others check in their own cycles, woken like ours: ask again shortly (bounded).
-        if !agreed && self.refusing_rechecks < 10 {
-            self.refusing_rechecks += 1;
-            self.recheck_refusing = true;
+        self.leader_refusing = crate::dead_leader::check_leader(cluster, &self.cfg.name).await;
+        let answers = match self.leader_refusing.as_deref() {
+            Some(leader) => {
+                crate::dead_leader::ask_others(&self.http, cluster, &self.cfg.name, leader).await
+            }
+            None => Vec::new(),
+        };
+        let verdict = pgha_core::judge_dead_leader(
+            cluster,
+            &self.cfg.name,
+            self.leader_refusing.as_deref(),
+            &answers,
+            self.refusing_rechecks,
+        );
+        self.refusing_rechecks = verdict.rechecks;
+        self.recheck_refusing = verdict.recheck;
+        if let Some(leader) = &verdict.proven {
+            info!("every member finds {leader}'s PostgreSQL and REST ports refusing connections");
         }
-        agreed.then_some(leader)
+        verdict.proven
     }
 
     /// What failsafe mode needs to know this cycle (the answers to our pings come later).
@@ -775,6 +792,18 @@ impl Agent {
                                         flush_lsn: r.flush_lsn.map_or(0, |l| l.0),
                                     })
                                     .collect(),
+                                history: if p.in_recovery && !p.receiver_streaming {
+                                    // A small file, read only while the replica is cut off.
+                                    match self.pg.local_timeline_history(p.timeline) {
+                                        Ok(h) => h.iter().map(|s| (s.timeline, s.lsn.0)).collect(),
+                                        Err(e) => {
+                                            debug!("could not read our timeline history: {e}");
+                                            Vec::new()
+                                        }
+                                    }
+                                } else {
+                                    Vec::new()
+                                },
                             };
                             self.last_role =
                                 Some(if p.in_recovery { "replica" } else { "primary" });

@@ -191,11 +191,10 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
         })?;
     // TLS files are read now: a missing or bad certificate or key stops the agent naming it.
     let server_tls = match settings::rest_server_tls(&cfg) {
-        Some(t) => Some((
+        Some(t) => Some(
             t.server_config()
-                .context("restapi.certfile/keyfile/cafile")?,
-            t.verify_client,
-        )),
+                .context("restapi.certfile/keyfile/cafile/ciphers")?,
+        ),
         None => None,
     };
     let http = peers::http_client(&settings::peer_client_tls(&cfg), Duration::from_secs(2))
@@ -245,10 +244,18 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
         .as_ref()
         .map(|a| (a.username.clone(), a.password.clone()));
     let failsafe = Arc::new(pgha_api::FailsafeMemory::default());
+    let (access, unresolved) = settings::rest_access(&cfg);
+    for e in unresolved {
+        // As Patroni: an entry that does not resolve allows nobody, and the agent goes on.
+        warn!("restapi.allowlist: {e}");
+    }
     let app = pgha_api::router(
         ApiState::new(status_rx, auth)
             .with_admin(admin)
-            .with_failsafe(failsafe.clone()),
+            .with_failsafe(failsafe.clone())
+            .with_access(access)
+            .with_extra_headers(&cfg.restapi.extra_headers())
+            .map_err(|e| anyhow::anyhow!("restapi.http_extra_headers/https_extra_headers: {e}"))?,
     );
     let tls_handle = rest_server::spawn(listener, app, server_tls).context("REST API listener")?;
     if let (Some(handle), Some(tls)) = (tls_handle, settings::rest_server_tls(&cfg)) {
@@ -256,6 +263,7 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
     }
     info!("REST API listening on {}", cfg.restapi.listen);
     spawn_sighup_reload(req_tx, wake.clone());
+    reload_etcd_tls_on_sighup(dcs.clone());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -319,6 +327,25 @@ fn spawn_sighup_reload(requests: mpsc::Sender<Pending>, wake: Arc<tokio::sync::N
                 reply,
             });
             wake.notify_one();
+        }
+    });
+}
+
+/// SIGHUP: the etcd client certificate, key and CA are read again and the agent moves to a new
+/// etcd connection made with them; files that do not load, or that etcd refuses, keep the
+/// current connection, logged.
+fn reload_etcd_tls_on_sighup(dcs: Arc<EtcdDcs>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match dcs.reload_tls().await {
+                Ok(true) => info!("etcd TLS files reloaded: new etcd connection in use"),
+                Ok(false) => {}
+                Err(e) => warn!("etcd TLS files not reloaded, keeping the current connection: {e}"),
+            }
         }
     });
 }

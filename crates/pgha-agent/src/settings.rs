@@ -38,7 +38,23 @@ pub fn rest_server_tls(cfg: &Config) -> Option<pgha_tls::ServerTls> {
             Some("optional") => pgha_tls::VerifyClient::Optional,
             _ => pgha_tls::VerifyClient::None,
         },
+        ciphers: r.ciphers.clone(),
     })
+}
+
+/// Who may make unsafe REST requests: `restapi.allowlist` (host names resolved now; those
+/// that do not resolve are returned for the caller to log), `allowlist_include_members`, and
+/// a client certificate when the REST API serves HTTPS with `verify_client` set.
+pub fn rest_access(cfg: &Config) -> (pgha_api::Access, Vec<String>) {
+    let r = &cfg.restapi;
+    let (allowlist, unresolved) = pgha_api::Access::resolve_allowlist(&r.allowlist);
+    let access = pgha_api::Access {
+        allowlist,
+        include_members: r.allowlist_include_members,
+        client_certificate: r.certfile.is_some()
+            && matches!(r.verify_client.as_deref(), Some("required" | "optional")),
+    };
+    (access, unresolved)
 }
 
 /// How the agent's own HTTP client (leader race, failsafe, dead-leader check) talks to the
@@ -307,5 +323,41 @@ pub fn server_config(
         hba,
         standby,
         recovery_signal: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(restapi: &str) -> Config {
+        let yaml = format!(
+            "scope: s\nname: n1\nrestapi:\n  listen: 127.0.0.1:8008\n{restapi}etcd3:\n  hosts: 127.0.0.1:2379\n\
+             postgresql:\n  listen: 127.0.0.1:5432\n  data_dir: /tmp/d\n  authentication:\n    \
+             superuser: {{username: postgres}}\n    replication: {{username: replicator}}\n"
+        );
+        pgha_config::parse_str(&yaml).expect("valid").config
+    }
+
+    /// The REST access rules and TLS come from `restapi`: the client certificate is asked of
+    /// unsafe requests only over HTTPS with verify_client set.
+    #[test]
+    fn rest_access_and_tls_follow_the_restapi_section() {
+        let c = config(
+            "  certfile: /c.pem\n  verify_client: optional\n  ciphers: HIGH\n  \
+             allowlist: [127.0.0.1, 10.0.0.0/8]\n  allowlist_include_members: true\n",
+        );
+        let (access, unresolved) = rest_access(&c);
+        assert!(unresolved.is_empty());
+        assert_eq!(access.allowlist.len(), 2);
+        assert!(access.include_members && access.client_certificate);
+        assert_eq!(
+            rest_server_tls(&c).unwrap().ciphers.as_deref(),
+            Some("HIGH")
+        );
+
+        let (access, _) = rest_access(&config("  verify_client: optional\n"));
+        assert!(access.allowlist.is_empty() && !access.include_members);
+        assert!(!access.client_certificate, "plain HTTP has no certificates");
     }
 }

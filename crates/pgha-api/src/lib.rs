@@ -13,6 +13,7 @@
 //! routed by substring (see [`health`]). Unsafe methods go through [`ops`] after the Basic-auth
 //! check of [`auth`].
 
+mod access;
 mod admin;
 mod auth;
 mod cluster_json;
@@ -33,6 +34,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use access::{Access, ClientCertificate, Network};
 pub use admin::{Admin, LocalAnswer, LocalRequest, WalPositions};
 pub use cluster_json::cluster_json;
 pub use failsafe::{FailsafeMemory, FailsafePing};
@@ -165,6 +167,11 @@ pub struct ApiState {
     pub admin: Option<Arc<dyn Admin>>,
     /// Leaders' `POST /failsafe` pings, shared with the HA loop.
     pub failsafe: Arc<FailsafeMemory>,
+    /// Who may make unsafe requests (allowlist, client certificate).
+    pub access: Access,
+    /// `restapi.http_extra_headers` (and `https_extra_headers` over TLS), set on every
+    /// response.
+    pub extra_headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -186,7 +193,27 @@ impl ApiState {
             auth,
             admin: None,
             failsafe: Arc::default(),
+            access: Access::default(),
+            extra_headers: Vec::new(),
         }
+    }
+
+    pub fn with_access(mut self, access: Access) -> ApiState {
+        self.access = access;
+        self
+    }
+
+    /// Headers every response carries; a name or value HTTP does not allow is an error naming
+    /// it.
+    pub fn with_extra_headers(mut self, headers: &[(String, String)]) -> Result<ApiState, String> {
+        for (name, value) in headers {
+            let n = axum::http::HeaderName::try_from(name.as_str())
+                .map_err(|e| format!("extra header name {name:?}: {e}"))?;
+            let v = axum::http::HeaderValue::try_from(value.as_str())
+                .map_err(|e| format!("extra header {name}: value {value:?}: {e}"))?;
+            self.extra_headers.push((n, v));
+        }
+        Ok(self)
     }
 
     pub fn with_failsafe(mut self, memory: Arc<FailsafeMemory>) -> ApiState {

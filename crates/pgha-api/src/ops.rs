@@ -101,19 +101,26 @@ impl Operation {
     }
 }
 
-/// Handles an unsafe request: 501 for an unknown method/path (before auth, as Patroni), then the
-/// auth check, the body checks, and the operation.
+/// Handles an unsafe request: 501 for an unknown method/path (before any check, as Patroni),
+/// then the allowlist and client certificate, the auth check, the body checks, and the
+/// operation.
 pub(crate) async fn handle(
     state: &ApiState,
     method: &Method,
     segment: &str,
     headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
     body: Body,
 ) -> Response {
     let Some(op) = Operation::from_request(method, segment) else {
         let msg = format!("Unsupported method ('{}')", method.as_str());
         return error_page(StatusCode::NOT_IMPLEMENTED, Some(&msg));
     };
+    // Patroni leaves the members' addresses out for `POST /failsafe` only.
+    let members_count = op != Operation::Failsafe;
+    if let Some(denied) = crate::access::check(state, extensions, members_count).await {
+        return denied;
+    }
     if let Some(denied) = auth::check(state.auth.as_ref(), headers) {
         return denied;
     }

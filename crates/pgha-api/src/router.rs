@@ -30,7 +30,22 @@ pub fn router(state: ApiState) -> Router {
         api: state,
         started: Instant::now(),
     });
-    Router::new().fallback(dispatch).with_state(shared)
+    Router::new()
+        .fallback(dispatch)
+        .layer(axum::middleware::map_response_with_state(
+            shared.clone(),
+            extra_headers,
+        ))
+        .with_state(shared)
+}
+
+/// `restapi.http_extra_headers` / `https_extra_headers` on every answer; a configured header
+/// replaces one of the same name the handler set.
+async fn extra_headers(State(shared): State<Arc<Shared>>, mut r: Response) -> Response {
+    for (name, value) in &shared.api.extra_headers {
+        r.headers_mut().insert(name.clone(), value.clone());
+    }
+    r
 }
 
 async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
@@ -44,7 +59,15 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     ) {
-        return ops::handle(&shared.api, &method, segment, &parts.headers, body).await;
+        return ops::handle(
+            &shared.api,
+            &method,
+            segment,
+            &parts.headers,
+            &parts.extensions,
+            body,
+        )
+        .await;
     }
 
     // Cheap: clones the Arc of the last published status; never waits for the HA loop.

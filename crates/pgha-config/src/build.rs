@@ -180,6 +180,18 @@ fn restapi(ctx: &mut Ctx, v: Option<&Value>) -> RestApi {
             );
         }
     }
+    let ciphers = string(ctx, "restapi.ciphers", get(m, "ciphers"));
+    if let Some(spec) = &ciphers {
+        if let Err(e) = pgha_tls::cipher_suites(spec) {
+            ctx.problem("restapi.ciphers", e.to_string());
+        }
+    }
+    let allowlist = string_list(ctx, "restapi.allowlist", get(m, "allowlist")).unwrap_or_default();
+    for (i, entry) in allowlist.iter().enumerate() {
+        if let Err(e) = check_allowlist_entry(entry) {
+            ctx.problem(&format!("restapi.allowlist[{i}]"), e);
+        }
+    }
     RestApi {
         listen,
         connect_address,
@@ -189,7 +201,24 @@ fn restapi(ctx: &mut Ctx, v: Option<&Value>) -> RestApi {
         keyfile_password: string(ctx, "restapi.keyfile_password", get(m, "keyfile_password")),
         cafile: string(ctx, "restapi.cafile", get(m, "cafile")),
         verify_client,
-        allowlist: string_list(ctx, "restapi.allowlist", get(m, "allowlist")).unwrap_or_default(),
+        ciphers,
+        allowlist,
+        allowlist_include_members: boolean(
+            ctx,
+            "restapi.allowlist_include_members",
+            get(m, "allowlist_include_members"),
+        )
+        .unwrap_or(false),
+        http_extra_headers: headers(
+            ctx,
+            "restapi.http_extra_headers",
+            get(m, "http_extra_headers"),
+        ),
+        https_extra_headers: headers(
+            ctx,
+            "restapi.https_extra_headers",
+            get(m, "https_extra_headers"),
+        ),
         extra: rest(
             m,
             &[
@@ -201,19 +230,67 @@ fn restapi(ctx: &mut Ctx, v: Option<&Value>) -> RestApi {
                 "keyfile_password",
                 "cafile",
                 "verify_client",
-                "allowlist",
-            ],
-            &[
                 "ciphers",
+                "allowlist",
                 "allowlist_include_members",
                 "http_extra_headers",
                 "https_extra_headers",
-                "request_queue_size",
-                "server_tokens",
-                "thread_pool_size",
             ],
+            &["request_queue_size", "server_tokens", "thread_pool_size"],
         ),
     }
+}
+
+/// An allowlist entry: a CIDR network must parse (Patroni only logs a bad one and goes on,
+/// which silently narrows the list); IPs and host names are resolved when the agent starts.
+fn check_allowlist_entry(entry: &str) -> Result<(), String> {
+    let Some((ip, bits)) = entry.split_once('/') else {
+        return if entry.trim().is_empty() {
+            Err("an empty entry".into())
+        } else {
+            Ok(())
+        };
+    };
+    let ip: std::net::IpAddr = ip
+        .trim()
+        .parse()
+        .map_err(|_| format!("{entry:?} is not a network (address/prefix length)"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match bits.trim().parse::<u8>() {
+        Ok(b) if b <= max => Ok(()),
+        _ => Err(format!(
+            "{entry:?}: the prefix length must be a number from 0 to {max}"
+        )),
+    }
+}
+
+/// `http_extra_headers` / `https_extra_headers`: header names and values as HTTP allows
+/// them (a bad one would otherwise fail every response, or split it).
+fn headers(ctx: &mut Ctx, path: &str, v: Option<&Value>) -> Vec<(String, String)> {
+    let Some(m) = section(ctx, path, v) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, value) in m {
+        let key = format!("{path}.{name}");
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || !name.chars().all(token) {
+            ctx.problem(&key, "is not a valid HTTP header name");
+            continue;
+        }
+        let Some(value) = string(ctx, &key, Some(value)) else {
+            continue;
+        };
+        if value.chars().any(|c| c.is_control() && c != '\t') {
+            ctx.problem(
+                &key,
+                "a header value cannot hold line breaks or control characters",
+            );
+            continue;
+        }
+        out.push((name.clone(), value));
+    }
+    out
 }
 
 /// A `host:port` others connect to: one host, a valid port, not a wildcard.

@@ -153,7 +153,7 @@ pub(crate) fn normalize_namespace(ns: &str) -> String {
 }
 
 /// The `restapi` section.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct RestApi {
     /// `host:port` to bind.
     pub listen: String,
@@ -167,10 +167,46 @@ pub struct RestApi {
     pub cafile: Option<String>,
     /// `none`, `optional` or `required`.
     pub verify_client: Option<String>,
+    /// An OpenSSL cipher string, checked to select suites rustls offers.
+    pub ciphers: Option<String>,
+    /// IPs, CIDR networks and host names allowed to make unsafe (modifying) requests; empty:
+    /// anyone (unless `allowlist_include_members`). CIDR entries are checked here.
     pub allowlist: Vec<String>,
-    /// Keys Patroni knows that pgha keeps but does not act on (`ciphers`, `http_extra_headers`,
-    /// `allowlist_include_members`, ...).
+    /// The hosts of the members' `api_url` in the DCS may make unsafe requests too.
+    pub allowlist_include_members: bool,
+    /// Headers added to every response, in the order written.
+    pub http_extra_headers: Vec<(String, String)>,
+    /// Headers added to every response when the REST API serves HTTPS (`certfile` set).
+    pub https_extra_headers: Vec<(String, String)>,
+    /// Keys Patroni knows that pgha keeps but does not act on (`request_queue_size`,
+    /// `server_tokens`, `thread_pool_size`).
     pub extra: Map<String, Value>,
+}
+
+impl fmt::Debug for RestApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RestApi")
+            .field("listen", &self.listen)
+            .field("connect_address", &self.connect_address)
+            .field("authentication", &self.authentication)
+            .field("certfile", &self.certfile)
+            .field("keyfile", &self.keyfile)
+            .field("keyfile_password", &redacted(&self.keyfile_password))
+            .field("cafile", &self.cafile)
+            .field("verify_client", &self.verify_client)
+            .field("ciphers", &self.ciphers)
+            .field("allowlist", &self.allowlist)
+            .field("allowlist_include_members", &self.allowlist_include_members)
+            .field("http_extra_headers", &self.http_extra_headers)
+            .field("https_extra_headers", &self.https_extra_headers)
+            .field("extra", &self.extra)
+            .finish()
+    }
+}
+
+/// How a secret shows in Debug output: whether it is set, never its value.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
 }
 
 impl RestApi {
@@ -194,6 +230,16 @@ impl RestApi {
     /// Port of `listen`.
     pub fn listen_port(&self) -> u16 {
         addr::parse(&self.listen).map(|hp| hp.port).unwrap_or(8008)
+    }
+
+    /// The headers every response carries: `http_extra_headers`, then, over HTTPS,
+    /// `https_extra_headers`, as Patroni adds them.
+    pub fn extra_headers(&self) -> Vec<(String, String)> {
+        let mut h = self.http_extra_headers.clone();
+        if self.certfile.is_some() {
+            h.extend(self.https_extra_headers.iter().cloned());
+        }
+        h
     }
 }
 
@@ -284,7 +330,7 @@ impl fmt::Debug for Etcd {
             .field("hosts", &self.hosts)
             .field("protocol", &self.protocol)
             .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password", &redacted(&self.password))
             .field("cacert", &self.cacert)
             .field("cert", &self.cert)
             .field("key", &self.key)
@@ -493,7 +539,7 @@ impl fmt::Debug for PgUser {
             .collect();
         f.debug_struct("PgUser")
             .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password", &redacted(&self.password))
             .field("extra", &extra)
             .finish()
     }

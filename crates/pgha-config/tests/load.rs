@@ -340,7 +340,7 @@ fn known_keys_we_do_not_act_on_are_kept_without_warnings() {
     assert!(!pg.extra.contains_key("wal_g"));
     assert_eq!(pg.binary("pg_ctl"), PathBuf::from("pg_ctl15"));
     assert_eq!(pg.create_replica_methods, vec!["wal_g", "basebackup"]);
-    assert_eq!(l.config.restapi.extra["ciphers"], json!("HIGH"));
+    assert_eq!(l.config.restapi.ciphers.as_deref(), Some("HIGH"));
     assert_eq!(l.config.watchdog.mode, WatchdogMode::Off);
     assert_eq!(l.config.watchdog.device, PathBuf::from("/dev/watchdog"));
 }

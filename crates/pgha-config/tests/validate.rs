@@ -297,6 +297,106 @@ fn rest_api_tls_keys_are_taken_and_the_url_is_https() {
     assert!(c.restapi.api_url().starts_with("https://"));
 }
 
+fn with_restapi(keys: &str) -> String {
+    VALID.replace(
+        "  listen: 127.0.0.1:8008\n",
+        &format!("  listen: 127.0.0.1:8008\n{keys}"),
+    )
+}
+
+#[test]
+fn rest_api_ciphers_allowlist_and_headers_are_taken() {
+    let c = parse_str(&with_restapi(
+        "  certfile: /etc/ssl/pgha.pem\n  ciphers: ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384\n  allowlist: [127.0.0.1, 10.0.0.0/8, db1.example.com]\n  allowlist_include_members: true\n  http_extra_headers: {X-Frame-Options: SAMEORIGIN, X-Num: 1}\n  https_extra_headers: {Strict-Transport-Security: max-age=31536000}\n",
+    ))
+    .expect("valid")
+    .config;
+    let r = &c.restapi;
+    assert_eq!(
+        r.ciphers.as_deref(),
+        Some("ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384")
+    );
+    assert_eq!(r.allowlist, ["127.0.0.1", "10.0.0.0/8", "db1.example.com"]);
+    assert!(r.allowlist_include_members);
+    let h = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert_eq!(
+        r.extra_headers(),
+        [
+            h("X-Frame-Options", "SAMEORIGIN"),
+            h("X-Num", "1"),
+            h("Strict-Transport-Security", "max-age=31536000")
+        ]
+    );
+    assert!(r.extra.is_empty(), "{:?}", r.extra);
+    // Over plain HTTP the https headers are left out.
+    let c = parse_str(&with_restapi(
+        "  http_extra_headers: {A: b}\n  https_extra_headers: {C: d}\n",
+    ))
+    .unwrap()
+    .config;
+    assert_eq!(c.restapi.extra_headers(), [h("A", "b")]);
+}
+
+#[test]
+fn bad_ciphers_allowlist_and_headers_are_problems() {
+    let p = problems(&with_restapi(
+        "  ciphers: HIGH:DHE-RSA-AES256-SHA\n  allowlist: [10.0.0.0/33, 300.1.1.1/8]\n  http_extra_headers: {'Bad Name': x, Ok: \"a\\nb\"}\n",
+    ));
+    assert_eq!(p.len(), 5, "{p:#?}");
+    assert!(
+        p[0].starts_with("restapi.ciphers: ")
+            && p[0].contains("DHE-RSA-AES256-SHA is not one pgha can offer"),
+        "{p:#?}"
+    );
+    assert!(
+        p[1].starts_with("restapi.allowlist[0]: ") && p[1].contains("0 to 32"),
+        "{p:#?}"
+    );
+    assert!(p[2].starts_with("restapi.allowlist[1]: "), "{p:#?}");
+    assert_eq!(
+        p[3],
+        "restapi.http_extra_headers.Bad Name: is not a valid HTTP header name"
+    );
+    assert!(
+        p[4].starts_with("restapi.http_extra_headers.Ok: "),
+        "{p:#?}"
+    );
+    let p = problems(&with_restapi("  ciphers: MEDIUM:!HIGH\n"));
+    assert!(p[0].contains("selects no cipher suite"), "{p:#?}");
+}
+
+/// No secret of a loaded configuration shows in its Debug output (it ends up in logs and
+/// panic messages).
+#[test]
+fn debug_of_a_config_shows_no_password() {
+    let yaml = "scope: batman
+name: n1
+restapi:
+  listen: 127.0.0.1:8008
+  certfile: /etc/ssl/pgha.pem
+  keyfile_password: S3cretKeyPw
+  authentication: {username: admin, password: S3cretRestPw}
+ctl:
+  authentication: {username: admin, password: S3cretCtlPw}
+  keyfile_password: S3cretCtlKeyPw
+etcd3:
+  hosts: 127.0.0.1:2379
+  username: root
+  password: S3cretEtcdPw
+postgresql:
+  listen: 127.0.0.1:5432
+  data_dir: /data/pg
+  authentication:
+    superuser: {username: postgres, password: S3cretSuperPw, sslpassword: S3cretSslPw}
+    replication: {username: replicator, password: S3cretReplPw}
+    rewind: {username: rewinder, password: S3cretRewindPw}
+";
+    let c = parse_str(yaml).expect("valid").config;
+    let debug = format!("{c:?} {c:#?}");
+    assert!(!debug.contains("S3cret"), "{debug}");
+    assert!(debug.contains("<redacted>"));
+}
+
 #[test]
 fn libpq_option_values_are_checked() {
     let yaml = VALID.replace(

@@ -798,6 +798,7 @@ fn replica_past_the_fork(
     };
     if r.streaming {
         d.next.streamed_timeline = d.next.streamed_timeline.max(Some(r.timeline));
+        d.next.stuck_rejoined = false;
     }
     let timeline = r.timeline.max(d.next.streamed_timeline.unwrap_or(0));
     let nostream = cluster
@@ -805,16 +806,19 @@ fn replica_past_the_fork(
         .is_some_and(|m| m.tag_bool("nostream"));
     let cut_off = r.in_recovery && !r.streaming && !d.next.needs_rejoin && leader_running;
     let fork = cut_off
-        .then(|| past_the_fork(cluster, timeline, r.wal_position))
+        .then(|| past_the_fork(cluster, timeline, r.wal_position, &r.history))
         .flatten();
     // Not streaming from a leader that runs, long after anything a restart of the WAL
     // receiver would fix: its WAL may have diverged in a way the timeline number does not show
-    // (two promotions that picked the same number); the rejoin compares the histories.
+    // (two promotions that picked the same number), also when it is on an older timeline the
+    // leader's history says it could follow; the rejoin compares the histories.
     let stuck = fork.is_none()
         && cut_off
         && !nostream
         && obs.replicatefrom.is_none()
-        && cluster.history_timeline() == Some(u64::from(timeline));
+        && cluster
+            .history_timeline()
+            .is_some_and(|tl| tl >= u64::from(timeline));
     if !stuck {
         d.next.stuck_since = None;
     }
@@ -831,27 +835,46 @@ fn replica_past_the_fork(
     let ttl_ms = obs.policy.ttl.saturating_mul(1000);
     // At least ttl: a leader that died looks the same to a replica whose control file lags,
     // and its key is gone (and this rule with it) within ttl.
+    // Cut off again right after a rejoin: that is no walreceiver between two runs any more.
     let grace = match fork {
         Some(_) => DIVERGED_GRACE_MS.max(ttl_ms),
+        None if d.next.stuck_rejoined => DIVERGED_GRACE_MS.max(ttl_ms),
         None => STUCK_GRACE_MS.max(3 * ttl_ms),
     };
     if obs.now.saturating_sub(since) < grace || obs.policy.pause {
         return None;
     }
+    if fork.is_none() && d.next.stuck_rejoined {
+        // Cut off again after a rejoin that found nothing to rewind: the two WAL streams
+        // diverged where the timeline histories do not show it (pg_rewind cannot see it
+        // either). Only a new clone heals that; the data here is not the leader's.
+        let secs = obs.now.saturating_sub(since) / 1000;
+        if !obs.reclone_on_divergence {
+            // Said once per grace period; the cycles in between go on as usual (a new leader
+            // may be one this replica can follow).
+            d.next.stuck_since = Some(obs.now);
+            return Some(format!(
+                "Lock owner: {leader}; I am {}; not streaming from {leader} for {secs} s although it runs, and a rejoin found nothing to rewind: my WAL diverged from the leader's; run `pghactl reinit` for this member (or set remove_data_directory_on_diverged_timelines)",
+                obs.me
+            ));
+        }
+        d.next.stuck_since = None;
+        d.next.stuck_rejoined = false;
+        requests::remove_to_clone(d, process, true);
+        return Some(format!(
+            "Lock owner: {leader}; I am {}; not streaming from {leader} for {secs} s again after a rejoin found nothing to rewind: removing the data directory to clone it again (remove_data_directory_on_diverged_timelines)",
+            obs.me
+        ));
+    }
     d.next.diverged_since = None;
     d.next.stuck_since = None;
+    d.next.stuck_rejoined = fork.is_none();
     d.next.needs_rejoin = true;
     d.act(Action::Stop {
         mode: StopMode::Fast,
     });
     Some(match fork {
-        Some(end) => format!(
-            "Lock owner: {leader}; I am {}; my WAL ({}) goes past the end of timeline {} on {leader} ({}): stopping to rewind",
-            obs.me,
-            pgha_types::Lsn(r.wal_position),
-            r.timeline,
-            pgha_types::Lsn(end)
-        ),
+        Some(why) => format!("Lock owner: {leader}; I am {}; {why}: stopping to rewind", obs.me),
         None => format!(
             "Lock owner: {leader}; I am {}; not streaming from {leader} for {} s although it runs: stopping to check my WAL against its history",
             obs.me,
@@ -864,16 +887,40 @@ fn replica_past_the_fork(
 /// before it stops and rejoins (at least 3 × ttl).
 pub(crate) const STUCK_GRACE_MS: u64 = 30_000;
 
-/// Where the leader's history (the `history` key) says our timeline ended, when our WAL goes
-/// past it.
-fn past_the_fork(cluster: &Cluster, timeline: u32, wal_position: u64) -> Option<u64> {
+/// Why a replica's WAL cannot continue on the leader's timeline history: it goes past the
+/// end of its timeline there, or an earlier timeline ended elsewhere in its own history than
+/// in the leader's (two promotions that picked the same timeline number).
+fn past_the_fork(
+    cluster: &Cluster,
+    timeline: u32,
+    wal_position: u64,
+    own_history: &[(u32, u64)],
+) -> Option<String> {
     let leader_tl = cluster.history_timeline()?;
+    for &(t, mine_ended) in own_history {
+        let Some(theirs) = cluster.history.iter().find(|h| h.timeline == u64::from(t)) else {
+            continue;
+        };
+        if theirs.lsn != mine_ended {
+            return Some(format!(
+                "timeline {t} ended at {} in my history but at {} in the leader's",
+                pgha_types::Lsn(mine_ended),
+                pgha_types::Lsn(theirs.lsn)
+            ));
+        }
+    }
     let mine = u64::from(timeline);
     if mine == 0 || mine >= leader_tl {
         return None;
     }
     let end = cluster.history.iter().find(|h| h.timeline == mine)?.lsn;
-    (wal_position > end).then_some(end)
+    (wal_position > end).then(|| {
+        format!(
+            "my WAL ({}) goes past the end of timeline {timeline} on the leader ({})",
+            pgha_types::Lsn(wal_position),
+            pgha_types::Lsn(end)
+        )
+    })
 }
 
 fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgProcess) -> String {
@@ -881,6 +928,7 @@ fn no_leader(d: &mut Draft, obs: &Observation, cluster: &Cluster, process: &PgPr
     // Whatever looked diverged was measured against a leader that is gone.
     d.next.diverged_since = None;
     d.next.stuck_since = None;
+    d.next.stuck_rejoined = false;
     if let Some(until) = d.next.race_backoff_until {
         if obs.now >= until {
             d.next.race_backoff_until = None;

@@ -67,6 +67,7 @@ fn running(in_recovery: bool) -> LocalPg {
             server_version: 150018,
             below_primary: Vec::new(),
             standbys: Vec::new(),
+            history: Vec::new(),
         }),
         control: None,
     }
@@ -104,6 +105,7 @@ fn obs(me: &str, dcs: DcsView, local: LocalPg, failsafe_mode: bool) -> Observati
             ..FailsafeObs::default()
         },
         dead_leader: None,
+        reclone_on_divergence: false,
     }
 }
 

@@ -6,6 +6,7 @@
 //! lives here so it can be tested in milliseconds: where is the leader race decided? In
 //! `race.rs`. When does a primary demote? In `decide.rs`.
 
+mod dead_leader;
 mod decide;
 pub mod failsafe;
 mod fence;
@@ -17,6 +18,10 @@ mod slots;
 mod switchover;
 mod sync;
 
+pub use dead_leader::{
+    judge as judge_dead_leader, should_probe as should_probe_leader, DeadLeaderVerdict,
+    RefusalAnswer, REFUSING_RECHECKS,
+};
 pub use decide::decide;
 pub use failsafe::{FailsafeObs, FailsafeReply, LeaderPing};
 pub use fence::{guard_deadline, guard_plan, GuardInputs, GuardPlan};

@@ -60,6 +60,9 @@ pub struct PgRunning {
     pub below_primary: Vec<SettingBelowPrimary>,
     /// Primary: the standbys connected to it (`pg_stat_replication`).
     pub standbys: Vec<StandbyConn>,
+    /// Replica that is not streaming: its own timeline history (`pg_wal/<TLI>.history` of its
+    /// timeline: each earlier timeline and the position where it ended); empty otherwise.
+    pub history: Vec<(u32, u64)>,
 }
 
 /// A row of the primary's `pg_stat_replication`.
@@ -227,6 +230,9 @@ pub struct Observation {
     /// The leader whose PostgreSQL and REST ports refuse connections for us and for every other
     /// member (the adapter's proof that it is dead; see the agent's `dead_leader`).
     pub dead_leader: Option<String>,
+    /// `postgresql.remove_data_directory_on_diverged_timelines`: a replica whose WAL diverged
+    /// from the leader's in a way no rewind fixes may remove its data directory and clone again.
+    pub reclone_on_divergence: bool,
 }
 
 /// The watchdog as the decision sees it (`watchdog.mode` and what the device allows).
@@ -293,6 +299,9 @@ pub struct HaState {
     /// Unix ms since when this replica has not streamed from a leader that runs on its
     /// timeline (see `STUCK_GRACE_MS`).
     pub stuck_since: Option<u64>,
+    /// The last stop for being cut off led to a rejoin (no streaming since): being cut off
+    /// again means a divergence no rewind can see.
+    pub stuck_rejoined: bool,
     /// The highest timeline our running replica streamed on since postgres started: once the
     /// walreceiver stops, the probe only shows the control file's (possibly older) timeline.
     pub streamed_timeline: Option<u32>,

@@ -85,6 +85,14 @@ fn reinitialize(
         None => return refuse(d, "Cluster has no leader, can not reinitialize"),
         Some(_) => {}
     }
+    remove_to_clone(d, process, from_leader);
+    d.reply = Some(Reply::Now(200, "reinitialize started".into()));
+    Some("reinitializing: removing the data directory to clone it again".into())
+}
+
+/// Stop postgres at once and remove its data directory: the next cycles clone it again
+/// (from the leader when `from_leader`, else as `clonefrom` tags say).
+pub(crate) fn remove_to_clone(d: &mut Draft, process: &PgProcess, from_leader: bool) {
     if !matches!(process, PgProcess::Stopped) {
         d.act(Action::Stop {
             mode: StopMode::Immediate,
@@ -93,6 +101,4 @@ fn reinitialize(
     d.act(Action::RemoveDataDirectory);
     d.next.needs_rejoin = false;
     d.next.clone_from_leader = from_leader;
-    d.reply = Some(Reply::Now(200, "reinitialize started".into()));
-    Some("reinitializing: removing the data directory to clone it again".into())
 }

@@ -64,6 +64,7 @@ fn running(in_recovery: bool, pos: u64) -> LocalPg {
             server_version: 150018,
             below_primary: Vec::new(),
             standbys: Vec::new(),
+            history: Vec::new(),
         }),
         control: None,
     }
@@ -115,6 +116,7 @@ impl Obs {
             watchdog: WatchdogView::Off,
             failsafe: FailsafeObs::default(),
             dead_leader: None,
+            reclone_on_divergence: false,
         })
     }
     fn watchdog(mut self, w: WatchdogView) -> Obs {
@@ -814,6 +816,7 @@ fn new_timeline_is_recorded_in_history() {
             server_version: 150018,
             below_primary: Vec::new(),
             standbys: Vec::new(),
+            history: Vec::new(),
         }),
         control: None,
     };
@@ -1097,16 +1100,7 @@ fn reinitialize_is_refused_on_the_leader_and_rebuilds_a_replica() {
     let mut o = Obs::new("pg2", cluster(Some("pg1")), running(true, 1000));
     o.0.request = Some(AdminRequest::Reinitialize { from_leader: true });
     let d = o.decide();
-    assert_eq!(
-        d.actions,
-        vec![
-            Action::Stop {
-                mode: StopMode::Immediate
-            },
-            Action::RemoveDataDirectory
-        ]
-    );
-    assert!(d.next.clone_from_leader);
+    removes_to_clone_from_leader(&d);
     // The clone follows in a quick cycle, not a loop_wait later (10 s by default).
     assert!(d.recheck_soon);
 }
@@ -1958,6 +1952,33 @@ fn designated_candidate_without_its_required_watchdog_lets_the_others_race() {
     );
 }
 
+/// The decision stops postgres at once and removes its data directory to clone it again from
+/// the leader.
+fn removes_to_clone_from_leader(d: &Decision) {
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::Stop {
+                mode: StopMode::Immediate
+            },
+            Action::RemoveDataDirectory
+        ]
+    );
+    assert!(d.next.clone_from_leader);
+}
+
+/// The decision stops postgres (fast) to rejoin, saying `why`.
+fn stops_to_rewind(d: &Decision, why: &str) {
+    assert_eq!(
+        d.actions,
+        vec![Action::Stop {
+            mode: StopMode::Fast
+        }]
+    );
+    assert!(d.next.needs_rejoin);
+    assert!(d.message.contains(why), "{}", d.message);
+}
+
 /// A replica, not streaming, on timeline 1 at `pos`, under a leader on timeline 2 whose
 /// history says timeline 1 ended at 5000.
 fn replica_after_a_fork(pos: u64) -> Obs {
@@ -1992,24 +2013,65 @@ fn a_replica_past_the_new_leaders_fork_point_stops_to_rewind() {
         ..following("pg1")
     };
     let d = o.decide_from(&later);
-    assert_eq!(
-        d.actions,
-        vec![Action::Stop {
-            mode: StopMode::Fast
-        }]
-    );
-    assert!(d.next.needs_rejoin);
-    assert!(
-        d.message.contains("past the end of timeline 1"),
-        "{}",
-        d.message
-    );
+    stops_to_rewind(&d, "past the end of timeline 1");
 
     // Behind the fork point it just follows the new timeline; streaming resets the timer.
     let behind = replica_after_a_fork(4000);
     let d = behind.decide_from(&later);
     assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
     assert_eq!(d.next.diverged_since, None);
+}
+
+/// Two promotions that picked the same timeline number: the replica is on timeline 2 (and
+/// behind the leader's position), but its own history says timeline 1 ended elsewhere.
+#[test]
+fn a_replica_whose_history_forked_on_the_same_timeline_number_stops_to_rewind() {
+    let mut o = replica_after_a_fork(4000);
+    o.0.dcs = match o.0.dcs {
+        DcsView::Reachable(mut c) => {
+            c.history.push(pgha_types::HistoryEntry {
+                timeline: 2,
+                lsn: 9000,
+                reason: "no recovery target specified".into(),
+                timestamp: None,
+                new_leader: Some("pg1".into()),
+            });
+            DcsView::Reachable(c)
+        }
+        other => other,
+    };
+    let set = |o: &mut Obs, tl: u32, history: Vec<(u32, u64)>| {
+        if let LocalPg::Initialized {
+            process: PgProcess::Running(r),
+            ..
+        } = &mut o.0.local
+        {
+            r.timeline = tl;
+            r.history = history;
+        }
+    };
+    // The same history as the leader's: it just follows (it is behind the fork point).
+    set(&mut o, 2, vec![(1, 5000)]);
+    let later = HaState {
+        diverged_since: Some(o.0.now - 30_000),
+        ..following("pg1")
+    };
+    let d = o.decide_from(&later);
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
+    assert_eq!(d.next.diverged_since, None);
+
+    // Timeline 1 ended at 4500 in its own history, at 5000 in the leader's.
+    set(&mut o, 2, vec![(1, 4500)]);
+    let d = o.decide_from(&following("pg1"));
+    assert!(
+        !d.actions.iter().any(|a| matches!(a, Action::Stop { .. })),
+        "not at once"
+    );
+    let d = o.decide_from(&later);
+    stops_to_rewind(
+        &d,
+        "timeline 1 ended at 0/1194 in my history but at 0/1388 in the leader's",
+    );
 }
 
 #[test]
@@ -2176,4 +2238,64 @@ fn a_replica_that_cannot_stream_from_a_running_leader_rejoins_after_a_long_while
         .actions
         .iter()
         .any(|a| matches!(a, Action::Stop { .. })));
+}
+
+/// Cut off again after a rejoin that found nothing to rewind (two promotions forked to the same
+/// timeline number at the same position: the histories agree, the WAL does not).
+#[test]
+fn a_replica_cut_off_again_after_a_rejoin_is_cloned_again_only_when_allowed() {
+    let mut o = replica_after_a_fork(4000);
+    if let LocalPg::Initialized {
+        process: PgProcess::Running(r),
+        ..
+    } = &mut o.0.local
+    {
+        r.timeline = 2;
+    }
+    let rejoined = HaState {
+        stuck_rejoined: true,
+        ..following("pg1")
+    };
+    let d = o.decide_from(&rejoined);
+    let since = d.next.stuck_since.expect("timer started");
+    // The shorter grace after a rejoin (ttl here), not 3 × ttl.
+    let state = HaState {
+        stuck_since: Some(since - 31_000),
+        ..rejoined.clone()
+    };
+    // By default (as Patroni) the data directory is never removed: the operator is told.
+    let d = o.decide_from(&state);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(d.message.contains("run `pghactl reinit`"), "{}", d.message);
+    assert!(d.next.stuck_rejoined);
+    let again = d.next.clone();
+    let d = o.decide_from(&again);
+    assert!(
+        !d.message.contains("reinit"),
+        "said once per grace: {}",
+        d.message
+    );
+    // remove_data_directory_on_diverged_timelines: clone it again, from the leader.
+    o.0.reclone_on_divergence = true;
+    let d = o.decide_from(&state);
+    removes_to_clone_from_leader(&d);
+    assert!(!d.next.needs_rejoin && !d.next.stuck_rejoined);
+    // Streaming in between clears it: the next time it is a plain rejoin again.
+    let mut streaming = Obs(o.0.clone());
+    if let LocalPg::Initialized {
+        process: PgProcess::Running(r),
+        ..
+    } = &mut streaming.0.local
+    {
+        r.streaming = true;
+    }
+    assert!(!streaming.decide_from(&rejoined).next.stuck_rejoined);
+    // The first time it is cut off it rejoins, and remembers that it did.
+    let first = HaState {
+        stuck_since: Some(since - 31_000),
+        ..following("pg1")
+    };
+    let d = o.decide_from(&first);
+    stops_to_rewind(&d, "not streaming from pg1");
+    assert!(d.next.stuck_rejoined);
 }

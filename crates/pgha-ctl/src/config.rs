@@ -21,7 +21,7 @@ const OTHER_DCS: &[&str] = &[
     "raft",
 ];
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct EtcdSection {
     /// `host:port` or URLs, in the order given.
     pub hosts: Vec<String>,
@@ -62,6 +62,47 @@ impl EtcdSection {
     }
 }
 
+/// Debug output shows whether a secret is set, never its value: it ends up in logs.
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for EtcdSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSection")
+            .field("hosts", &self.hosts)
+            .field("protocol", &self.protocol)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .field("cacert", &self.cacert)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CtlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CtlConfig")
+            .field("scope", &self.scope)
+            .field("namespace", &self.namespace)
+            .field("etcd3", &self.etcd3)
+            .field("unsupported_dcs", &self.unsupported_dcs)
+            .field("insecure", &self.insecure)
+            .field("rest_tls", &self.rest_tls)
+            .field(
+                "rest_auth",
+                &self.rest_auth.as_ref().map(|(u, _)| (u, REDACTED)),
+            )
+            .field(
+                "superuser",
+                &self
+                    .superuser
+                    .as_ref()
+                    .map(|(u, p)| (u, p.as_ref().map(|_| REDACTED))),
+            )
+            .finish()
+    }
+}
+
 fn has_port(h: &str) -> bool {
     match h.strip_prefix('[') {
         Some(rest) => rest.contains("]:"),
@@ -69,7 +110,7 @@ fn has_port(h: &str) -> bool {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct CtlConfig {
     pub scope: Option<String>,
     /// As written (`/service/` by default); see [`CtlConfig::prefix`].
@@ -539,6 +580,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("Can not find suitable configuration"));
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let c = parse(
+            "etcd3:\n  host: h:1\n  username: u\n  password: S3cretEtcd\n\
+             ctl:\n  keyfile_password: S3cretKey\n  certfile: /c.pem\n\
+             restapi:\n  authentication:\n    username: r\n    password: S3cretRest\n\
+             postgresql:\n  authentication:\n    superuser:\n      username: postgres\n      password: S3cretSuper\n",
+            &no_env,
+        );
+        assert_eq!(c.rest_tls.key_password.as_deref(), Some("S3cretKey"));
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("S3cret") && debug.contains("<redacted>"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::cache::KeyCache;
 use crate::DcsError;
 
 /// Where and how to reach etcd, and under which prefix the cluster lives.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EtcdSettings {
     /// `http://host:port` URLs; requests move to the next one when one fails.
     pub endpoints: Vec<String>,
@@ -33,12 +33,31 @@ pub struct EtcdSettings {
     pub request_timeout: Duration,
 }
 
+impl std::fmt::Debug for EtcdSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSettings")
+            .field("endpoints", &self.endpoints)
+            .field("username", &self.username)
+            // Whether it is set, never its value: Debug output ends up in logs.
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("prefix", &self.prefix)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
 /// Keys whose change should wake the HA loop before `loop_wait` runs out. Member keys change
 /// every cycle on a busy cluster and are left out on purpose.
 const WAKE_KEYS: &[&str] = &["leader", "failover", "config", "initialize"];
 
 pub struct EtcdDcs {
-    client: Client,
+    /// Swapped by [`EtcdDcs::reload_tls`]; each request clones the current one.
+    client: Arc<std::sync::RwLock<Client>>,
+    /// Told when `client` was swapped, so the watch moves to the new connection.
+    reconnected: Arc<Notify>,
     settings: EtcdSettings,
     /// (lease id, ttl seconds) of this agent's session.
     lease: Mutex<Option<(i64, u64)>>,
@@ -66,65 +85,11 @@ impl Drop for WatchHandle {
 
 impl EtcdDcs {
     pub async fn connect(settings: EtcdSettings) -> Result<EtcdDcs, DcsError> {
-        if settings.endpoints.is_empty() {
-            return Err(DcsError::Settings("no etcd endpoints configured".into()));
-        }
-        let per_attempt = attempt_timeout(settings.request_timeout);
-        let mut opts = ConnectOptions::new()
-            .with_connect_timeout(per_attempt)
-            .with_timeout(per_attempt)
-            // etcd answers pings more often than every 5 s with GOAWAY too_many_pings.
-            .with_keep_alive(Duration::from_secs(10), per_attempt)
-            // An etcd member cut off from its cluster's leader refuses our requests and ends our
-            // watch instead of serving what it last knew: the watch-fed view of the cluster is
-            // only used while the watch is alive, so it never goes stale behind a partition.
-            .with_require_leader(true);
-        if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
-            opts = opts.with_user(u.clone(), p.clone());
-        }
-        let tls = tls_options(&settings)?;
-        if let Some(t) = tls {
-            opts = opts.with_tls(t);
-        }
-        let endpoints = settings.endpoints.clone();
-        let client = tokio::time::timeout(
-            settings.request_timeout,
-            Client::connect(endpoints.clone(), Some(opts)),
-        )
-        .await
-        .map_err(|_| DcsError::Unreachable {
-            endpoints: endpoints.join(","),
-            detail: "timed out connecting".into(),
-        })?
-        .map_err(|e| classify(&endpoints.join(","), e))?;
-        if tls_in_use(&settings) {
-            // The channel connects lazily: one request now, so a certificate the CA does not
-            // verify (or a client certificate etcd refuses) stops the caller with that reason
-            // instead of looking like an etcd that is down.
-            let probe = tokio::time::timeout(
-                settings.request_timeout,
-                client
-                    .clone()
-                    .get("/", Some(GetOptions::new().with_count_only())),
-            )
-            .await;
-            if let Ok(Err(e)) = probe {
-                if let Some(why) = pgha_tls::explain(&format!("{e:?}")) {
-                    return Err(DcsError::Settings(format!(
-                        "TLS to etcd ({}) failed: {why}{}",
-                        endpoints.join(","),
-                        settings
-                            .ca_file
-                            .as_ref()
-                            .map(|p| format!(" (CA file {})", p.display()))
-                            .unwrap_or_default()
-                    )));
-                }
-            }
-        }
+        let client = open(&settings).await?;
         let budget = settings.request_timeout.as_millis() as u64;
         Ok(EtcdDcs {
-            client,
+            client: Arc::new(std::sync::RwLock::new(client)),
+            reconnected: Arc::default(),
             settings,
             lease: Mutex::new(None),
             keeper: Mutex::new(None),
@@ -133,6 +98,47 @@ impl EtcdDcs {
             cache: Arc::default(),
             written: AtomicI64::new(0),
         })
+    }
+
+    /// Reads the TLS files (`cacert`, `cert`, `key`) again and moves to a new connection made
+    /// with them (SIGHUP: a renewed client certificate is used without a restart). The new
+    /// connection must answer a read under the prefix first: files that do not load, or that
+    /// etcd does not accept, leave the current connection in place and are the error.
+    /// `Ok(false)`: plain http, nothing to reload.
+    pub async fn reload_tls(&self) -> Result<bool, DcsError> {
+        if !tls_in_use(&self.settings) {
+            return Ok(false);
+        }
+        let client = open(&self.settings).await?;
+        let endpoints = self.settings.endpoints.join(",");
+        let mut probe_client = client.clone();
+        let probe = probe_client.get(
+            self.settings.prefix.as_str(),
+            Some(GetOptions::new().with_count_only()),
+        );
+        match tokio::time::timeout(self.settings.request_timeout, probe).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(classify(&endpoints, e)),
+            Err(_) => {
+                return Err(DcsError::Unreachable {
+                    endpoints,
+                    detail: "no answer on the new connection".into(),
+                })
+            }
+        }
+        *self.client.write().unwrap_or_else(|p| p.into_inner()) = client;
+        // The lease keep-alive stream and the watch run on the old connection: both move over
+        // (the next renewal opens a new stream; the watch restarts with a fresh read).
+        *self.keeper.lock().await = None;
+        self.reconnected.notify_waiters();
+        Ok(true)
+    }
+
+    fn current_client(&self) -> Client {
+        self.client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn prefix(&self) -> &str {
@@ -170,7 +176,7 @@ impl EtcdDcs {
                 });
             }
             let this_attempt = per_attempt.min(deadline - now);
-            match tokio::time::timeout(this_attempt, op(self.client.clone())).await {
+            match tokio::time::timeout(this_attempt, op(self.current_client())).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => match classify(&endpoints, e) {
                     DcsError::Unreachable { detail, .. } => last = detail,
@@ -603,12 +609,17 @@ impl EtcdDcs {
     /// used and the loop falls back to a range read every `loop_wait`.
     pub fn watch(&self, notify: Arc<Notify>, members_too: Arc<AtomicBool>) -> WatchHandle {
         let client = self.client.clone();
+        let reconnected = self.reconnected.clone();
         let prefix = self.settings.prefix.clone();
         let cache = self.cache.clone();
         WatchHandle(tokio::spawn(async move {
             loop {
-                let result =
-                    watch_once(client.clone(), &prefix, &cache, &notify, &members_too).await;
+                let current = client.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let result = tokio::select! {
+                    r = watch_once(current, &prefix, &cache, &notify, &members_too) => r,
+                    // A new connection (TLS reload): start over on it.
+                    _ = reconnected.notified() => Ok(()),
+                };
                 if let Ok(mut c) = cache.lock() {
                     c.mark_lost();
                 }
@@ -619,6 +630,68 @@ impl EtcdDcs {
             }
         }))
     }
+}
+
+/// A client for `settings`: every TLS file read and checked, and, over TLS, one request made
+/// so that a certificate problem stops the caller with its reason.
+async fn open(settings: &EtcdSettings) -> Result<Client, DcsError> {
+    if settings.endpoints.is_empty() {
+        return Err(DcsError::Settings("no etcd endpoints configured".into()));
+    }
+    let per_attempt = attempt_timeout(settings.request_timeout);
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(per_attempt)
+        .with_timeout(per_attempt)
+        // etcd answers pings more often than every 5 s with GOAWAY too_many_pings.
+        .with_keep_alive(Duration::from_secs(10), per_attempt)
+        // An etcd member cut off from its cluster's leader refuses our requests and ends our
+        // watch instead of serving what it last knew: the watch-fed view of the cluster is
+        // only used while the watch is alive, so it never goes stale behind a partition.
+        .with_require_leader(true);
+    if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
+        opts = opts.with_user(u.clone(), p.clone());
+    }
+    let tls = tls_options(settings)?;
+    if let Some(t) = tls {
+        opts = opts.with_tls(t);
+    }
+    let endpoints = settings.endpoints.clone();
+    let client = tokio::time::timeout(
+        settings.request_timeout,
+        Client::connect(endpoints.clone(), Some(opts)),
+    )
+    .await
+    .map_err(|_| DcsError::Unreachable {
+        endpoints: endpoints.join(","),
+        detail: "timed out connecting".into(),
+    })?
+    .map_err(|e| classify(&endpoints.join(","), e))?;
+    if tls_in_use(settings) {
+        // The channel connects lazily: one request now, so a certificate the CA does not
+        // verify (or a client certificate etcd refuses) stops the caller with that reason
+        // instead of looking like an etcd that is down.
+        let probe = tokio::time::timeout(
+            settings.request_timeout,
+            client
+                .clone()
+                .get("/", Some(GetOptions::new().with_count_only())),
+        )
+        .await;
+        if let Ok(Err(e)) = probe {
+            if let Some(why) = pgha_tls::explain(&format!("{e:?}")) {
+                return Err(DcsError::Settings(format!(
+                    "TLS to etcd ({}) failed: {why}{}",
+                    endpoints.join(","),
+                    settings
+                        .ca_file
+                        .as_ref()
+                        .map(|p| format!(" (CA file {})", p.display()))
+                        .unwrap_or_default()
+                )));
+            }
+        }
+    }
+    Ok(client)
 }
 
 /// One range read of every key under `prefix`: the keys (relative to it) and the revision the
@@ -819,5 +892,29 @@ mod tonic_code {
     /// (4), ResourceExhausted (8), Aborted (10), Internal (13), Unavailable (14).
     pub fn is_retryable(code: i32) -> bool {
         matches!(code, 1 | 4 | 8 | 10 | 13 | 14)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let s = EtcdSettings {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            username: Some("root".into()),
+            password: Some("S3cret".into()),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            prefix: "/service/batman/".into(),
+            request_timeout: Duration::from_secs(1),
+        };
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("S3cret") && debug.contains("<redacted>"),
+            "{debug}"
+        );
     }
 }

@@ -224,6 +224,14 @@ fn render_base_config(spec: &NodeSpec, opts: &ClusterOptions) -> String {
         let _ = writeln!(w, "  keyfile: {}", path(&t.key));
         let _ = writeln!(w, "  cafile: {}", path(&t.ca));
         let _ = writeln!(w, "  verify_client: required");
+        // The REST hardening keys too: every agent and pghactl connects from 127.0.0.1.
+        let _ = writeln!(w, "  ciphers: 'HIGH:!aNULL'");
+        let _ = writeln!(w, "  allowlist: [127.0.0.1]");
+        let _ = writeln!(w, "  allowlist_include_members: true");
+        let _ = writeln!(
+            w,
+            "  https_extra_headers: {{Strict-Transport-Security: max-age=31536000}}"
+        );
         let _ = writeln!(w, "ctl:");
         let _ = writeln!(w, "  cacert: {}", path(&t.ca));
         let _ = writeln!(w, "  certfile: {}", path(&t.cert));

@@ -355,6 +355,10 @@ struct Agent {
     /// A decision whose actions run later (the delayed-messages fault).
     delayed: Option<(u64, Decision, Observation)>,
     last_message: String,
+    /// Quick rechecks spent waiting for the others to confirm a refusing leader.
+    refusing_rechecks: u32,
+    /// Run the next cycle soon: the others have not confirmed a refusing leader yet.
+    recheck_refusing: bool,
 }
 
 impl Agent {
@@ -369,6 +373,8 @@ impl Agent {
             last_role_primary: None,
             delayed: None,
             last_message: String::new(),
+            refusing_rechecks: 0,
+            recheck_refusing: false,
         }
     }
 }
@@ -864,11 +870,26 @@ impl Sim {
                     (s.log.clone(), s.tl, s.history.clone())
                 };
                 let pg = &mut self.nodes[i].pg;
-                let common = pg.log.iter().zip(&slog).take_while(|(a, b)| a == b).count();
-                let rewound = pg.log.len() - common;
-                pg.log.truncate(common);
-                pg.tl = stl;
-                pg.history = shist;
+                // As the agent's rejoin: pg_rewind only where the timeline histories show a
+                // divergence (it can see no other), and then it keeps what both share.
+                let diverged = matches!(
+                    pgha_core::assess_divergence(
+                        pg.tl,
+                        lsn(pg.log.len()),
+                        stl,
+                        &shist,
+                        &pg.history
+                    ),
+                    pgha_core::Divergence::Diverged(_)
+                );
+                let mut rewound = 0;
+                if diverged {
+                    let common = pg.log.iter().zip(&slog).take_while(|(a, b)| a == b).count();
+                    rewound = pg.log.len() - common;
+                    pg.log.truncate(common);
+                    pg.tl = stl;
+                    pg.history = shist;
+                }
                 pg.proc = Proc::Running;
                 pg.primary = false;
                 pg.frozen_until = 0;
@@ -1211,6 +1232,11 @@ impl Sim {
                     pending_restart: false,
                     server_version: 150018,
                     below_primary: Vec::new(),
+                    history: if pg.primary || pg.streaming {
+                        Vec::new()
+                    } else {
+                        pg.history.clone()
+                    },
                     standbys: if pg.primary {
                         self.standbys_of(i)
                             .into_iter()
@@ -1248,7 +1274,7 @@ impl Sim {
                 a.last_role_primary = Some(primary);
             }
         }
-        let dead_leader = self.dead_leader(i, &dcs, &local);
+        let dead_leader = self.prove_leader_dead(i, &dcs);
         let offset = self.nodes[i].clock_offset;
         let a = self.nodes[i].agent.as_mut().expect("agent");
         Observation {
@@ -1269,29 +1295,62 @@ impl Sim {
             watchdog: WatchdogView::Off,
             failsafe: FailsafeObs::default(),
             dead_leader,
+            // The simulated nodes run with remove_data_directory_on_diverged_timelines: true.
+            reclone_on_divergence: true,
         }
     }
 
     /// The agent's proof of a dead leader: its PostgreSQL and REST ports refuse connections
     /// (processes gone, host up and reachable), seen from a replica that stopped streaming.
-    fn dead_leader(&self, i: usize, dcs: &DcsView, local: &LocalPg) -> Option<String> {
-        let DcsView::Reachable(c) = dcs else {
-            return None;
-        };
-        let stopped_streaming = matches!(local, LocalPg::Initialized { process: PgProcess::Running(r), .. } if r.in_recovery && !r.streaming);
+    /// What node `i`'s own probe finds (`GET /leader-refusing`): the leader named in `c`, when
+    /// it is a running replica that stopped streaming and the leader's ports refuse
+    /// connections (its processes gone, its host up and reachable from `i`).
+    fn probe_refusing(&self, i: usize, c: &Cluster) -> Option<String> {
+        let pg = &self.nodes[i].pg;
+        let replica = pg.running(self.now) && !pg.primary;
         let leader = c.leader.as_ref()?;
         let l = self.index(&leader.name)?;
-        if !stopped_streaming || l == i {
+        if !pgha_core::should_probe_leader(replica, pg.streaming, self.policy.pause, false)
+            || l == i
+        {
             return None;
         }
         let n = &self.nodes[l];
         let refused =
             self.up(l) && self.link(i, l) && n.agent.is_none() && n.pg.proc == Proc::Stopped;
-        // Every other member must see the same.
-        let others_agree = (0..self.nodes.len())
-            .filter(|&o| o != l && o != i && self.nodes[o].agent.is_some())
-            .all(|o| self.link(o, l));
-        (refused && others_agree).then(|| leader.name.clone())
+        refused.then(|| leader.name.clone())
+    }
+
+    /// The agent's proof of a dead leader: its own probe, the other members' answers (a member
+    /// whose agent is down or frozen, or that we cannot reach, does not answer), judged by the
+    /// core as the agent does.
+    fn prove_leader_dead(&mut self, i: usize, dcs: &DcsView) -> Option<String> {
+        let DcsView::Reachable(c) = dcs else {
+            return None;
+        };
+        let own = self.probe_refusing(i, c);
+        let answers: Vec<pgha_core::RefusalAnswer> = c
+            .members
+            .iter()
+            .filter_map(|m| self.index(&m.name).map(|o| (m, o)))
+            .filter(|(_, o)| *o != i)
+            .map(|(m, o)| {
+                let n = &self.nodes[o];
+                let answers =
+                    self.link(i, o) && n.agent.is_some() && n.agent_frozen_until <= self.now;
+                pgha_core::RefusalAnswer {
+                    member: m.name.clone(),
+                    refusing: answers.then(|| self.probe_refusing(o, c)).flatten(),
+                }
+            })
+            .collect();
+        let me = self.nodes[i].name.clone();
+        let a = self.nodes[i].agent.as_mut()?;
+        let verdict =
+            pgha_core::judge_dead_leader(c, &me, own.as_deref(), &answers, a.refusing_rechecks);
+        a.refusing_rechecks = verdict.rechecks;
+        a.recheck_refusing = verdict.recheck;
+        verdict.proven
     }
 
     fn peers(&self, i: usize) -> Vec<PeerStatus> {
@@ -1321,7 +1380,7 @@ impl Sim {
         if let Some(a) = self.nodes[i].agent.as_mut() {
             a.state = decision.next.clone();
             a.next_cycle = now
-                + if decision.recheck_soon {
+                + if decision.recheck_soon || std::mem::take(&mut a.recheck_refusing) {
                     RECHECK_SOON_MS
                 } else {
                     self.cfg.loop_wait * 1000
@@ -1654,7 +1713,18 @@ impl Sim {
                 return format!("{}: not a running replica", n.name);
             }
             if pg.upstream != Some(l) || !pg.streaming {
-                return format!("{}: not streaming from {leader}", n.name);
+                let upstream = pg.upstream.map(|u| self.nodes[u].name.as_str());
+                return format!(
+                    "{}: not streaming from {leader} (upstream {upstream:?}, {} writes on TL {} \
+                     against the leader's {} on TL {}, history {:?} vs {:?})",
+                    n.name,
+                    pg.log.len(),
+                    pg.tl,
+                    lp.log.len(),
+                    lp.tl,
+                    pg.history,
+                    lp.history
+                );
             }
         }
         String::new()

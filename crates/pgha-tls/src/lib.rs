@@ -134,7 +134,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// What a TLS client trusts and presents.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ClientTls {
     /// Trust anchors; none means the server certificate is not verified only when
     /// `insecure`, and no connection succeeds otherwise.
@@ -145,6 +145,18 @@ pub struct ClientTls {
     pub key_password: Option<String>,
     /// Do not verify the server's certificate (`ctl.insecure`).
     pub insecure: bool,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("key_password", &redacted(&self.key_password))
+            .field("insecure", &self.insecure)
+            .finish()
+    }
 }
 
 impl ClientTls {
@@ -207,7 +219,7 @@ pub enum VerifyClient {
 }
 
 /// What a TLS server presents and whom it accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ServerTls {
     pub cert_file: PathBuf,
     /// `None`: the key is in `cert_file`.
@@ -216,12 +228,40 @@ pub struct ServerTls {
     /// Trust anchors for client certificates.
     pub ca_file: Option<PathBuf>,
     pub verify_client: VerifyClient,
+    /// An OpenSSL cipher string (`restapi.ciphers`, see [`cipher_suites`]); `None`: rustls's
+    /// defaults.
+    pub ciphers: Option<String>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("key_password", &redacted(&self.key_password))
+            .field("ca_file", &self.ca_file)
+            .field("verify_client", &self.verify_client)
+            .field("ciphers", &self.ciphers)
+            .finish()
+    }
+}
+
+/// How a secret shows in Debug output: whether it is set, never its value.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
 }
 
 impl ServerTls {
     /// A rustls server configuration (HTTP/1.1), every file read and checked now.
     pub fn server_config(&self) -> Result<ServerConfig, TlsError> {
-        let builder = ServerConfig::builder_with_provider(provider())
+        let suites = match &self.ciphers {
+            Some(spec) => Arc::new(rustls::crypto::CryptoProvider {
+                cipher_suites: cipher_suites(spec)?,
+                ..(*provider()).clone()
+            }),
+            None => provider(),
+        };
+        let builder = ServerConfig::builder_with_provider(suites)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let builder = match self.verify_client {
@@ -360,6 +400,8 @@ pub fn explain(chain: &str) -> Option<String> {
         .map(|(_, say)| (*say).to_string())
 }
 
+mod ciphers;
+pub use ciphers::cipher_suites;
 pub mod pg;
 
 #[cfg(feature = "test-ca")]

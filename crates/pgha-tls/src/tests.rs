@@ -68,6 +68,7 @@ fn setup(verify_client: VerifyClient) -> Setup {
             key_password: None,
             ca_file: Some(d.join("ca.pem")),
             verify_client,
+            ciphers: None,
         },
         client_cert: write(d, "client.crt", &ccert),
         client_key: write(d, "client.key", &ckey),
@@ -226,4 +227,70 @@ fn encrypted_pkcs8_key_opens_with_its_password_only() {
     assert!(e.contains("encrypted") && e.contains("enc.key"), "{e}");
     let e = load_key(&path, Some("nope")).unwrap_err().to_string();
     assert!(e.contains("cannot decrypt"), "{e}");
+}
+
+/// A client config that offers only `suite` (TLS 1.2), trusting the setup's CA.
+fn client_offering(s: &Setup, suite: rustls::SupportedCipherSuite) -> ClientConfig {
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: vec![suite],
+        ..(*provider()).clone()
+    };
+    ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(load_roots(&s.ca).unwrap())
+        .with_no_client_auth()
+}
+
+/// `restapi.ciphers`: a client offering only a suite the string leaves out is refused; one
+/// offering a selected suite gets through. (The test CA's keys are ECDSA.)
+#[test]
+fn ciphers_limit_the_tls12_suites_served() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let s = setup(VerifyClient::None);
+    let server = ServerTls {
+        ciphers: Some("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384".into()),
+        ..s.server.clone()
+    };
+    let allowed = client_offering(&s, cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384);
+    handshake(allowed, server.server_config().unwrap(), "localhost").unwrap();
+
+    let excluded = client_offering(&s, cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
+    let err = handshake(excluded, server.server_config().unwrap(), "localhost").unwrap_err();
+    assert!(
+        format!("{err:?}").contains("NoCipherSuitesInCommon"),
+        "{err:?}"
+    );
+    // Without `ciphers` the same client is served.
+    let excluded = client_offering(&s, cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
+    handshake(excluded, s.server.server_config().unwrap(), "localhost").unwrap();
+
+    let bad = ServerTls {
+        ciphers: Some("DHE-RSA-AES256-GCM-SHA384".into()),
+        ..s.server.clone()
+    };
+    let e = bad.server_config().unwrap_err().to_string();
+    assert!(
+        e.contains("DHE-RSA-AES256-GCM-SHA384 is not one pgha can offer"),
+        "{e}"
+    );
+}
+
+#[test]
+fn debug_output_hides_key_passwords() {
+    let s = setup(VerifyClient::None);
+    let server = ServerTls {
+        key_password: Some("s3cret".into()),
+        ..s.server.clone()
+    };
+    let client = ClientTls {
+        key_password: Some("s3cret".into()),
+        ..Default::default()
+    };
+    for text in [format!("{server:?}"), format!("{client:?}")] {
+        assert!(
+            !text.contains("s3cret") && text.contains("<redacted>"),
+            "{text}"
+        );
+    }
 }

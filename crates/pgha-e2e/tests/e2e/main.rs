@@ -59,6 +59,7 @@ mod prod_haproxy;
 mod prod_lab;
 mod prod_lab_tls;
 mod prod_logs;
+mod prod_monitoring;
 mod prod_packaging;
 mod prod_pgbench;
 mod prod_support;

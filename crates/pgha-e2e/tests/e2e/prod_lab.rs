@@ -74,7 +74,7 @@ impl Shape {
     }
 
     /// Every port the lab listens on, with what for.
-    fn ports(&self) -> Vec<(u16, String)> {
+    pub(crate) fn ports(&self) -> Vec<(u16, String)> {
         let mut v = Vec::new();
         for k in 1..=self.etcd {
             v.push((self.etcd_client_port(k), format!("etcd{k} client")));
@@ -92,7 +92,7 @@ impl Shape {
 }
 
 /// TCP ports in LISTEN state on this machine (network namespace), from /proc/net/tcp{,6}.
-fn listening_ports() -> BTreeSet<u16> {
+pub(crate) fn listening_ports() -> BTreeSet<u16> {
     let mut out = BTreeSet::new();
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
         if let Ok(text) = fs::read_to_string(f) {
@@ -188,7 +188,7 @@ fn sql(port: u16, query: &str) -> Result<Vec<Vec<Option<String>>>> {
 pub(crate) struct Lab {
     pub(crate) parent: PathBuf,
     pub(crate) dir: PathBuf,
-    shape: Shape,
+    pub(crate) shape: Shape,
     bin: PathBuf,
     pub(crate) passed: bool,
 }

@@ -44,6 +44,41 @@ fn tls_everywhere_switchover_and_failover() -> Result<()> {
     }
     ensure!(text.contains("Leader"), "{text}");
 
+    // The REST hardening of the TLS lab's config: https_extra_headers on answers, and the
+    // allowlist (127.0.0.1) refusing an unsafe request from 127.0.0.2 with 403.
+    let tls = c.node(&leader).spec.tls.clone().expect("a TLS lab");
+    let port = c.node(&leader).spec.rest_port;
+    let curl = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "5"])
+            .arg("--cacert")
+            .arg(&tls.ca)
+            .arg("--cert")
+            .arg(&tls.cert)
+            .arg("--key")
+            .arg(&tls.key)
+            .args(args)
+            .output()?;
+        ensure!(out.status.success(), "curl {args:?}: {:?}", out.status);
+        Ok(String::from_utf8_lossy(&out.stdout).to_lowercase())
+    };
+    let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
+    let head = curl(&["-o", "/dev/null", "-D", "-", &url("/liveness")])?;
+    ensure!(
+        head.contains("strict-transport-security: max-age=31536000"),
+        "{head}"
+    );
+    let refused = curl(&[
+        "--interface",
+        "127.0.0.2",
+        "-X",
+        "POST",
+        "-w",
+        " %{http_code}",
+        &url("/reload"),
+    ])?;
+    ensure!(refused == "access is denied 403", "{refused}");
+
     // Switchover: pghactl POSTs /switchover over https with its client certificate.
     let candidate = c
         .node_names()
