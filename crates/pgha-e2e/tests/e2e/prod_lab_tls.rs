@@ -3,7 +3,9 @@
 //! client certificate, ctl.* of node1.yml); HAProxy's checks are `check-ssl` with a client
 //! certificate and route a write to the leader; PostgreSQL takes TCP connections only over TLS
 //! with a client certificate, and the replicas stream over TLS (pg_stat_ssl of the
-//! walsenders). `down` leaves nothing running.
+//! walsenders). With Prometheus installed the lab runs `--monitoring` too, and Prometheus
+//! scrapes every agent and etcd over https with its client certificate. `down` leaves nothing
+//! running.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,6 +18,9 @@ use pgha_e2e::{locate_binaries, report};
 
 use crate::common::skip;
 use crate::prod_lab::{free_offset, missing_packages, reap_stale_labs, Lab, Shape};
+use crate::prod_monitoring::{
+    find_program, monitoring_offset, prometheus_port, wait_targets_up, NODES,
+};
 use crate::prod_support::no_haproxy;
 
 const NAME: &str = "lab_script_tls_up";
@@ -60,14 +65,23 @@ fn psql(lab: &Lab, port: u16, tls: bool, sql: &str) -> Result<(bool, String)> {
 }
 
 fn tls_lab(bin: &Path) -> Result<String> {
+    let monitoring = find_program("prometheus").is_some();
     let shape = Shape {
-        nodes: 2,
+        nodes: NODES,
         etcd: 1,
-        offset: free_offset(2, 1)?,
+        offset: if monitoring {
+            monitoring_offset()?
+        } else {
+            free_offset(NODES, 1)?
+        },
     };
     let mut lab = Lab::new("tls", shape, bin)?;
     let t = Instant::now();
-    let out = lab.up(&["--nodes", "2", "--tls"], &[])?;
+    let mut args = vec!["--nodes", "3", "--tls"];
+    if monitoring {
+        args.push("--monitoring");
+    }
+    let out = lab.up(&args, &[])?;
     let up_secs = t.elapsed().as_secs_f64();
     ensure!(
         out.contains("is up in") && out.contains("TLS:"),
@@ -104,19 +118,19 @@ fn tls_lab(bin: &Path) -> Result<String> {
         "SELECT a.application_name || '=' || s.ssl FROM pg_stat_activity a \
          JOIN pg_stat_ssl s USING (pid) WHERE a.backend_type = 'walsender'",
     )?;
-    let other = if leader.member == "node1" {
-        "node2"
-    } else {
-        "node1"
-    };
+    let over_tls = text.lines().filter(|l| l.ends_with("=true")).count();
     ensure!(
-        ok && text.lines().any(|l| l == format!("{other}=true")),
+        ok && over_tls == NODES as usize - 1 && !text.contains("=false"),
         "walsenders of the leader: {text}"
     );
+    if monitoring {
+        wait_targets_up(prometheus_port(shape.offset))?;
+    }
     let down_secs = lab.down_and_check()?;
     lab.passed = true;
     Ok(format!(
-        "2 nodes + 1 etcd with --tls at offset {}: up {up_secs:.1}s, down {down_secs:.1}s",
+        "3 nodes + 1 etcd with --tls{} at offset {}: up {up_secs:.1}s, down {down_secs:.1}s",
+        if monitoring { " --monitoring" } else { "" },
         shape.offset
     ))
 }
