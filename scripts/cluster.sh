@@ -2,7 +2,7 @@
 # A local pgha cluster on loopback behind HAProxy, for trying things out: the stand the Patroni
 # how-tos build by hand on several machines, in one command.
 #
-#   scripts/cluster.sh up [--nodes N] [--etcd 1|3|5] [--port-offset K] [--monitoring]
+#   scripts/cluster.sh up [--nodes N] [--etcd 1|3|5] [--port-offset K] [--tls] [--monitoring]
 #                               # install missing packages (as root), build, start, wait, list;
 #                               # --monitoring adds Prometheus (and Grafana when one is found)
 #   scripts/cluster.sh status   # what runs, pghactl list, HAProxy's view of the servers
@@ -23,6 +23,16 @@
 #                              a failover loses no acknowledged write; README "Safety")
 #   PGHA_GRAFANA_HOME=DIR      with --monitoring: the Grafana (an unpacked release) to start; else
 #                              a grafana / grafana-server on PATH, else Prometheus only
+#   PGHA_LAB_TLS=1             --tls: a new lab with TLS on every link (see "TLS" below)
+#
+# TLS (--tls, for a new lab; the lab keeps it): `pghactl lab-certs` makes a private CA and one
+# certificate per node (for node<i>, localhost and 127.0.0.1) in tls/. etcd serves clients and
+# peers over https and wants client certificates; each agent's REST API is https with
+# verify_client: required; PostgreSQL runs with ssl on and pg_hba takes TCP connections only as
+# `hostssl ... clientcert=verify-ca`; every database user connects with sslmode verify-full and
+# the node's certificate; pghactl uses ctl.* of node1.yml; HAProxy checks the REST APIs with
+# check-ssl, verifying them against the CA and presenting tls/haproxy.pem; with --monitoring,
+# Prometheus scrapes the agents and etcd over https with tls/prometheus.crt.
 #
 # Ports (all on 127.0.0.1, each + K): etcd member k (1..M) listens for clients on 2279+100k
 # (2379, 2479, 2579, ...) and for peers on 2280+100k (2380, 2480, ...); node i (1..N) runs
@@ -59,7 +69,7 @@ die() {
 
 usage() {
     cat >&2 <<EOF
-usage: $0 up [--nodes N] [--etcd 1|3|5] [--port-offset K] [--monitoring]
+usage: $0 up [--nodes N] [--etcd 1|3|5] [--port-offset K] [--tls] [--monitoring]
        $0 status | stop | down
        $0 stop-node I | start-node I
 Environment: PGHA_LAB_DIR (default /tmp/pgha-lab), PGHA_LAB_NODES, PGHA_LAB_ETCD,
@@ -149,7 +159,7 @@ set_haproxy_ports() {
 etcd_endpoints() {
     local k out=()
     for ((k = 1; k <= ETCD_MEMBERS; k++)); do
-        out+=("http://127.0.0.1:$(etcd_client_port "$k")")
+        out+=("$(scheme)://127.0.0.1:$(etcd_client_port "$k")")
     done
     local IFS=,
     echo "${out[*]}"
@@ -266,6 +276,127 @@ spawn_detached() {
 
 ctl() { "$BASE/pghactl" -c "$BASE/node1.yml" "$@"; }
 
+# ----- TLS (up --tls) -----
+
+WANT_TLS="${PGHA_LAB_TLS:-0}"
+[[ "$WANT_TLS" == 1 ]] || WANT_TLS=0
+TLS_DIR="$BASE/tls"
+
+# A TLS lab has tls/ca.pem (written last by `pghactl lab-certs`).
+lab_tls() { [[ -f "$TLS_DIR/ca.pem" ]]; }
+scheme() { if lab_tls; then echo https; else echo http; fi; }
+
+# --tls asks for a new lab: an existing one keeps what it was made with.
+check_tls_request() {
+    [[ -f "$STATE" ]] || return 0
+    if ((WANT_TLS)) && ! lab_tls; then
+        die "the lab in $BASE was created without --tls: run 'scripts/cluster.sh down' first to change it"
+    fi
+}
+
+# The CA and certificates: etcd's, one per node (its key owned by the agents' user: the agent,
+# its PostgreSQL and pghactl use it), and HAProxy's client certificate with its key in one file.
+make_tls() {
+    local i names=(etcd haproxy prometheus)
+    for ((i = 1; i <= NODES; i++)); do names+=("node$i"); done
+    log "making a private CA and certificates in $TLS_DIR (pghactl lab-certs)"
+    rm -rf "$TLS_DIR"
+    "$BASE/pghactl" lab-certs --dir "$TLS_DIR" "${names[@]}" || die "pghactl lab-certs failed"
+    chmod 0755 "$TLS_DIR"
+    (umask 077 && cat "$TLS_DIR/haproxy.crt" "$TLS_DIR/haproxy.key" >"$TLS_DIR/haproxy.pem")
+    if [[ -n "$AGENT_USER" ]]; then
+        for ((i = 1; i <= NODES; i++)); do chown "$AGENT_USER": "$TLS_DIR/node$i.key"; done
+    fi
+}
+
+# YAML of node $2 for part $1 of write_config; nothing in a lab without TLS.
+tls_yaml() {
+    lab_tls || ((WANT_TLS)) || return 0
+    local t="$TLS_DIR" n="node$2"
+    case "$1" in
+        restapi)
+            printf '  certfile: "%s"\n  keyfile: "%s"\n  cafile: "%s"\n  verify_client: required\n' \
+                "$t/$n.crt" "$t/$n.key" "$t/ca.pem"
+            ;;
+        ctl)
+            printf 'ctl:\n  cacert: "%s"\n  certfile: "%s"\n  keyfile: "%s"\n' \
+                "$t/ca.pem" "$t/$n.crt" "$t/$n.key"
+            ;;
+        etcd3)
+            printf '  protocol: https\n  cacert: "%s"\n  cert: "%s"\n  key: "%s"\n' \
+                "$t/ca.pem" "$t/$n.crt" "$t/$n.key"
+            ;;
+        user)
+            printf '      sslmode: verify-full\n      sslrootcert: "%s"\n      sslcert: "%s"\n      sslkey: "%s"\n' \
+                "$t/ca.pem" "$t/$n.crt" "$t/$n.key"
+            ;;
+        parameters)
+            printf '    ssl: "on"\n    ssl_cert_file: "%s"\n    ssl_key_file: "%s"\n    ssl_ca_file: "%s"\n' \
+                "$t/$n.crt" "$t/$n.key" "$t/ca.pem"
+            ;;
+    esac
+}
+
+# The TCP rules of pg_hba: in a TLS lab only over TLS, with a client certificate of the CA.
+hba_yaml() {
+    if lab_tls || ((WANT_TLS)); then
+        printf '    - "%s"\n' "hostssl replication replicator 127.0.0.1/32 md5 clientcert=verify-ca" \
+            "hostssl all all 127.0.0.1/32 md5 clientcert=verify-ca"
+    else
+        printf '    - "%s"\n' "host replication replicator 127.0.0.1/32 md5" \
+            "host all all 127.0.0.1/32 md5"
+    fi
+}
+
+# Prometheus scrapes a TLS lab over https with a client certificate (agents and etcd ask for one).
+tls_prometheus_yaml() {
+    lab_tls || return 0
+    printf '    scheme: https\n    tls_config:\n      ca_file: "%s"\n      cert_file: "%s"\n      key_file: "%s"\n' \
+        "$TLS_DIR/ca.pem" "$TLS_DIR/prometheus.crt" "$TLS_DIR/prometheus.key"
+}
+
+# etcd's TLS flags (clients and peers, both with certificates); none without TLS.
+etcd_tls_flags() {
+    ETCD_TLS_FLAGS=()
+    lab_tls || return 0
+    local t="$TLS_DIR"
+    ETCD_TLS_FLAGS=(--cert-file "$t/etcd.crt" --key-file "$t/etcd.key"
+        --trusted-ca-file "$t/ca.pem" --client-cert-auth
+        --peer-cert-file "$t/etcd.crt" --peer-key-file "$t/etcd.key"
+        --peer-trusted-ca-file "$t/ca.pem" --peer-client-cert-auth)
+}
+
+# etcdctl's TLS options.
+etcdctl_tls_flags() {
+    ETCDCTL_TLS_FLAGS=()
+    lab_tls || return 0
+    ETCDCTL_TLS_FLAGS=(--cacert "$TLS_DIR/ca.pem" --cert "$TLS_DIR/etcd.crt" --key "$TLS_DIR/etcd.key")
+}
+
+# pghactl haproxy-config's: checks over TLS, verified, with HAProxy's client certificate.
+haproxy_tls_flags() {
+    HAPROXY_TLS_FLAGS=()
+    lab_tls || return 0
+    HAPROXY_TLS_FLAGS=(--ssl --check-cert "$TLS_DIR/haproxy.pem" --check-ca "$TLS_DIR/ca.pem")
+}
+
+# libpq's environment and curl's options for connecting to a TLS lab as node1.
+tls_psql_env() {
+    local t="$TLS_DIR"
+    echo "PGSSLMODE=verify-full PGSSLROOTCERT=$t/ca.pem PGSSLCERT=$t/node1.crt PGSSLKEY=$t/node1.key"
+}
+tls_curl_opts() { echo "--cacert $TLS_DIR/ca.pem --cert $TLS_DIR/node1.crt --key $TLS_DIR/node1.key"; }
+
+# What else `up` says about a TLS lab.
+tls_notes() {
+    lab_tls || return 0
+    local t="$TLS_DIR"
+    cat <<EOF
+  TLS:      on every link; CA $t/ca.pem, certificates $t/node<i>.crt and .key (pg_hba: hostssl only)
+  etcdctl:  etcdctl --endpoints=$(etcd_endpoints) --cacert $t/ca.pem --cert $t/etcd.crt --key $t/etcd.key endpoint health
+EOF
+}
+
 # ----- up -----
 
 ensure_packages() {
@@ -301,7 +432,10 @@ name: "$name"
 restapi:
   listen: "127.0.0.1:$(rest_port "$i")"
   connect_address: "127.0.0.1:$(rest_port "$i")"
+$(tls_yaml restapi "$i")
+$(tls_yaml ctl "$i")
 etcd3:
+$(tls_yaml etcd3 "$i")
   hosts:
 ${hosts%$'\n'}
 bootstrap:
@@ -336,18 +470,21 @@ postgresql:
     superuser:
       username: "postgres"
       password: "lab-su-pass"
+$(tls_yaml user "$i")
     replication:
       username: "replicator"
       password: "lab-repl-pass"
+$(tls_yaml user "$i")
     rewind:
       username: "rewind_user"
       password: "lab-rewind-pass"
+$(tls_yaml user "$i")
   parameters:
     unix_socket_directories: "$dir"
+$(tls_yaml parameters "$i")
   pg_hba:
     - "local all all trust"
-    - "host replication replicator 127.0.0.1/32 md5"
-    - "host all all 127.0.0.1/32 md5"
+$(hba_yaml)
 tags:
   nofailover: false
   noloadbalance: false
@@ -405,6 +542,7 @@ create_lab() {
         die "$AGENT_USER cannot reach $BASE (a parent directory is not world-traversable): choose another PGHA_LAB_DIR, then 'PGHA_LAB_DIR=$BASE scripts/cluster.sh down'"
     install -m 0755 "$target/pgha" "$target/pghactl" "$BASE/"
     install_script
+    if ((WANT_TLS)); then make_tls; fi
     for ((k = 1; k <= ETCD_MEMBERS; k++)); do
         mkdir -p "$BASE/etcd$k"
         chmod 0700 "$BASE/etcd$k"
@@ -418,9 +556,11 @@ create_lab() {
 }
 
 start_etcd_member() { # member index
-    local k="$1" name="etcd$1" peers="" j
+    local k="$1" name="etcd$1" peers="" j sch
+    sch="$(scheme)"
+    etcd_tls_flags
     for ((j = 1; j <= ETCD_MEMBERS; j++)); do
-        peers+="${peers:+,}etcd$j=http://127.0.0.1:$(etcd_peer_port "$j")"
+        peers+="${peers:+,}etcd$j=$sch://127.0.0.1:$(etcd_peer_port "$j")"
     done
     need_port "$(etcd_client_port "$k")" "the client port of etcd member $name"
     need_port "$(etcd_peer_port "$k")" "the peer port of etcd member $name"
@@ -428,21 +568,22 @@ start_etcd_member() { # member index
     # --initial-cluster* only matter on the first start; later starts use the data dir.
     (cd "$BASE" && spawn_detached "$BASE/$name.log" "$BASE/$name.pid" root "etcd member $name" \
         etcd --name "$name" --data-dir "$BASE/$name" \
-        --listen-client-urls "http://127.0.0.1:$(etcd_client_port "$k")" \
-        --advertise-client-urls "http://127.0.0.1:$(etcd_client_port "$k")" \
-        --listen-peer-urls "http://127.0.0.1:$(etcd_peer_port "$k")" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$(etcd_peer_port "$k")" \
+        --listen-client-urls "$sch://127.0.0.1:$(etcd_client_port "$k")" \
+        --advertise-client-urls "$sch://127.0.0.1:$(etcd_client_port "$k")" \
+        --listen-peer-urls "$sch://127.0.0.1:$(etcd_peer_port "$k")" \
+        --initial-advertise-peer-urls "$sch://127.0.0.1:$(etcd_peer_port "$k")" \
         --initial-cluster "$peers" \
         --initial-cluster-token "$SCOPE-$OFFSET" \
-        --initial-cluster-state new)
+        --initial-cluster-state new ${ETCD_TLS_FLAGS[@]+"${ETCD_TLS_FLAGS[@]}"})
 }
 
 wait_etcd_healthy() {
     local i k endpoints
     endpoints="$(etcd_endpoints)"
+    etcdctl_tls_flags
     for ((i = 0; i < 150; i++)); do
         ETCDCTL_API=3 etcdctl --endpoints="$endpoints" --dial-timeout=1s --command-timeout=2s \
-            endpoint health >/dev/null 2>&1 && return 0
+            ${ETCDCTL_TLS_FLAGS[@]+"${ETCDCTL_TLS_FLAGS[@]}"} endpoint health >/dev/null 2>&1 && return 0
         for ((k = 1; k <= ETCD_MEMBERS; k++)); do
             [[ -n "$(live_pid "$BASE/etcd$k.pid")" ]] || die "etcd member etcd$k exited; see $BASE/etcd$k.log"
         done
@@ -471,7 +612,8 @@ healthy() {
 
 # HAProxy's configuration from the members in etcd, checked by HAProxy itself.
 write_haproxy_config() {
-    ctl haproxy-config "$SCOPE" --bind 127.0.0.1 \
+    haproxy_tls_flags
+    ctl haproxy-config "$SCOPE" --bind 127.0.0.1 ${HAPROXY_TLS_FLAGS[@]+"${HAPROXY_TLS_FLAGS[@]}"} \
         --primary-port "$HAPROXY_PRIMARY_PORT" --replica-port "$HAPROXY_REPLICA_PORT" \
         --stats-port "$HAPROXY_STATS_PORT" \
         >"$BASE/haproxy.cfg.new" || die "pghactl haproxy-config failed"
@@ -557,6 +699,7 @@ cmd_up() {
         ((LEGACY)) && die "$BASE was made by an older scripts/cluster.sh: 'scripts/cluster.sh down' first"
         die "$BASE exists but is no lab directory (no lab.env): remove it or choose another PGHA_LAB_DIR"
     fi
+    check_tls_request
     if [[ -f "$STATE" ]] && all_running && monitoring_running; then
         log "already running in $BASE; nothing to do"
         cmd_status || true
@@ -599,21 +742,27 @@ cmd_up() {
     [[ -n "$(live_pid "$BASE/haproxy.pid")" ]] || start_haproxy
     start_monitoring
     ctl list
-    local last=$((NODES))
+    local last=$((NODES)) pgenv="PGPASSWORD=lab-su-pass" curlopt="" sch
+    sch="$(scheme)"
+    if lab_tls; then
+        pgenv="$(tls_psql_env) $pgenv"
+        curlopt="$(tls_curl_opts) "
+    fi
     cat <<EOF
 
 pgha cluster '$SCOPE' is up in $BASE (took $((SECONDS - start))s): $NODES node(s), $ETCD_MEMBERS etcd member(s), port offset $OFFSET.
   list:     $BASE/pghactl -c $BASE/node1.yml list
-  primary:  PGPASSWORD=lab-su-pass psql -h 127.0.0.1 -p $HAPROXY_PRIMARY_PORT -U postgres   (HAProxy, read-write)
-  replicas: PGPASSWORD=lab-su-pass psql -h 127.0.0.1 -p $HAPROXY_REPLICA_PORT -U postgres   (HAProxy, read-only)
+  primary:  $pgenv psql -h 127.0.0.1 -p $HAPROXY_PRIMARY_PORT -U postgres   (HAProxy, read-write)
+  replicas: $pgenv psql -h 127.0.0.1 -p $HAPROXY_REPLICA_PORT -U postgres   (HAProxy, read-only)
   stats:    http://127.0.0.1:$HAPROXY_STATS_PORT/
-  nodes:    PGPASSWORD=lab-su-pass psql -h 127.0.0.1 -p $(pg_port 1) -U postgres   (ports $(pg_port 1)-$(pg_port "$last"))
-  REST:     curl http://127.0.0.1:$(rest_port 1)/patroni                             (ports $(rest_port 1)-$(rest_port "$last"))
-  metrics:  curl http://127.0.0.1:$(rest_port 1)/metrics
+  nodes:    $pgenv psql -h 127.0.0.1 -p $(pg_port 1) -U postgres   (ports $(pg_port 1)-$(pg_port "$last"))
+  REST:     curl $curlopt$sch://127.0.0.1:$(rest_port 1)/patroni                             (ports $(rest_port 1)-$(rest_port "$last"))
+  metrics:  curl $curlopt$sch://127.0.0.1:$(rest_port 1)/metrics
   etcd:     $(etcd_endpoints)
   logs:     $BASE/node*.log, $BASE/etcd*.log, $BASE/haproxy.log
   stop:     scripts/cluster.sh stop (keeps the data) | down (removes $BASE)
 EOF
+    tls_notes
     monitoring_summary
 }
 
@@ -703,10 +852,12 @@ global:
 scrape_configs:
   - job_name: pgha
     metrics_path: /metrics
+$(tls_prometheus_yaml)
     static_configs:
       - targets:
 ${agents%$'\n'}
   - job_name: etcd
+$(tls_prometheus_yaml)
     static_configs:
       - targets:
 ${etcds%$'\n'}
@@ -1034,6 +1185,7 @@ main() {
             --etcd=*) WANT_ETCD="${1#*=}" ;;
             --port-offset) WANT_OFFSET="${2:?--port-offset needs a number}" && shift ;;
             --port-offset=*) WANT_OFFSET="${1#*=}" ;;
+            --tls) WANT_TLS=1 ;;
             --monitoring) WANT_MONITORING=1 ;;
             -h | --help) usage ;;
             [0-9]* | node[0-9]*)

@@ -199,6 +199,19 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
     };
     let http = peers::http_client(&settings::peer_client_tls(&cfg), Duration::from_secs(2))
         .context("TLS for requests to the other members (ctl.cacert/certfile, restapi.cafile)")?;
+    let pg_params = settings::pg_params(&cfg);
+    // Certificates and keys of the database users are read now, so a missing or unusable
+    // file stops the agent naming it rather than failing every connection and replica.
+    for (role, user) in [
+        ("superuser", Some(&pg_params.superuser)),
+        ("replication", Some(&pg_params.replication)),
+        ("rewind", pg_params.rewind.as_ref()),
+    ] {
+        if let Some(user) = user {
+            pgha_postgres::tls::check_user_tls(user)
+                .with_context(|| format!("postgresql.authentication.{role}"))?;
+        }
+    }
     let dcs = Arc::new(loop_connect(etcd).await?);
     // Before anything touches postgres or the DCS: two agents of one name would fight over
     // one member key and one slot.
@@ -214,7 +227,7 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
             return Ok(Exit::Critical);
         }
     }
-    let pg = Arc::new(LocalPostgres::new(settings::pg_params(&cfg)));
+    let pg = Arc::new(LocalPostgres::new(pg_params));
     let wake = Arc::new(tokio::sync::Notify::new());
     let loop_wait = Arc::new(AtomicU64::new(policy.loop_wait));
     let (req_tx, req_rx) = mpsc::channel::<Pending>(16);

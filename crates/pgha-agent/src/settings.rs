@@ -91,10 +91,16 @@ fn user(u: Option<&pgha_config::PgUser>, default_name: &str) -> PgUser {
         Some(u) => PgUser {
             username: u.username.clone(),
             password: u.password.clone(),
+            // Only libpq's option names get here (the schema lists them), all strings.
+            options: u
+                .extra
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect(),
         },
         None => PgUser {
             username: default_name.to_string(),
-            password: None,
+            ..Default::default()
         },
     }
 }

@@ -192,6 +192,17 @@ fn pg_user(ctx: &mut Ctx, path: &str, v: Option<&Value>, required: bool) -> Opti
             continue;
         }
         if let Some(s) = string(ctx, &join(path, k), Some(v)) {
+            if let Some(allowed) = enumerated(k) {
+                if !allowed.contains(&s.as_str()) {
+                    // libpq would refuse the value too, but only when a connection is made,
+                    // long after start (a replica's primary_conninfo, a rewind).
+                    ctx.problem(
+                        &join(path, k),
+                        format!("{s:?} is not one of {}", allowed.join(", ")),
+                    );
+                    continue;
+                }
+            }
             extra.insert(k.clone(), Value::String(s));
         }
     }
@@ -199,6 +210,23 @@ fn pg_user(ctx: &mut Ctx, path: &str, v: Option<&Value>, required: bool) -> Opti
         username,
         password,
         extra,
+    })
+}
+
+/// The values libpq accepts for a connection option that takes one of a few words.
+fn enumerated(key: &str) -> Option<&'static [&'static str]> {
+    Some(match key {
+        "sslmode" => &[
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ],
+        "gssencmode" | "channel_binding" => &["disable", "prefer", "require"],
+        "sslnegotiation" => &["postgres", "direct"],
+        _ => return None,
     })
 }
 

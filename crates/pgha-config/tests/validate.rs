@@ -396,3 +396,29 @@ postgresql:
     assert!(!debug.contains("S3cret"), "{debug}");
     assert!(debug.contains("<redacted>"));
 }
+
+#[test]
+fn libpq_option_values_are_checked() {
+    let yaml = VALID.replace(
+        "replication: {username: replicator}",
+        "replication: {username: replicator, sslmode: verify_ca, channel_binding: always}",
+    );
+    let p = problems(&yaml);
+    assert!(
+        p.iter().any(|m| m.contains("postgresql.authentication.replication.sslmode")
+            && m.contains("\"verify_ca\" is not one of disable, allow, prefer, require, verify-ca, verify-full")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.contains("channel_binding") && m.contains("\"always\"")),
+        "{p:?}"
+    );
+    let ok = VALID.replace(
+        "replication: {username: replicator}",
+        "replication: {username: replicator, sslmode: verify-full, sslrootcert: /ca.pem}",
+    );
+    let l = parse_str(&ok).expect("loads");
+    let rep = l.config.postgresql.authentication.replication.unwrap();
+    assert_eq!(rep.extra["sslmode"], "verify-full");
+}

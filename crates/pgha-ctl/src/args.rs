@@ -397,6 +397,14 @@ pub struct HaproxyConfigArgs {
     /// whose api_url is https
     #[arg(long)]
     pub ssl: bool,
+    /// PEM file with the client certificate and its key that HAProxy presents in TLS health
+    /// checks (`crt`), for members with `restapi.verify_client: required`
+    #[arg(long, value_name = "PEM")]
+    pub check_cert: Option<String>,
+    /// CA file HAProxy verifies the members' REST certificates with in TLS health checks
+    /// (`verify required ca-file`) instead of `verify none`
+    #[arg(long, value_name = "PEM")]
+    pub check_ca: Option<String>,
     /// Citus group
     #[arg(long)]
     pub group: Option<i64>,

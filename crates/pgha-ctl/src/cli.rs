@@ -93,6 +93,21 @@ pub enum Command {
     Completion(CompletionArgs),
     /// Run fault drills under a write load against a lab made by scripts/cluster.sh
     Drill(DrillArgs),
+    /// Make a private CA and certificates for a lab (scripts/cluster.sh up --tls)
+    #[command(name = "lab-certs", hide = true)]
+    LabCerts(LabCertsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LabCertsArgs {
+    /// Directory to write ca.pem and NAME.crt / NAME.key (mode 0600) into; must not hold a
+    /// ca.pem yet
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// One certificate per name, valid for the name, localhost and 127.0.0.1, usable by
+    /// servers and clients
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -37,6 +37,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         extras::completion(a);
         return Ok(());
     }
+    if let Command::LabCerts(a) = &cli.command {
+        return extras::lab_certs(a);
+    }
     // Finds everything in the lab directory: no -c, no DCS URL.
     if let Command::Drill(a) = &cli.command {
         return match drill::run(a).await? {
@@ -73,7 +76,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             extras::completion(&a);
             Ok(())
         }
-        Command::Drill(_) => Ok(()),
+        Command::Drill(_) | Command::LabCerts(_) => Ok(()),
         other => operate(&cfg, other).await,
     }
 }
@@ -128,6 +131,7 @@ async fn operate(cfg: &CtlConfig, command: Command) -> Result<()> {
         | Command::Version(_)
         | Command::HaproxyConfig(_)
         | Command::Drill(_)
+        | Command::LabCerts(_)
         | Command::Completion(_) => return Ok(()),
     };
     reject_group(group)?;
@@ -298,6 +302,7 @@ async fn operate(cfg: &CtlConfig, command: Command) -> Result<()> {
         | Command::Version(_)
         | Command::HaproxyConfig(_)
         | Command::Drill(_)
+        | Command::LabCerts(_)
         | Command::Completion(_) => Ok(()),
     }
 }

@@ -54,6 +54,10 @@ pub struct HaproxyOptions {
     /// `--ssl`: TLS health checks on every server (members whose `api_url` is https get them
     /// anyway).
     pub ssl: bool,
+    /// `--check-cert`: client certificate (with its key) presented in TLS checks.
+    pub check_cert: Option<String>,
+    /// `--check-ca`: verify the members' certificates against this CA in TLS checks.
+    pub check_ca: Option<String>,
 }
 
 impl Default for HaproxyOptions {
@@ -71,6 +75,8 @@ impl Default for HaproxyOptions {
             replica_lag: None,
             stats_socket: None,
             ssl: false,
+            check_cert: None,
+            check_ca: None,
         }
     }
 }
@@ -131,6 +137,12 @@ pub fn validate(opts: &HaproxyOptions) -> Result<(), HaproxyError> {
     }
     if let Some(s) = &opts.stats_socket {
         plain("--stats-socket", s)?;
+    }
+    if let Some(c) = &opts.check_cert {
+        plain("--check-cert", c)?;
+    }
+    if let Some(c) = &opts.check_ca {
+        plain("--check-ca", c)?;
     }
     Ok(())
 }
@@ -301,9 +313,18 @@ pub fn render(
                 .map(|h| format!(" addr {h}"))
                 .unwrap_or_default();
             let tls = if s.tls || opts.ssl {
-                " check-ssl verify none"
+                let verify = match &opts.check_ca {
+                    Some(ca) => format!(" verify required ca-file {ca}"),
+                    None => " verify none".to_string(),
+                };
+                let crt = opts
+                    .check_cert
+                    .as_ref()
+                    .map(|c| format!(" crt {c}"))
+                    .unwrap_or_default();
+                format!(" check-ssl{verify}{crt}")
             } else {
-                ""
+                String::new()
             };
             let _ = writeln!(
                 w,

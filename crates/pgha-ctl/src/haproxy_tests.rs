@@ -100,6 +100,8 @@ fn options_change_the_right_lines() {
         replica_lag: Some("1MB".into()),
         stats_socket: Some("/tmp/lab/haproxy.sock".into()),
         ssl: false,
+        check_cert: None,
+        check_ca: None,
     };
     let text = render("c", &lab(), &opts).unwrap();
     for line in [
@@ -128,6 +130,21 @@ fn ssl_flag_checks_every_server_over_tls() {
     let text = render("c", &c, &opts).unwrap();
     let line = "    server node1 10.0.0.1:5432 maxconn 100 check port 8008 check-ssl verify none\n";
     assert!(text.contains(line), "missing {line:?} in\n{text}");
+
+    // A client certificate for members that require one, and their certificates verified.
+    let opts = HaproxyOptions {
+        check_cert: Some("/lab/tls/haproxy.pem".into()),
+        check_ca: Some("/lab/tls/ca.pem".into()),
+        ..opts
+    };
+    let text = render("c", &c, &opts).unwrap();
+    let line = "    server node1 10.0.0.1:5432 maxconn 100 check port 8008 check-ssl verify required ca-file /lab/tls/ca.pem crt /lab/tls/haproxy.pem\n";
+    assert!(text.contains(line), "missing {line:?} in\n{text}");
+    let bad = HaproxyOptions {
+        check_cert: Some("/a b.pem".into()),
+        ..HaproxyOptions::default()
+    };
+    assert!(validate(&bad).is_err());
 }
 
 #[test]

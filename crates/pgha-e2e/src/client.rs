@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use tokio::runtime::Runtime;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use crate::config::superuser_conninfo;
+use crate::config::superuser_conninfo_via;
 
 const SQL_TIMEOUT: Duration = Duration::from_secs(10);
 const REST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -102,11 +102,18 @@ impl PgConn {
 pub struct PgEndpoint {
     pub name: String,
     pub port: u16,
+    /// Connect through this unix socket directory instead of 127.0.0.1 (clusters whose TCP
+    /// rules want TLS client certificates).
+    pub socket_dir: Option<std::path::PathBuf>,
 }
 
 impl PgEndpoint {
     pub fn connect(&self) -> Result<PgConn> {
-        let conninfo = superuser_conninfo(self.port);
+        let host = match &self.socket_dir {
+            Some(d) => d.display().to_string(),
+            None => "127.0.0.1".to_string(),
+        };
+        let conninfo = superuser_conninfo_via(&host, self.port);
         let (client, conn) = runtime()
             .block_on(async {
                 tokio::time::timeout(

@@ -315,6 +315,7 @@ impl Cluster {
             pg: PgEndpoint {
                 name: name.clone(),
                 port: spec.pg_port,
+                socket_dir: self.opts.pg_tls.then(|| spec.dir.clone()),
             },
             rest: RestEndpoint {
                 name: name.clone(),

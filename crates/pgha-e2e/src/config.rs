@@ -36,6 +36,11 @@ pub struct ClusterOptions {
     /// with `verify_client: required`, pghactl with `ctl.cacert/certfile/keyfile`; the
     /// certificates are made at cluster start by a private CA (see [`TlsFiles`]).
     pub tls: bool,
+    /// With `tls`, PostgreSQL too: `ssl: on` with the node certificate, `hostssl ...
+    /// clientcert=verify-ca` as the only TCP rules of pg_hba, every database user with
+    /// `sslmode: verify-full` and the client certificate; the scenarios' own connections then
+    /// go through the unix socket.
+    pub pg_tls: bool,
 }
 
 /// The certificate files of a TLS cluster, under `<base>/tls`: one CA and one certificate (for
@@ -78,6 +83,7 @@ impl Default for ClusterOptions {
             customize: None,
             agent_env: Vec::new(),
             tls: false,
+            pg_tls: false,
         }
     }
 }
@@ -105,6 +111,13 @@ impl ClusterOptions {
     /// TLS on every link (see [`ClusterOptions::tls`]).
     pub fn with_tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// TLS on every link, PostgreSQL's included (see [`ClusterOptions::pg_tls`]).
+    pub fn with_pg_tls(mut self) -> Self {
+        self.tls = true;
+        self.pg_tls = true;
         self
     }
 
@@ -278,6 +291,8 @@ fn render_base_config(spec: &NodeSpec, opts: &ClusterOptions) -> String {
         q(&spec.pgpass_path().display().to_string())
     );
     let _ = writeln!(w, "  authentication:");
+    let pg_tls = spec.tls.as_ref().filter(|_| opts.pg_tls);
+    let path = |p: &PathBuf| q(&p.display().to_string());
     for (role, user, pass) in [
         ("superuser", SUPERUSER, SUPERUSER_PASSWORD),
         ("replication", REPLICATION_USER, REPLICATION_PASSWORD),
@@ -286,15 +301,36 @@ fn render_base_config(spec: &NodeSpec, opts: &ClusterOptions) -> String {
         let _ = writeln!(w, "    {role}:");
         let _ = writeln!(w, "      username: {}", q(user));
         let _ = writeln!(w, "      password: {}", q(pass));
+        if let Some(t) = pg_tls {
+            let _ = writeln!(w, "      sslmode: verify-full");
+            let _ = writeln!(w, "      sslrootcert: {}", path(&t.ca));
+            let _ = writeln!(w, "      sslcert: {}", path(&t.cert));
+            let _ = writeln!(w, "      sslkey: {}", path(&t.key));
+        }
     }
     let _ = writeln!(w, "  parameters:");
     let _ = writeln!(w, "    unix_socket_directories: {}", q(&dir));
+    if let Some(t) = pg_tls {
+        let _ = writeln!(w, "    ssl: \"on\"");
+        let _ = writeln!(w, "    ssl_cert_file: {}", path(&t.cert));
+        let _ = writeln!(w, "    ssl_key_file: {}", path(&t.key));
+        let _ = writeln!(w, "    ssl_ca_file: {}", path(&t.ca));
+    }
     let _ = writeln!(w, "  pg_hba:");
-    for line in [
-        "local all all trust",
-        "host replication replicator 127.0.0.1/32 md5",
-        "host all all 127.0.0.1/32 md5",
-    ] {
+    let hba: &[&str] = if pg_tls.is_some() {
+        &[
+            "local all all trust",
+            "hostssl replication replicator 127.0.0.1/32 md5 clientcert=verify-ca",
+            "hostssl all all 127.0.0.1/32 md5 clientcert=verify-ca",
+        ]
+    } else {
+        &[
+            "local all all trust",
+            "host replication replicator 127.0.0.1/32 md5",
+            "host all all 127.0.0.1/32 md5",
+        ]
+    };
+    for line in hba {
         let _ = writeln!(w, "    - {}", q(line));
     }
     let _ = writeln!(w, "tags:");
@@ -304,10 +340,16 @@ fn render_base_config(spec: &NodeSpec, opts: &ClusterOptions) -> String {
     y
 }
 
-/// `postgres://` URL of a node for the superuser, as the scenarios connect.
+/// Connection string of a node for the superuser over TCP on loopback, as the scenarios
+/// connect (see [`superuser_conninfo_via`] for a unix socket).
 pub fn superuser_conninfo(port: u16) -> String {
+    superuser_conninfo_via("127.0.0.1", port)
+}
+
+/// As [`superuser_conninfo`] through `host` (an address or a unix socket directory).
+pub fn superuser_conninfo_via(host: &str, port: u16) -> String {
     format!(
-        "host=127.0.0.1 port={port} user={SUPERUSER} password={SUPERUSER_PASSWORD} dbname=postgres connect_timeout=3"
+        "host={host} port={port} user={SUPERUSER} password={SUPERUSER_PASSWORD} dbname=postgres connect_timeout=3"
     )
 }
 

@@ -166,6 +166,7 @@ mod tests {
         PgUser {
             username: name.into(),
             password: pw.map(Into::into),
+            ..Default::default()
         }
     }
 

@@ -201,22 +201,40 @@ pub(crate) fn conninfo_value(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// The `primary_conninfo` of a standby: the password stays in the pgpass file (`passfile`).
+/// The `primary_conninfo` of a standby: the password stays in the pgpass file (`passfile`);
+/// the replication user's TLS options (`sslmode`, `sslcert`, ...) as given, those the server's
+/// libpq (`major`) does not know left out; sslmode, gssencmode and channel_binding default to
+/// `prefer`.
 pub fn primary_conninfo(
-    replication_user: &str,
+    replication: &PgUser,
     pgpass: &Path,
     host: &str,
     port: u16,
     application_name: &str,
+    major: u32,
 ) -> String {
-    format!(
-        "dbname=postgres user={} passfile={} host={} port={} sslmode=prefer application_name={} gssencmode=prefer channel_binding=prefer",
-        conninfo_value(replication_user),
+    let mut out = format!(
+        "dbname=postgres user={} passfile={} host={} port={}",
+        conninfo_value(&replication.username),
         conninfo_value(&pgpass.to_string_lossy()),
         conninfo_value(host),
         port,
-        conninfo_value(application_name),
-    )
+    );
+    let options = crate::tls::conninfo_options(replication, major, true);
+    let (late, early): (Vec<_>, Vec<_>) = options
+        .iter()
+        .partition(|(k, _)| k == "gssencmode" || k == "channel_binding");
+    for (k, v) in early {
+        out.push_str(&format!(" {k}={}", conninfo_value(v)));
+    }
+    out.push_str(&format!(
+        " application_name={}",
+        conninfo_value(application_name)
+    ));
+    for (k, v) in late {
+        out.push_str(&format!(" {k}={}", conninfo_value(v)));
+    }
+    out
 }
 
 /// pg_hba.conf content: header plus the given lines.
@@ -426,11 +444,12 @@ impl LocalPostgres {
             // An empty host means a read-only standby with no upstream yet (no leader known).
             if !s.primary_host.is_empty() {
                 let conninfo = primary_conninfo(
-                    &p.replication.username,
+                    &p.replication,
                     &p.pgpass,
                     &s.primary_host,
                     s.primary_port,
                     &p.name,
+                    self.major_version(),
                 );
                 params.insert("primary_conninfo".into(), conninfo);
                 if let Some(slot) = &s.primary_slot_name {

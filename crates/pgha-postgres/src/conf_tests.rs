@@ -1,5 +1,5 @@
 use super::*;
-use crate::test_support::params_in;
+use crate::test_support::{params_in, user_with as rep};
 use crate::PgParams;
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -60,20 +60,49 @@ work_mem = '2MB'
 #[test]
 fn primary_conninfo_string() {
     let s = primary_conninfo(
-        "replicator",
+        &rep("replicator", &[]),
         Path::new("/var/tmp/n2/pgpass"),
         "127.0.0.1",
         5451,
         "node2",
+        15,
     );
     assert_eq!(
         s,
         "dbname=postgres user=replicator passfile=/var/tmp/n2/pgpass host=127.0.0.1 port=5451 sslmode=prefer application_name=node2 gssencmode=prefer channel_binding=prefer"
     );
-    let q = primary_conninfo("rep user", Path::new("/a b/pgpass"), "h", 1, "it's");
+    let q = primary_conninfo(
+        &rep("rep user", &[]),
+        Path::new("/a b/pgpass"),
+        "h",
+        1,
+        "it's",
+        15,
+    );
     assert!(q.contains("user='rep user'"), "{q}");
     assert!(q.contains("passfile='/a b/pgpass'"), "{q}");
     assert!(q.contains("application_name='it\\'s'"), "{q}");
+    let tls = rep(
+        "replicator",
+        &[
+            ("sslmode", "verify-ca"),
+            ("sslrootcert", "/etc/pg/ca.pem"),
+            ("sslcert", "/etc/pg/my cert.crt"),
+            ("sslkey", "/etc/pg/rep.key"),
+            ("sslnegotiation", "direct"),
+            ("channel_binding", "require"),
+        ],
+    );
+    assert_eq!(
+        primary_conninfo(&tls, Path::new("/p"), "10.0.0.1", 5432, "n2", 15),
+        "dbname=postgres user=replicator passfile=/p host=10.0.0.1 port=5432 sslmode=verify-ca \
+         sslcert='/etc/pg/my cert.crt' sslkey=/etc/pg/rep.key sslrootcert=/etc/pg/ca.pem \
+         application_name=n2 gssencmode=prefer channel_binding=require"
+    );
+    // libpq 17 knows sslnegotiation.
+    assert!(
+        primary_conninfo(&tls, Path::new("/p"), "h", 1, "n2", 17).contains("sslnegotiation=direct")
+    );
 }
 
 #[test]
@@ -81,18 +110,22 @@ fn pgpass_escaping() {
     let su = PgUser {
         username: "postgres".into(),
         password: Some("a:b\\c".into()),
+        ..Default::default()
     };
     let rep = PgUser {
         username: "re:p".into(),
         password: Some("x".into()),
+        ..Default::default()
     };
     let nopw = PgUser {
         username: "nobody".into(),
         password: None,
+        ..Default::default()
     };
     let dup = PgUser {
         username: "postgres".into(),
         password: Some("other".into()),
+        ..Default::default()
     };
     assert_eq!(
         render_pgpass(&[&su, &rep, &nopw, &dup]),

@@ -74,6 +74,11 @@ pub enum PgError {
     #[error("data directory {}: {reason}", .path.display())]
     DataDir { path: PathBuf, reason: String },
 
+    /// The TLS settings of a user (`postgresql.authentication.*.ssl*`) cannot be used: a
+    /// missing or unreadable certificate or key, a root certificate needed and absent.
+    #[error("TLS settings of database user {user}: {detail}")]
+    Tls { user: String, detail: String },
+
     /// A caller-supplied value cannot be used (bad path, bad name, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -123,6 +128,11 @@ pub(crate) fn describe_pg_error(e: &tokio_postgres::Error) -> String {
         s.push_str(": ");
         s.push_str(&c.to_string());
         cur = c.source();
+    }
+    if let Some(why) = pgha_tls::explain(&s) {
+        s.push_str(" (");
+        s.push_str(&why);
+        s.push(')');
     }
     s
 }

@@ -32,6 +32,7 @@ mod process;
 mod replica;
 mod slots;
 mod sql;
+pub mod tls;
 mod versions;
 mod wal_now;
 
@@ -258,6 +259,18 @@ pub(crate) mod test_support {
     use super::*;
     use std::time::Duration;
 
+    /// A user without password with libpq options `opts`.
+    pub(crate) fn user_with(name: &str, opts: &[(&str, &str)]) -> PgUser {
+        PgUser {
+            username: name.into(),
+            password: None,
+            options: opts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
     pub(crate) fn params_in(dir: &Path) -> PgParams {
         PgParams {
             name: "node1".into(),
@@ -271,14 +284,17 @@ pub(crate) mod test_support {
             superuser: PgUser {
                 username: "postgres".into(),
                 password: Some("su:pa\\ss".into()),
+                ..Default::default()
             },
             replication: PgUser {
                 username: "replicator".into(),
                 password: Some("rep-pass".into()),
+                ..Default::default()
             },
             rewind: Some(PgUser {
                 username: "rewind_user".into(),
                 password: None,
+                ..Default::default()
             }),
             pgpass: dir.join("pgpass"),
             pg_ctl_timeout: Duration::from_secs(60),

@@ -11,10 +11,32 @@ use serde_json::{Map, Value};
 use crate::versions::translate_parameters;
 
 /// A database role the agent knows the credentials of.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct PgUser {
     pub username: String,
     pub password: Option<String>,
+    /// libpq connection options given with the user: `sslmode`, `sslcert`, `sslkey`,
+    /// `sslpassword`, `sslrootcert`, `sslcrl`, `sslcrldir`, `sslnegotiation`, `gssencmode`,
+    /// `channel_binding` (see [`crate::tls`]).
+    pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for PgUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let v = if k == "sslpassword" { "<redacted>" } else { v };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("PgUser")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("options", &options)
+            .finish()
+    }
 }
 
 /// Everything this crate needs to know about the local PostgreSQL; fixed for the agent's life.

@@ -14,6 +14,7 @@ use pgha_types::Lsn;
 use crate::cmd::Cmd;
 use crate::conf::{conninfo_value, BASE_CONF};
 use crate::error::PgError;
+use crate::params::PgUser;
 use crate::sql::{connect, quote_literal, rows};
 use crate::{DataDirState, LocalPostgres};
 
@@ -119,6 +120,15 @@ pub(crate) fn basebackup_args(user: &[String], major: u32) -> Vec<String> {
         out.push(opt.clone());
     }
     out
+}
+
+/// The TLS options of `user` as a libpq connection string fragment (empty without any).
+fn tls_conninfo(user: &PgUser, major: u32) -> String {
+    crate::tls::conninfo_options(user, major, false)
+        .iter()
+        .map(|(k, v)| format!("{k}={}", conninfo_value(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The last `done/total kB (NN%)` report in a chunk of pg_basebackup's `--progress` output.
@@ -247,7 +257,7 @@ impl LocalPostgres {
         self.prepare_empty_data_dir()?;
         self.write_pgpass()?;
         let opts = basebackup_args(&p.basebackup_options, self.major_version());
-        let cmd = Cmd::new(self.bin("pg_basebackup"))
+        let mut cmd = Cmd::new(self.bin("pg_basebackup"))
             .arg("-D")
             .arg(&p.data_dir)
             .arg("-h")
@@ -261,6 +271,12 @@ impl LocalPostgres {
             .env("PGPASSFILE", &p.pgpass)
             .env("PGCONNECT_TIMEOUT", REMOTE_TIMEOUT.as_secs().to_string())
             .env("PGAPPNAME", "pgha_basebackup");
+        // The replication user's TLS options as a connection string (-h/-p/-U, given too,
+        // take precedence in it; sslpassword has no environment variable).
+        let tls = tls_conninfo(&p.replication, self.major_version());
+        if !tls.is_empty() {
+            cmd = cmd.arg(format!("--dbname={tls}"));
+        }
         tracing::info!(source = %source, "taking a base backup");
         let progress = self.basebackup_progress.clone();
         progress.store(0, Ordering::Relaxed);
@@ -365,13 +381,18 @@ impl LocalPostgres {
         self.write_pgpass()?;
         let user = p.rewind.as_ref().unwrap_or(&p.superuser);
         let saved = self.save_config_files()?;
-        let conninfo = format!(
+        let mut conninfo = format!(
             "host={} port={} user={} dbname=postgres connect_timeout={}",
             conninfo_value(&source.host),
             source.port,
             conninfo_value(&user.username),
             REMOTE_TIMEOUT.as_secs()
         );
+        let tls = tls_conninfo(user, self.major_version());
+        if !tls.is_empty() {
+            conninfo.push(' ');
+            conninfo.push_str(&tls);
+        }
         let cmd = Cmd::new(self.bin("pg_rewind"))
             .arg(format!("--target-pgdata={}", p.data_dir.display()))
             .arg(format!("--source-server={conninfo}"))

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage, SimpleQueryRow};
+use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use crate::error::PgError;
 use crate::params::PgUser;
@@ -53,8 +53,9 @@ pub(crate) async fn connect_db(
     if let Some(pw) = &user.password {
         cfg.password(pw);
     }
+    let tls = crate::tls::configure(&mut cfg, user, host)?;
     let target = format!("{host}:{port} as {}", user.username);
-    let connecting = cfg.connect(NoTls);
+    let connecting = cfg.connect(tls);
     let (client, connection) = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(source)) => return Err(PgError::Connect { target, source }),

@@ -16,30 +16,10 @@ use pgha_postgres::{
 };
 use serde_json::json;
 
+mod common;
+use common::KillOnDrop;
+
 const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
-
-/// Kills whatever postmaster still runs in `data_dir` when the test ends (also on panic).
-struct KillOnDrop(PathBuf);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let Ok(text) = std::fs::read_to_string(self.0.join("postmaster.pid")) else {
-            return;
-        };
-        if let Some(pid) = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-        {
-            if pid > 0 {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-}
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -59,14 +39,17 @@ fn params(base: &Path, name: &str, port: u16) -> PgParams {
         superuser: PgUser {
             username: "postgres".into(),
             password: Some("su-pass".into()),
+            ..Default::default()
         },
         replication: PgUser {
             username: "replicator".into(),
             password: Some("repl:pass".into()),
+            ..Default::default()
         },
         rewind: Some(PgUser {
             username: "rewind_user".into(),
             password: Some("rewind-pass".into()),
+            ..Default::default()
         }),
         pgpass: base.join(name).join("pgpass"),
         pg_ctl_timeout: Duration::from_secs(30),

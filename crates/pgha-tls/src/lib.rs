@@ -79,6 +79,15 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
 /// The private key of a PEM file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), or an encrypted PKCS#8
 /// key (`-----BEGIN ENCRYPTED PRIVATE KEY-----`) opened with `password`.
 pub fn load_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsError> {
+    load_key_with(path, password, "restapi.keyfile_password")
+}
+
+/// As [`load_key`]; `password_key` names the setting that holds the password in errors.
+pub fn load_key_with(
+    path: &Path,
+    password: Option<&str>,
+    password_key: &str,
+) -> Result<PrivateKeyDer<'static>, TlsError> {
     const WHAT: &str = "private key file";
     let pem = read(WHAT, path)?;
     let text = String::from_utf8_lossy(&pem);
@@ -97,7 +106,7 @@ pub fn load_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'st
             return Err(invalid(
                 WHAT,
                 path,
-                "it is encrypted and no password is configured (restapi.keyfile_password)",
+                format!("it is encrypted and no password is configured ({password_key})"),
             ));
         };
         let (_, der) = pkcs8::der::pem::decode_vec(&pem)
@@ -393,6 +402,7 @@ pub fn explain(chain: &str) -> Option<String> {
 
 mod ciphers;
 pub use ciphers::cipher_suites;
+pub mod pg;
 
 #[cfg(feature = "test-ca")]
 pub mod test_ca;

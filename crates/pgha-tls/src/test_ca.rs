@@ -32,10 +32,15 @@ impl TestCa {
         std::fs::write(path, self.pem())
     }
 
-    /// A certificate for `names` (DNS names or IP addresses) and its key, as PEM.
+    /// A certificate for `names` (DNS names or IP addresses; the first is also its common
+    /// name) and its key, as PEM.
     pub fn issue_pem(&self, names: &[&str]) -> (String, String) {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let p = CertificateParams::new(names).expect("certificate parameters");
+        let mut p = CertificateParams::new(names.clone()).expect("certificate parameters");
+        if let Some(first) = names.first() {
+            p.distinguished_name = rcgen::DistinguishedName::new();
+            p.distinguished_name.push(DnType::CommonName, first.clone());
+        }
         let key = KeyPair::generate().expect("key");
         let cert = p
             .signed_by(&key, &self.cert, &self.key)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use pgha_types::{Cluster, Member};
 use serde_json::Value;
-use tokio_postgres::{NoTls, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
 
 use super::common::{timestamp, Ctx};
 use super::history::print_rows;
@@ -184,7 +184,17 @@ async fn query_member(
         .replace('\n', " ");
         error_row(format!("ERROR, SQLSTATE: {msg}"))
     };
-    let (client, connection) = match config.connect(NoTls).await {
+    // TLS as psql would: the PGSSL* variables (libpq's rules; prefer when none is set).
+    let user = pgha_postgres::PgUser {
+        username: req.user.clone(),
+        password: None,
+        options: pgha_postgres::tls::options_from_env(&|k| std::env::var(k).ok()),
+    };
+    let tls = match pgha_postgres::tls::configure(&mut config, &user, &host) {
+        Ok(t) => t,
+        Err(e) => return Ok(error_row(format!("ERROR: {e}"))),
+    };
+    let (client, connection) = match config.connect(tls).await {
         Ok(c) => c,
         Err(e) => return Ok(sql_error(e)),
     };

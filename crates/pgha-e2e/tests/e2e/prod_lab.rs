@@ -51,7 +51,7 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
-    fn pg_port(&self, i: u16) -> u16 {
+    pub(crate) fn pg_port(&self, i: u16) -> u16 {
         5440 + i + self.offset
     }
     fn rest_port(&self, i: u16) -> u16 {
@@ -63,7 +63,7 @@ impl Shape {
     fn etcd_peer_port(&self, k: u16) -> u16 {
         2280 + 100 * k + self.offset
     }
-    fn primary_port(&self) -> u16 {
+    pub(crate) fn primary_port(&self) -> u16 {
         5000 + self.offset
     }
     fn replica_port(&self) -> u16 {

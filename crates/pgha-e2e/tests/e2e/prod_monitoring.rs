@@ -37,7 +37,7 @@ use crate::prod_support::no_haproxy;
 const NAME: &str = "monitoring_dashboard_queries_return_data";
 /// The scope scripts/cluster.sh gives its cluster.
 const LAB_SCOPE: &str = "pgha-lab";
-const NODES: u16 = 3;
+pub(crate) const NODES: u16 = 3;
 /// Panels whose first expression the Prometheus-only screenshot shows.
 const KEY_PANELS: &[&str] = &[
     "Role history",
@@ -66,7 +66,7 @@ fn dashboard_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/grafana/pgha.json")
 }
 
-fn prometheus_port(offset: u16) -> u16 {
+pub(crate) fn prometheus_port(offset: u16) -> u16 {
     7090 + offset
 }
 
@@ -89,7 +89,7 @@ fn artifacts_dir() -> Result<PathBuf> {
 }
 
 /// A program on PATH (or at an absolute path), if present.
-fn find_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     if name.starts_with('/') {
         return Path::new(name).is_file().then(|| PathBuf::from(name));
     }
@@ -363,7 +363,7 @@ fn by_member(series: &[Series]) -> Vec<(String, f64)> {
 
 /// Every active target of the lab's Prometheus is up: one per agent (job pgha) and the etcd
 /// member (job etcd).
-fn wait_targets_up(port: u16) -> Result<()> {
+pub(crate) fn wait_targets_up(port: u16) -> Result<()> {
     wait_until(
         "Prometheus to scrape every agent and etcd",
         Duration::from_secs(60),
@@ -400,7 +400,7 @@ fn wait_targets_up(port: u16) -> Result<()> {
 
 /// A port offset (as prod_lab's free_offset) where the lab's ports and Prometheus's and
 /// Grafana's are all free.
-fn monitoring_offset() -> Result<u16> {
+pub(crate) fn monitoring_offset() -> Result<u16> {
     let listening = listening_ports();
     let free = |p: u16| !listening.contains(&p) && TcpListener::bind(("127.0.0.1", p)).is_ok();
     for offset in (20000..=24000).step_by(250) {

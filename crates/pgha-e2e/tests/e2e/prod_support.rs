@@ -62,6 +62,7 @@ pub fn endpoint(name: &str, port: u16) -> PgEndpoint {
     PgEndpoint {
         name: name.to_string(),
         port,
+        socket_dir: None,
     }
 }
 

@@ -4,11 +4,15 @@
 //! `ctl.cacert/certfile/keyfile`. A private CA made at cluster start signs everything. A
 //! switchover (pghactl -> REST over https) and a kill -9 failover (the replicas' leader race
 //! over https) work; an agent given a CA that did not sign etcd's certificate exits saying so.
+//! With PostgreSQL's links on TLS too (`postgresql.authentication.*.sslmode` and client
+//! certificates, `hostssl ... clientcert=verify-ca`), replication, the agents' connections,
+//! switchover, failover and the old leader's return all run over TLS; a missing client
+//! certificate stops the agent naming the file.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Result};
-use pgha_e2e::{yaml_set, Cluster, ClusterOptions, Signal};
+use pgha_e2e::{report, yaml_set, Cluster, ClusterOptions, PgEndpoint, Signal};
 
 use crate::common::skip;
 
@@ -81,6 +85,66 @@ fn tls_everywhere_switchover_and_failover() -> Result<()> {
         .into_iter()
         .find(|n| *n != leader)
         .expect("a replica");
+    ctl_switchover(&c, &leader, &candidate)?;
+    c.wait_streaming(2, Duration::from_secs(120))?;
+
+    // kill -9 of the leader's agent and postmaster: the others race over https.
+    kill9_failover(&c, &candidate)?;
+    c.pass();
+    Ok(())
+}
+
+#[test]
+fn tls_wrong_ca_is_a_clear_error() -> Result<()> {
+    if skip("tls_wrong_ca_is_a_clear_error") {
+        return Ok(());
+    }
+    let opts = ClusterOptions::default()
+        .nodes(1)
+        .with_tls()
+        .customize(|spec, y| {
+            let other = spec.tls.as_ref().expect("a TLS cluster").other_ca.clone();
+            yaml_set(y, &["etcd3", "cacert"], other.display().to_string().into());
+        });
+    let c = Cluster::start(opts)?;
+    let log = failed_start_log(&c)?;
+    ensure!(
+        log.contains("not signed by the configured CA") && log.contains("other-ca.pem"),
+        "{log}"
+    );
+    c.pass();
+    Ok(())
+}
+
+/// kill -9 of `leader`'s agent and postmaster; the member that takes over.
+fn kill9_failover(c: &Cluster, leader: &str) -> Result<String> {
+    c.kill_agent(leader, Signal::SIGKILL)?;
+    c.kill_postmaster(leader, Signal::SIGKILL)?;
+    let others: Vec<String> = c.node_names().into_iter().filter(|n| n != leader).collect();
+    c.wait(
+        "a new leader after kill -9",
+        Duration::from_secs(60),
+        || {
+            let l = c.leader_name()?.ok_or_else(|| anyhow!("no leader key"))?;
+            ensure!(others.contains(&l), "leader key still names {l}");
+            ensure!(!c.pg(&l).in_recovery()?, "{l} is in recovery");
+            Ok(l)
+        },
+    )
+}
+
+/// The end of node1's log once its agent exited unsuccessfully.
+fn failed_start_log(c: &Cluster) -> Result<String> {
+    let st = c.wait("the agent to exit", Duration::from_secs(30), || {
+        c.agent_exit("node1")
+            .ok_or_else(|| anyhow!("still running"))
+    })?;
+    ensure!(!st.success(), "the agent exited with {st}");
+    Ok(c.log_tail("node1", 30))
+}
+
+/// `pghactl switchover` from `leader` to `candidate` until the candidate leads and writes.
+fn ctl_switchover(c: &Cluster, leader: &str, candidate: &str) -> Result<()> {
     let scope = c.scope.clone();
     // Retried: right after start the replicas' member keys may not say `running` yet, and the
     // leader then refuses (412), which pghactl reports with exit status 0 as patronictl does.
@@ -88,16 +152,16 @@ fn tls_everywhere_switchover_and_failover() -> Result<()> {
         "pghactl switchover to succeed",
         Duration::from_secs(60),
         || {
-            if c.leader_name()?.as_deref() == Some(candidate.as_str()) {
+            if c.leader_name()?.as_deref() == Some(candidate) {
                 return Ok(());
             }
             let out = c.ctl(&[
                 "switchover",
                 &scope,
                 "--leader",
-                &leader,
+                leader,
                 "--candidate",
-                &candidate,
+                candidate,
                 "--force",
             ])?;
             let text = format!(
@@ -118,48 +182,153 @@ fn tls_everywhere_switchover_and_failover() -> Result<()> {
         ensure!(!c.pg(&l).in_recovery()?, "{l} is in recovery");
         Ok(())
     })?;
-    c.wait_streaming(2, Duration::from_secs(120))?;
+    Ok(())
+}
 
-    // kill -9 of the leader's agent and postmaster: the others race over https.
-    let old = candidate;
-    c.kill_agent(&old, Signal::SIGKILL)?;
-    c.kill_postmaster(&old, Signal::SIGKILL)?;
-    let others: Vec<String> = c.node_names().into_iter().filter(|n| *n != old).collect();
+/// The walsenders of `leader` and whether each runs over TLS: (application_name, ssl).
+fn walsenders_ssl(c: &Cluster, leader: &str) -> Result<Vec<(String, bool)>> {
+    let rows = c.pg(leader).sql(
+        "SELECT a.application_name, s.ssl::text FROM pg_stat_activity a \
+         JOIN pg_stat_ssl s USING (pid) WHERE a.backend_type = 'walsender' ORDER BY 1",
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let name = r.first().cloned().flatten().unwrap_or_default();
+            let ssl = r.get(1).cloned().flatten().as_deref() == Some("true");
+            (name, ssl)
+        })
+        .collect())
+}
+
+/// Every member streams from `leader` over TLS (`pg_stat_ssl.ssl` of its walsender).
+fn wait_replication_over_tls(c: &Cluster, leader: &str, replicas: usize) -> Result<()> {
     c.wait(
-        "a new leader after kill -9",
-        Duration::from_secs(60),
+        &format!("{replicas} walsenders over TLS on {leader}"),
+        Duration::from_secs(120),
         || {
-            let l = c.leader_name()?.ok_or_else(|| anyhow!("no leader key"))?;
-            ensure!(others.contains(&l), "leader key still names {l}");
-            ensure!(!c.pg(&l).in_recovery()?, "{l} is in recovery");
+            let senders = walsenders_ssl(c, leader)?;
+            let members = c.node_names();
+            let ours: Vec<_> = senders
+                .iter()
+                .filter(|(n, _)| members.contains(n))
+                .collect();
+            ensure!(
+                ours.len() >= replicas,
+                "walsenders of {leader}: {senders:?}"
+            );
+            ensure!(
+                ours.iter().all(|(_, ssl)| *ssl),
+                "a walsender without TLS on {leader}: {senders:?}"
+            );
             Ok(())
         },
     )?;
+    Ok(())
+}
+
+/// PostgreSQL's links too: `ssl: on`, pg_hba with only `hostssl ... clientcert=verify-ca` TCP
+/// rules, every database user with `sslmode: verify-full` and a client certificate. Replicas
+/// made by pg_basebackup stream over TLS, the agents' own connections use TLS, a plain TCP
+/// connection is refused; switchover and a kill -9 failover work, and the old leader comes
+/// back through pg_rewind over TLS.
+#[test]
+fn pg_tls_switchover_failover_and_rewind() -> Result<()> {
+    if skip("pg_tls_switchover_failover_and_rewind") {
+        return Ok(());
+    }
+    let c = Cluster::start_healthy(ClusterOptions::default().with_pg_tls())?;
+    let leader = c.leader_name()?.ok_or_else(|| anyhow!("no leader"))?;
+    wait_replication_over_tls(&c, &leader, 2)?;
+
+    // The agent's own connections (application_name pgha) run over TLS too.
+    let rows = c.pg(&leader).sql(
+        "SELECT s.ssl::text FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name = 'pgha'",
+    )?;
+    ensure!(
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|r| r.first().cloned().flatten().as_deref() == Some("true")),
+        "the agent's connections on {leader}: {rows:?}"
+    );
+
+    // Without TLS, TCP connections are refused by pg_hba.
+    let plain = PgEndpoint {
+        name: leader.clone(),
+        port: c.pg(&leader).port,
+        socket_dir: None,
+    };
+    let err = match plain.sql("SELECT 1") {
+        Ok(_) => return Err(anyhow!("a plain TCP connection to {leader} was accepted")),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(err.contains("no pg_hba.conf entry"), "{err}");
+
+    let candidate = c
+        .node_names()
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("a replica");
+    ctl_switchover(&c, &leader, &candidate)?;
+    wait_replication_over_tls(&c, &candidate, 2)?;
+
+    // kill -9 of the leader's agent and postmaster; a replica takes over.
+    let old = candidate;
+    let new = kill9_failover(&c, &old)?;
+    c.pg(&new)
+        .sql("CREATE TABLE after_failover AS SELECT 1 AS x")?;
+
+    // The old leader comes back as a replica (pg_rewind or a restart on the new timeline, over
+    // TLS) and streams over TLS.
+    let mark = c.start_node(&old)?;
+    wait_replication_over_tls(&c, &new, 2)?;
+    c.wait(
+        &format!("{old} to have the new table"),
+        Duration::from_secs(60),
+        || {
+            let rows = c.pg(&old).sql("SELECT count(*) FROM after_failover")?;
+            ensure!(c.pg(&old).in_recovery()?, "{old} is not a replica");
+            ensure!(!rows.is_empty(), "no rows");
+            Ok(())
+        },
+    )?;
+    let log = c.log_since(&old, mark);
+    report(&format!(
+        "pg_tls: {old} came back {} pg_rewind",
+        if log.contains("pg_rewind finished") {
+            "through"
+        } else {
+            "without"
+        }
+    ));
     c.pass();
     Ok(())
 }
 
 #[test]
-fn tls_wrong_ca_is_a_clear_error() -> Result<()> {
-    if skip("tls_wrong_ca_is_a_clear_error") {
+fn pg_tls_missing_client_certificate_is_named() -> Result<()> {
+    if skip("pg_tls_missing_client_certificate_is_named") {
         return Ok(());
     }
     let opts = ClusterOptions::default()
         .nodes(1)
-        .with_tls()
+        .with_pg_tls()
         .customize(|spec, y| {
-            let other = spec.tls.as_ref().expect("a TLS cluster").other_ca.clone();
-            yaml_set(y, &["etcd3", "cacert"], other.display().to_string().into());
+            let missing = spec.dir.join("missing-replicator.crt");
+            yaml_set(
+                y,
+                &["postgresql", "authentication", "replication", "sslcert"],
+                missing.display().to_string().into(),
+            );
         });
     let c = Cluster::start(opts)?;
-    let st = c.wait("the agent to exit", Duration::from_secs(30), || {
-        c.agent_exit("node1")
-            .ok_or_else(|| anyhow!("still running"))
-    })?;
-    ensure!(!st.success(), "the agent exited with {st}");
-    let log = c.log_tail("node1", 30);
+    let log = failed_start_log(&c)?;
     ensure!(
-        log.contains("not signed by the configured CA") && log.contains("other-ca.pem"),
+        log.contains("postgresql.authentication.replication")
+            && log.contains("missing-replicator.crt")
+            && log.contains("sslcert"),
         "{log}"
     );
     c.pass();

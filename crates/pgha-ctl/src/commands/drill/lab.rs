@@ -25,6 +25,12 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub user: String,
     pub password: Option<String>,
+    /// The superuser's libpq options (`sslmode`, `sslcert`, ...) of node<i>.yml.
+    pub pg_options: std::collections::BTreeMap<String, String>,
+    /// `https` when the REST API has a certificate (a `cluster.sh up --tls` lab).
+    pub rest_scheme: &'static str,
+    /// How pghactl talks to the REST APIs (node1.yml's `ctl.*`).
+    pub rest_tls: pgha_tls::ClientTls,
 }
 
 #[derive(Debug)]
@@ -188,6 +194,23 @@ impl Lab {
                 );
             }
             let su = ["postgresql", "authentication", "superuser"];
+            let pg_options = doc
+                .get(su[0])
+                .and_then(|v| v.get(su[1]))
+                .and_then(|v| v.get(su[2]))
+                .and_then(Value::as_mapping)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+                .filter(|(k, _)| {
+                    k.starts_with("ssl") || k == "gssencmode" || k == "channel_binding"
+                })
+                .collect();
+            let rest_scheme = if text(&doc, &["restapi", "certfile"]).is_some() {
+                "https"
+            } else {
+                "http"
+            };
             nodes.push(Node {
                 index: i,
                 name: need(&["name"])?.to_string(),
@@ -199,6 +222,9 @@ impl Lab {
                     .unwrap_or("postgres")
                     .to_string(),
                 password: text(&doc, &[su[0], su[1], su[2], "password"]).map(str::to_string),
+                pg_options,
+                rest_scheme,
+                rest_tls: pgha_tls::ClientTls::default(),
             });
         }
         // The lab's own configuration, not PATRONI_* variables of whoever runs the drill.
@@ -208,6 +234,9 @@ impl Lab {
             .scope
             .clone()
             .ok_or_else(|| anyhow!("node1.yml has no scope"))?;
+        for n in &mut nodes {
+            n.rest_tls = ctl.rest_tls.clone();
+        }
         Ok(Lab {
             dir,
             nodes,

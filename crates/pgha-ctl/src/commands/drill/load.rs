@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::lab::Node;
 use super::report::Commit;
@@ -38,8 +38,9 @@ pub struct Endpoint {
     host: String,
     pg_port: u16,
     rest_port: u16,
-    user: String,
-    password: Option<String>,
+    user: pgha_postgres::PgUser,
+    rest_scheme: &'static str,
+    rest_tls: pgha_tls::ClientTls,
 }
 
 impl From<&Node> for Endpoint {
@@ -50,8 +51,13 @@ impl From<&Node> for Endpoint {
             host: n.host.clone(),
             pg_port: n.pg_port,
             rest_port: n.rest_port,
-            user: n.user.clone(),
-            password: n.password.clone(),
+            user: pgha_postgres::PgUser {
+                username: n.user.clone(),
+                password: n.password.clone(),
+                options: n.pg_options.clone(),
+            },
+            rest_scheme: n.rest_scheme,
+            rest_tls: n.rest_tls.clone(),
         }
     }
 }
@@ -74,14 +80,16 @@ impl Endpoint {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&self.host)
             .port(self.pg_port)
-            .user(&self.user)
+            .user(&self.user.username)
             .dbname("postgres")
             .application_name("pghactl-drill")
             .connect_timeout(CONNECT_BOUND);
-        if let Some(p) = &self.password {
+        if let Some(p) = &self.user.password {
             cfg.password(p);
         }
-        let (client, connection) = tokio::time::timeout(CONNECT_BOUND, cfg.connect(NoTls))
+        let tls = pgha_postgres::tls::configure(&mut cfg, &self.user, &self.host)
+            .map_err(|e| format!("{}: {e}", self.name))?;
+        let (client, connection) = tokio::time::timeout(CONNECT_BOUND, cfg.connect(tls))
             .await
             .map_err(|_| format!("{}: connect timed out", self.name))?
             .map_err(|e| format!("{}: {e}", self.name))?;
@@ -93,7 +101,10 @@ impl Endpoint {
 
     /// Does `GET /primary` answer 200 (this agent runs the writable primary)?
     async fn is_primary(&self, http: &reqwest::Client) -> bool {
-        let url = format!("http://{}:{}/primary", self.host, self.rest_port);
+        let url = format!(
+            "{}://{}:{}/primary",
+            self.rest_scheme, self.host, self.rest_port
+        );
         matches!(http.get(url).send().await, Ok(r) if r.status().as_u16() == 200)
     }
 }
@@ -189,13 +200,19 @@ async fn writer(
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<LoadLog>>,
 ) {
-    let http = match reqwest::Client::builder().timeout(REST_BOUND).build() {
-        Ok(h) => h,
-        Err(e) => {
-            log.lock().unwrap().last_writer_error = Some(e.to_string());
-            return;
-        }
-    };
+    // The lab's REST TLS (ctl.* of node1.yml): the same for every node.
+    let tls = nodes
+        .first()
+        .map(|n| n.rest_tls.clone())
+        .unwrap_or_default();
+    let http =
+        match crate::rest::http_client(&tls).and_then(|b| Ok(b.timeout(REST_BOUND).build()?)) {
+            Ok(h) => h,
+            Err(e) => {
+                log.lock().unwrap().last_writer_error = Some(e.to_string());
+                return;
+            }
+        };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conn: Option<(usize, Conn)> = None;
