@@ -7,8 +7,8 @@
 //! Checks: the first run brings up etcd (3 members), a leader and two streaming replicas
 //! (`pghactl list`), HAProxy routes a write to the primary and its file is what
 //! `pghactl haproxy-config` prints; PostgreSQL runs as postgres; a re-run reports changed=0 on
-//! every host; an inventory with an unreachable host stops before installing anything and names
-//! the host.
+//! every host; an inventory with an unreachable host, and `pgha_service_manager: systemd` on
+//! these hosts without systemd, both stop before installing anything and say why.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -237,11 +237,22 @@ fn parse_recap(output: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
 }
 
 fn playbook(dir: &Path, inventory_name: &str, label: &str, timeout: Duration) -> Result<Run> {
+    playbook_with(dir, inventory_name, label, &[], timeout)
+}
+
+fn playbook_with(
+    dir: &Path,
+    inventory_name: &str,
+    label: &str,
+    extra: &[&str],
+    timeout: Duration,
+) -> Result<Run> {
     let mut cmd = Command::new("ansible-playbook");
     cmd.current_dir(ansible_dir())
         .arg("-i")
         .arg(dir.join(inventory_name))
         .arg("site.yml")
+        .args(extra)
         .env("ANSIBLE_CONFIG", ansible_dir().join("ansible.cfg"))
         // Nothing of Ansible's own state lands in root's home, on this side or the hosts'.
         .env("ANSIBLE_HOME", dir.join("ansible-home"))
@@ -539,6 +550,27 @@ fn ansible_playbook_installs_three_namespace_hosts() -> Result<()> {
             tail_of(&bad.output, 60)
         );
     }
+
+    // The default service manager, systemd, on hosts without it: refused before any change.
+    let systemd = playbook_with(
+        &dir,
+        "inventory.yml",
+        "systemd",
+        &["-e", "pgha_service_manager=systemd"],
+        Duration::from_secs(300),
+    )?;
+    ensure!(
+        !systemd.success
+            && systemd.output.contains("does not run systemd")
+            && systemd.output.contains("Nothing was installed"),
+        "systemd on hosts without it was not refused:\n{}",
+        tail_of(&systemd.output, 40)
+    );
+    ensure!(
+        systemd.recap.values().all(|c| c.get("changed") == Some(&0)),
+        "the refused systemd run changed something:\n{}",
+        tail_of(&systemd.output, 20)
+    );
 
     report(&format!(
         "{NAME}: 3 namespace hosts installed by ansible-playbook (leader {leader}), re-run changed=0, unreachable host refused"
