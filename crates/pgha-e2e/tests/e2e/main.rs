@@ -56,6 +56,7 @@ mod tls;
 mod watchdog;
 
 // Production fit: HAProxy, /metrics, logs, packaging, load.
+mod prod_ansible;
 mod prod_haproxy;
 mod prod_lab;
 mod prod_lab_tls;
