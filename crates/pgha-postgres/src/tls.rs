@@ -216,9 +216,14 @@ where
     type Error = io::Error;
 
     fn make_tls_connect(&mut self, domain: &str) -> Result<PgTlsConnector, io::Error> {
-        // The name matters only to verify-full; an address is checked against IP SANs.
-        let name = ServerName::try_from(domain.to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // tokio-postgres asks for a connector for every host, a unix socket's directory too;
+        // without TLS the name is never used. With TLS it matters only to verify-full (an
+        // address is checked against IP SANs).
+        let name = match &self.0 {
+            None => ServerName::try_from("localhost").expect("a valid DNS name"),
+            Some(_) => ServerName::try_from(domain.to_string())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        };
         Ok(PgTlsConnector {
             config: self.0.clone(),
             name,
