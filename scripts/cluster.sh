@@ -1054,6 +1054,14 @@ stop_all() {
             stop_pid "$pid" "$(basename "$p" .pid)" TERM 10
         fi
     done
+    # An agent killed by a drill leaves its lease guard armed until the old deadline (up to a
+    # ttl); every postgres of the lab is stopped now, so there is nothing left for it to fence.
+    local line
+    while read -r line; do
+        [[ "$line" == *" $BASE/pgha --lease-guard "* ]] || continue
+        log "stopping lease guard (pid ${line%% *})"
+        kill -TERM "${line%% *}" 2>/dev/null || true
+    done < <(processes_mentioning_base)
     # Children of the agents (pg_basebackup, pg_rewind...) end with them; give them a moment.
     local left=""
     for ((i = 0; i < 50; i++)); do
