@@ -283,18 +283,28 @@ impl EtcdDcs {
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => *keeper = None,
             }
         }
+        // Opening the stream waits for etcd's answer to a first keep-alive, so it renews the
+        // lease as well: its time (taken before the attempt that succeeded) is the new renewal.
+        // Without it a leader whose stream broke (etcd lost quorum, say) would count from its
+        // last renewal before the outage and its lease guard would fire at once.
+        let attempt_asked = AtomicU64::new(0);
         let opened = self
-            .call("renew lease", |mut c| async move {
-                match c.lease_keep_alive(id).await {
-                    Ok(kept) => Ok(Some(kept)),
-                    Err(EtcdError::LeaseKeepAliveError(_)) => Ok(None),
-                    Err(e) => Err(e),
+            .call("renew lease", |mut c| {
+                attempt_asked.store(crate::clock::boottime_ms(), Ordering::Release);
+                async move {
+                    match c.lease_keep_alive(id).await {
+                        Ok(kept) => Ok(Some(kept)),
+                        Err(EtcdError::LeaseKeepAliveError(_)) => Ok(None),
+                        Err(e) => Err(e),
+                    }
                 }
             })
             .await?;
         match opened {
             Some(kept) => {
                 *keeper = Some(kept);
+                self.lease_renewed_boot_ms
+                    .store(attempt_asked.load(Ordering::Acquire), Ordering::Release);
                 Ok(())
             }
             None => {

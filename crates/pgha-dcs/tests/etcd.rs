@@ -303,6 +303,38 @@ async fn a_lease_revoked_elsewhere_is_reported_on_the_open_keepalive_stream() {
     a.refresh_lease().await.expect("the new lease renews");
 }
 
+/// A keep-alive stream that broke while etcd did not answer is opened again by the next renewal,
+/// and that renewal counts: the lease guard's deadline comes from it, so a leader whose etcd came
+/// back must not be measured from its last renewal before the outage.
+#[tokio::test]
+async fn a_renewal_on_a_reopened_keepalive_stream_moves_the_renewal_time() {
+    let Some(etcd) = start_etcd() else { return };
+    let a = client(vec![etcd.url.clone()], "/service/reopen/").await;
+    a.set_retry_timeout(Duration::from_secs(1));
+    a.ensure_lease(30).await.unwrap();
+    a.refresh_lease().await.expect("renewed on the open stream");
+    let before = a.lease_renewed_boot_ms().expect("a renewal time");
+    signal(&etcd, "-STOP");
+    let stalled = a.refresh_lease().await;
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&etcd, "-CONT");
+    assert!(stalled.is_err(), "a frozen etcd cannot renew: {stalled:?}");
+    let mut renewed = Err(pgha_dcs::DcsError::LeaseExpired(0));
+    for _ in 0..20 {
+        renewed = a.refresh_lease().await;
+        if renewed.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    renewed.expect("etcd is back: the lease renews on a new stream");
+    let after = a.lease_renewed_boot_ms().expect("a renewal time");
+    assert!(
+        after >= before + 1500,
+        "the renewal after the outage must count from its own time ({before} -> {after} ms)"
+    );
+}
+
 /// Three etcd members on loopback (or None when etcd is not installed); dropping it kills all.
 fn start_etcd_cluster() -> Option<Vec<Etcd>> {
     if !etcd_installed() {

@@ -492,9 +492,9 @@ impl LocalPostgres {
     /// Promote a standby (`pg_ctl promote -w`), then wait until `pg_is_in_recovery()` is false.
     /// A server that already is a primary is success.
     pub async fn promote(&self, timeout: Duration) -> Result<(), PgError> {
-        if self.postmaster_pid().is_none() {
+        let Some(pid) = self.postmaster_pid() else {
             return Err(PgError::NotRunning);
-        }
+        };
         let deadline = Instant::now() + timeout;
         if let Ok(false) = self.is_in_recovery().await {
             return Ok(());
@@ -506,10 +506,17 @@ impl LocalPostgres {
             .args(["-w", "-t"])
             .arg(secs.to_string());
         tracing::info!("promoting postgres");
-        let promoted = self
-            .run_ok(&cmd, Duration::from_secs(secs) + PG_CTL_SLACK)
-            .await;
+        // `pg_ctl promote -w` keeps waiting for the end of recovery when the postmaster dies
+        // meanwhile (killed by the lease guard, the OOM killer, an operator): stop at once
+        // instead, so the HA loop sees a stopped server within a cycle, not after `timeout`.
+        let promoted = tokio::select! {
+            r = self.run_ok(&cmd, Duration::from_secs(secs) + PG_CTL_SLACK) => r,
+            () = self.postmaster_exit(pid) => return Err(PgError::NotRunning),
+        };
         loop {
+            if self.postmaster_pid() != Some(pid) {
+                return Err(PgError::NotRunning);
+            }
             match self.is_in_recovery().await {
                 Ok(false) => return Ok(()),
                 Ok(true) | Err(_) if Instant::now() < deadline => {}
@@ -521,6 +528,13 @@ impl LocalPostgres {
                     });
                 }
             }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Resolves once postmaster `pid` no longer runs on our data directory.
+    async fn postmaster_exit(&self, pid: i32) {
+        while self.postmaster_pid() == Some(pid) {
             tokio::time::sleep(POLL_INTERVAL).await;
         }
     }

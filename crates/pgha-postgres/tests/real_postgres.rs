@@ -104,11 +104,11 @@ fn make_member_dir(base: &Path, name: &str, as_root: bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lifecycle_with_real_postgres() {
+/// Whether these tests can run here: `Some(as_root)`, or `None` (with a note) when not.
+fn runnable() -> Option<bool> {
     if !Path::new(BIN_DIR).join("initdb").exists() {
         eprintln!("NOTE: skipping: PostgreSQL 15 binaries not found in {BIN_DIR}");
-        return;
+        return None;
     }
     let euid = nix::unistd::geteuid();
     let as_root = euid.is_root();
@@ -120,29 +120,48 @@ async fn lifecycle_with_real_postgres() {
         eprintln!(
             "NOTE: skipping: real-postgres test needs to run as root or as the postgres user"
         );
-        return;
+        return None;
     }
+    Some(as_root)
+}
 
+/// A world-traversable temporary directory the `postgres` user can work in.
+fn test_dir() -> tempfile::TempDir {
     let tmp = tempfile::Builder::new()
         .prefix("pgha-pg-test")
         .tempdir_in("/tmp")
         .expect("temp dir");
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let base = tmp.path().to_path_buf();
-    make_member_dir(&base, "node1", as_root);
-    make_member_dir(&base, "node2", as_root);
+    tmp
+}
 
-    let (port1, port2) = (free_port(), free_port());
-    let p1 = params(&base, "node1", port1);
-    let p2 = params(&base, "node2", port2);
-    let _kill1 = KillOnDrop(p1.data_dir.clone());
-    let _kill2 = KillOnDrop(p2.data_dir.clone());
-    let mut pg1 = LocalPostgres::new(p1.clone());
-    let mut pg2 = LocalPostgres::new(p2.clone());
+fn local_postgres(p: &PgParams, as_root: bool) -> LocalPostgres {
+    let pg = LocalPostgres::new(p.clone());
     if as_root {
-        pg1 = pg1.with_os_user("postgres").expect("postgres user");
-        pg2 = pg2.with_os_user("postgres").expect("postgres user");
+        pg.with_os_user("postgres").expect("postgres user")
+    } else {
+        pg
     }
+}
+
+/// One member's directory, port, parameters and server handle; its postmaster is killed when
+/// the guard drops.
+fn member(base: &Path, name: &str, as_root: bool) -> (PgParams, u16, KillOnDrop, LocalPostgres) {
+    make_member_dir(base, name, as_root);
+    let port = free_port();
+    let p = params(base, name, port);
+    let guard = KillOnDrop(p.data_dir.clone());
+    let pg = local_postgres(&p, as_root);
+    (p, port, guard, pg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_with_real_postgres() {
+    let Some(as_root) = runnable() else { return };
+    let tmp = test_dir();
+    let base = tmp.path().to_path_buf();
+    let (p1, port1, _kill1, pg1) = member(&base, "node1", as_root);
+    let (_, port2, _kill2, pg2) = member(&base, "node2", as_root);
 
     // Primary.
     pg1.initdb().await.expect("initdb");
@@ -367,5 +386,79 @@ async fn lifecycle_with_real_postgres() {
     assert_eq!(
         pg2.controldata().await.expect("controldata").cluster_state,
         "shut down"
+    );
+}
+
+/// `promote` gives up as soon as the postmaster is gone: `pg_ctl promote -w` alone would wait
+/// its whole timeout on a server that died during the promotion (the lease guard killed it,
+/// say), and the HA loop with it. The standby's startup process is stopped so that the
+/// promotion cannot finish, then the postmaster is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_returns_when_the_postmaster_dies_meanwhile() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let Some(as_root) = runnable() else { return };
+    let tmp = test_dir();
+    let base = tmp.path().to_path_buf();
+    let (_, port1, _kill1, pg1) = member(&base, "node1", as_root);
+    let (_, port2, _kill2, pg2) = member(&base, "node2", as_root);
+    pg1.initdb().await.expect("initdb");
+    let mut cfg1 = server_config(&base, "node1", port1, None);
+    pg1.write_config(&mut cfg1).await.expect("write_config");
+    pg1.start(&cfg1).await.expect("start");
+    pg1.wait_ready(Duration::from_secs(30))
+        .await
+        .expect("ready");
+    pg1.bootstrap_roles().await.expect("bootstrap_roles");
+    let source = ConnTarget {
+        host: "127.0.0.1".into(),
+        port: port1,
+    };
+    pg2.basebackup(&source).await.expect("basebackup");
+    let standby = StandbyConfig {
+        primary_host: "127.0.0.1".into(),
+        primary_port: port1,
+        primary_slot_name: None,
+    };
+    let mut cfg2 = server_config(&base, "node2", port2, Some(standby));
+    pg2.write_config(&mut cfg2).await.expect("standby config");
+    pg2.start(&cfg2).await.expect("start standby");
+    pg2.wait_ready(Duration::from_secs(30))
+        .await
+        .expect("standby ready");
+
+    let postmaster = pg2.postmaster_pid().expect("standby postmaster");
+    let children =
+        std::fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children"))
+            .expect("postmaster's children");
+    let startup = children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("startup"))
+        })
+        .expect("the standby's startup process");
+    kill(Pid::from_raw(startup), Signal::SIGSTOP).expect("SIGSTOP startup");
+    // The startup process ignores postmaster death while stopped: end it whatever happens.
+    struct KillPid(i32);
+    impl Drop for KillPid {
+        fn drop(&mut self) {
+            let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+    let _startup = KillPid(startup);
+
+    let promoting = tokio::spawn(async move { pg2.promote(Duration::from_secs(60)).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!promoting.is_finished(), "the promotion cannot finish yet");
+    kill(Pid::from_raw(postmaster), Signal::SIGKILL).expect("kill -9 postmaster");
+    let result = tokio::time::timeout(Duration::from_secs(20), promoting)
+        .await
+        .expect("promote returns soon after the postmaster died")
+        .expect("promote task");
+    assert!(
+        matches!(result, Err(pgha_postgres::PgError::NotRunning)),
+        "{result:?}"
     );
 }
