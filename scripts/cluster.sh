@@ -291,8 +291,16 @@ node_net_down() {
     [[ -z "$(ip netns pids "$ns" 2>/dev/null)" ]] ||
         die "processes still run in the network namespace $ns (ip netns pids $ns): not removing it"
     ip netns del "$ns" || die "cannot remove the network namespace $ns"
-    [[ -e "/sys/class/net/$(veth_name "$1")" ]] && ip link del "$(veth_name "$1")" 2>/dev/null
-    return 0
+    # The kernel removes the veth pair with the namespace, a moment later: wait for that, and
+    # delete it ourselves only if it stays.
+    local veth k
+    veth="$(veth_name "$1")"
+    for ((k = 0; k < 30; k++)); do
+        [[ -e "/sys/class/net/$veth" ]] || return 0
+        sleep 0.1
+    done
+    ip link del "$veth" 2>/dev/null || true
+    [[ ! -e "/sys/class/net/$veth" ]] || die "cannot remove the veth $veth"
 }
 
 # Everything net_up made: every namespace of the block (also one a failed remove-node left),
@@ -305,7 +313,9 @@ net_down() {
         i="${ns##*-node}"
         is_uint "$i" && node_net_down "$i"
     done
-    [[ -e "/sys/class/net/$(bridge_name)" ]] && ip link del "$(bridge_name)"
+    if [[ -e "/sys/class/net/$(bridge_name)" ]]; then
+        ip link del "$(bridge_name)" || die "cannot remove the bridge $(bridge_name)"
+    fi
     local words
     while read -r rule; do
         [[ -n "$rule" ]] || continue
