@@ -37,9 +37,10 @@
 # is one end of a veth pair; the other end, pghab<B>n<i>, is a port of the bridge pghabr<B>
 # (10.201.0.(16B+1)) in the root namespace. B, the lab's block, is (port offset / 250) mod 16,
 # so labs at different offsets get different bridges and /28s of 10.201.0.0/24 (up at most 13
-# nodes). etcd and HAProxy stay in the root namespace; etcd listens on the bridge address too and
-# the agents reach it there; each node's PostgreSQL and REST API listen on (and advertise) the
-# node's own address, where HAProxy checks them and the other nodes replicate from them. Two
+# nodes). etcd and HAProxy stay in the root namespace, listening on the bridge address too (the
+# agents reach etcd there, a client in a namespace HAProxy); each node's PostgreSQL and REST API
+# listen on (and advertise) the node's own address, where HAProxy checks them and the other
+# nodes replicate from them. Two
 # iptables rules in the root namespace (comment pgha-lab-b<B>) accept the bridge's traffic in
 # INPUT and FORWARD. `pghactl drill` cuts a node's link or drops its packets there; `down`
 # removes the namespaces, the veths, the bridge and those rules. Not with --tls (the lab's
@@ -833,6 +834,11 @@ write_haproxy_config() {
         --primary-port "$HAPROXY_PRIMARY_PORT" --replica-port "$HAPROXY_REPLICA_PORT" \
         --stats-port "$HAPROXY_STATS_PORT" \
         >"$BASE/haproxy.cfg.new" || die "pghactl haproxy-config failed"
+    # A netns lab's HAProxy serves the namespaces too: each listener also on the bridge address.
+    if ((NETNS)); then
+        sed -i "s/^\( *\)bind 127\.0\.0\.1:\([0-9]*\)\(.*\)\$/&\n\1bind $(bridge_addr):\2\3/" \
+            "$BASE/haproxy.cfg.new"
+    fi
     "$HAPROXY_BIN" -c -q -f "$BASE/haproxy.cfg.new" >"$BASE/haproxy.check" 2>&1 ||
         die "HAProxy rejects the generated configuration: $(cat "$BASE/haproxy.check")"
     rm -f "$BASE/haproxy.check"
@@ -844,7 +850,7 @@ start_haproxy() {
     need_port "$HAPROXY_REPLICA_PORT" "HAProxy's replica (read-only) listener"
     need_port "$HAPROXY_STATS_PORT" "HAProxy's stats page"
     write_haproxy_config
-    log "starting HAProxy: primary 127.0.0.1:$HAPROXY_PRIMARY_PORT, replicas :$HAPROXY_REPLICA_PORT, stats :$HAPROXY_STATS_PORT"
+    log "starting HAProxy: primary 127.0.0.1:$HAPROXY_PRIMARY_PORT, replicas :$HAPROXY_REPLICA_PORT, stats :$HAPROXY_STATS_PORT$( ((NETNS)) && echo " (also on $(bridge_addr))")"
     # -db: stay in the foreground, so the PID we record is HAProxy's own.
     (cd "$BASE" && spawn_detached "$BASE/haproxy.log" "$BASE/haproxy.pid" root HAProxy \
         "$HAPROXY_BIN" -db -f "$BASE/haproxy.cfg")

@@ -763,6 +763,57 @@ mod tests {
         assert_eq!(Drill::all().len(), 14);
     }
 
+    fn lab(nodes: usize, netns_block: Option<u16>, scheme: &'static str) -> Lab {
+        let node = |i: usize| Node {
+            index: i,
+            name: format!("node{i}"),
+            host: "127.0.0.1".into(),
+            pg_port: 5440,
+            rest_port: 8010,
+            data_dir: format!("/tmp/lab/node{i}/data").into(),
+            user: "postgres".into(),
+            password: None,
+            pg_options: Default::default(),
+            rest_scheme: scheme,
+            rest_tls: Default::default(),
+            bin_dir: "/usr/lib/postgresql/15/bin".into(),
+            log: format!("/tmp/lab/node{i}.log").into(),
+            net: netns_block.map(|b| super::super::lab::NodeNet::of(b, i)),
+        };
+        Lab {
+            dir: "/tmp/lab".into(),
+            nodes: (1..=nodes).map(node).collect(),
+            etcd_members: 1,
+            netns_block,
+            ctl: Default::default(),
+            scope: "pgha-lab".into(),
+        }
+    }
+
+    #[test]
+    fn unfit_names_what_the_lab_lacks() {
+        let plain = lab(3, None, "http");
+        for d in [Drill::LeaderPacketLoss, Drill::LeaderCutLink] {
+            let why = d.unfit(&plain).unwrap();
+            assert!(why.contains("up --netns"), "{why}");
+        }
+        let netns = lab(3, Some(4), "http");
+        assert!(Drill::all()
+            .iter()
+            .all(|d| *d == Drill::EtcdQuorumLoss || d.unfit(&netns).is_none()));
+        for d in [Drill::ForeignDatadir, Drill::JoinNew] {
+            assert!(d.unfit(&plain).is_none());
+            assert!(d
+                .unfit(&lab(1, None, "http"))
+                .unwrap()
+                .contains("at least 2 nodes"));
+        }
+        let tls = lab(3, None, "https");
+        assert!(Drill::JoinNew.unfit(&tls).unwrap().contains("--tls"));
+        let full = lab(NETNS_MAX_NODES, Some(0), "http");
+        assert!(Drill::JoinNew.unfit(&full).unwrap().contains("room"));
+    }
+
     #[test]
     fn schedules_are_reproducible() {
         let all = Drill::all();
