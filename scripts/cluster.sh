@@ -3,13 +3,17 @@
 # how-tos build by hand on several machines, in one command.
 #
 #   scripts/cluster.sh up [--nodes N] [--etcd 1|3|5] [--port-offset K] [--tls] [--monitoring]
+#                         [--netns]
 #                               # install missing packages (as root), build, start, wait, list;
-#                               # --monitoring adds Prometheus (and Grafana when one is found)
+#                               # --monitoring adds Prometheus (and Grafana when one is found);
+#                               # --netns gives every node its own network namespace (see below)
 #   scripts/cluster.sh status   # what runs, pghactl list, HAProxy's view of the servers
 #   scripts/cluster.sh stop     # stop every process, keep the data (`up` starts them again)
 #   scripts/cluster.sh down     # stop every process and remove the directory
 #   scripts/cluster.sh stop-node I   # stop node I's agent (SIGTERM: it stops PostgreSQL cleanly)
 #   scripts/cluster.sh start-node I  # start node I's agent again, as `up` starts it
+#   scripts/cluster.sh add-node      # a new node N+1 in a running lab: it clones from the leader
+#   scripts/cluster.sh remove-node I # stop node I (the last one) and remove it from the lab
 #
 # Settings (flags win over the environment; `up` records them in the lab directory, so
 # status/stop/down and a later `up` need none of them):
@@ -24,6 +28,23 @@
 #   PGHA_GRAFANA_HOME=DIR      with --monitoring: the Grafana (an unpacked release) to start; else
 #                              a grafana / grafana-server on PATH, else Prometheus only
 #   PGHA_LAB_TLS=1             --tls: a new lab with TLS on every link (see "TLS" below)
+#   PGHA_LAB_NETNS=1           --netns: a new lab with a network namespace per node (see below)
+#   PGHA_LAB_TTL=S             ttl of a new lab's cluster (default 20; at least 7 with the lab's
+#                              loop_wait 1 and retry_timeout 3)
+#
+# Network namespaces (--netns, as root, for a new lab; the lab keeps it): node i's agent and
+# PostgreSQL run in the namespace pgha-b<B>-node<i>, whose eth0 (address 10.201.0.(16B+1+i)/28)
+# is one end of a veth pair; the other end, pghab<B>n<i>, is a port of the bridge pghabr<B>
+# (10.201.0.(16B+1)) in the root namespace. B, the lab's block, is (port offset / 250) mod 16,
+# so labs at different offsets get different bridges and /28s of 10.201.0.0/24 (up at most 13
+# nodes). etcd and HAProxy stay in the root namespace, listening on the bridge address too (the
+# agents reach etcd there, a client in a namespace HAProxy); each node's PostgreSQL and REST API
+# listen on (and advertise) the node's own address, where HAProxy checks them and the other
+# nodes replicate from them. Two
+# iptables rules in the root namespace (comment pgha-lab-b<B>) accept the bridge's traffic in
+# INPUT and FORWARD. `pghactl drill` cuts a node's link or drops its packets there; `down`
+# removes the namespaces, the veths, the bridge and those rules. Not with --tls (the lab's
+# certificates name 127.0.0.1 only).
 #
 # TLS (--tls, for a new lab; the lab keeps it): `pghactl lab-certs` makes a private CA and one
 # certificate per node (for node<i>, localhost and 127.0.0.1) in tls/. etcd serves clients and
@@ -34,14 +55,15 @@
 # check-ssl, verifying them against the CA and presenting tls/haproxy.pem; with --monitoring,
 # Prometheus scrapes the agents and etcd over https with tls/prometheus.crt.
 #
-# Ports (all on 127.0.0.1, each + K): etcd member k (1..M) listens for clients on 2279+100k
+# Ports (all on 127.0.0.1, each + K; with --netns a node's on its own address): etcd member k (1..M) listens for clients on 2279+100k
 # (2379, 2479, 2579, ...) and for peers on 2280+100k (2380, 2480, ...); node i (1..N) runs
 # PostgreSQL on 5440+i (5441, 5442, ...) and its REST API on 8010+i (8011, 8012, ...); HAProxy
 # (configured by `pghactl haproxy-config`) serves the primary on 5000 (checks /primary), the
 # replicas on 5001 (checks /replica) and its stats page on 7000. With --monitoring, Prometheus
 # listens on 7090 and Grafana on 7030 (see "monitoring" below).
 #
-# Layout of the lab directory: lab.env (N, M, K as `up` created them), pgha, pghactl, cluster.sh
+# Layout of the lab directory: lab.env (N, M, K, the ttl, whether the nodes have namespaces and
+# their block, as `up` and add-node / remove-node left them), pgha, pghactl, cluster.sh
 # (a copy of this script, so tools such as `pghactl drill` restart an agent exactly as `up` does),
 # node<i>.yml, node<i>.log, node<i>.pid, node<i>/ (data dir, pgpass, socket), etcd<k>.pid,
 # etcd<k>.log, etcd<k>/ (data), haproxy.cfg, haproxy.pid, haproxy.log.
@@ -69,11 +91,13 @@ die() {
 
 usage() {
     cat >&2 <<EOF
-usage: $0 up [--nodes N] [--etcd 1|3|5] [--port-offset K] [--tls] [--monitoring]
+usage: $0 up [--nodes N] [--etcd 1|3|5] [--port-offset K] [--tls] [--monitoring] [--netns]
        $0 status | stop | down
        $0 stop-node I | start-node I
+       $0 add-node | remove-node I
 Environment: PGHA_LAB_DIR (default /tmp/pgha-lab), PGHA_LAB_NODES, PGHA_LAB_ETCD,
-PGHA_LAB_PORT_OFFSET, PGHA_LAB_BIN_DIR, PGHA_GRAFANA_HOME; see the top of this script.
+PGHA_LAB_PORT_OFFSET, PGHA_LAB_BIN_DIR, PGHA_GRAFANA_HOME, PGHA_LAB_TLS, PGHA_LAB_NETNS,
+PGHA_LAB_TTL; see the top of this script.
 EOF
     exit 2
 }
@@ -88,12 +112,17 @@ is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
 WANT_NODES="${PGHA_LAB_NODES:-}"
 WANT_ETCD="${PGHA_LAB_ETCD:-}"
 WANT_OFFSET="${PGHA_LAB_PORT_OFFSET:-}"
+WANT_TTL="${PGHA_LAB_TTL:-}"
 NODES=""
 ETCD_MEMBERS=""
 OFFSET=""
+TTL=20
+NETNS=0
+NETNS_BLOCK=0
 LEGACY=0 # a lab made by the three-node version of this script (no lab.env, etcd.pid)
 
-# Reads lab.env without sourcing it: only the three known keys, only numbers.
+# Reads lab.env without sourcing it: only the known keys, only numbers. TTL and NETNS* are
+# missing in labs made before they existed: those have the defaults.
 read_state() {
     local k v
     while IFS='=' read -r k v; do
@@ -102,13 +131,18 @@ read_state() {
             NODES) NODES="$v" ;;
             ETCD_MEMBERS) ETCD_MEMBERS="$v" ;;
             PORT_OFFSET) OFFSET="$v" ;;
+            TTL) TTL="$v" ;;
+            NETNS) NETNS="$v" ;;
+            NETNS_BLOCK) NETNS_BLOCK="$v" ;;
         esac
     done <"$STATE"
     [[ -n "$NODES" && -n "$ETCD_MEMBERS" && -n "$OFFSET" ]] || die "$STATE is incomplete"
 }
 
 write_state() {
-    printf 'NODES=%s\nETCD_MEMBERS=%s\nPORT_OFFSET=%s\n' "$NODES" "$ETCD_MEMBERS" "$OFFSET" >"$STATE"
+    printf 'NODES=%s\nETCD_MEMBERS=%s\nPORT_OFFSET=%s\nTTL=%s\nNETNS=%s\nNETNS_BLOCK=%s\n' \
+        "$NODES" "$ETCD_MEMBERS" "$OFFSET" "$TTL" "$NETNS" "$NETNS_BLOCK" >"$STATE.new"
+    mv "$STATE.new" "$STATE"
 }
 
 # Settles NODES / ETCD_MEMBERS / OFFSET: those recorded by `up` when the lab exists (a request
@@ -124,7 +158,7 @@ load_layout() {
     if [[ -n "$NODES" ]]; then
         local what want have
         for what in "nodes:$WANT_NODES:$NODES" "etcd:$WANT_ETCD:$ETCD_MEMBERS" \
-            "port-offset:$WANT_OFFSET:$OFFSET"; do
+            "port-offset:$WANT_OFFSET:$OFFSET" "ttl (PGHA_LAB_TTL):$WANT_TTL:$TTL"; do
             IFS=: read -r what want have <<<"$what"
             [[ -z "$want" || "$want" == "$have" ]] && continue
             [[ "$cmd" == up ]] &&
@@ -142,6 +176,155 @@ load_layout() {
         die "--etcd / PGHA_LAB_ETCD must be 1, 3 or 5 (an odd etcd cluster), not '$ETCD_MEMBERS'"
     is_uint "$OFFSET" && OFFSET=$((10#$OFFSET)) && ((OFFSET + 8010 + NODES <= 65535)) ||
         die "--port-offset / PGHA_LAB_PORT_OFFSET must be a number keeping every port under 65536, not '$OFFSET'"
+    TTL="${WANT_TTL:-20}"
+    # The agents refuse a ttl below loop_wait + 2 * retry_timeout (1 + 2 * 3 in the lab).
+    is_uint "$TTL" && TTL=$((10#$TTL)) && ((TTL >= 7 && TTL <= 3600)) ||
+        die "PGHA_LAB_TTL must be a number of seconds from 7 to 3600, not '$TTL'"
+    NETNS="$WANT_NETNS"
+    NETNS_BLOCK=$((OFFSET / 250 % 16))
+    if ((NETNS && NODES > NETNS_MAX_NODES)); then
+        die "--netns gives the nodes a /28: at most $NETNS_MAX_NODES nodes, not $NODES"
+    fi
+}
+
+# ----- network namespaces (up --netns) -----
+
+WANT_NETNS="${PGHA_LAB_NETNS:-0}"
+[[ "$WANT_NETNS" == 1 ]] || WANT_NETNS=0
+# A /28 per lab: .0 network, .1 bridge, .2 to .14 the nodes, .15 broadcast.
+NETNS_MAX_NODES=13
+
+ns_name() { echo "pgha-b$NETNS_BLOCK-node$1"; }
+veth_name() { echo "pghab${NETNS_BLOCK}n$1"; }
+bridge_name() { echo "pghabr$NETNS_BLOCK"; }
+bridge_addr() { echo "10.201.0.$((16 * NETNS_BLOCK + 1))"; }
+net_cidr() { echo "10.201.0.$((16 * NETNS_BLOCK))/28"; }
+# The comment marking the iptables rules of this lab's block, so `down` finds exactly them.
+rule_tag() { echo "pgha-lab-b$NETNS_BLOCK"; }
+
+# Where node $1's PostgreSQL and REST API listen; where the agents reach etcd.
+node_addr() {
+    if ((NETNS)); then echo "10.201.0.$((16 * NETNS_BLOCK + 1 + $1))"; else echo 127.0.0.1; fi
+}
+etcd_host() {
+    if ((NETNS)); then bridge_addr; else echo 127.0.0.1; fi
+}
+
+# --netns asks for a new lab: an existing one keeps what it was made with.
+check_netns_request() {
+    [[ -f "$STATE" ]] || return 0
+    if ((WANT_NETNS && !NETNS)); then
+        die "the lab in $BASE was created without --netns: run 'scripts/cluster.sh down' first to change it"
+    fi
+}
+
+# Before a netns lab is created: root, iproute2 and iptables there, the block free.
+netns_preflight() {
+    ((NETNS)) || return 0
+    is_root || die "--netns needs root (it creates network namespaces, veths, a bridge)"
+    command -v ip >/dev/null 2>&1 || die "--netns needs ip (Debian package iproute2)"
+    command -v iptables >/dev/null 2>&1 || die "--netns needs iptables (Debian package iptables)"
+    ((WANT_TLS)) && die "--netns and --tls do not go together yet (the lab's certificates name 127.0.0.1 only)"
+    [[ -e "/sys/class/net/$(bridge_name)" ]] &&
+        die "the bridge $(bridge_name) exists: another lab uses network block $NETNS_BLOCK ($(net_cidr)); the block is (port offset / 250) mod 16: choose another --port-offset"
+    local i
+    for ((i = 1; i <= NODES; i++)); do
+        [[ -e "/run/netns/$(ns_name "$i")" ]] &&
+            die "the network namespace $(ns_name "$i") exists already: not touching it"
+    done
+    return 0
+}
+
+# An iptables rule of the root namespace, added once.
+add_rule() { # chain, match...
+    local chain="$1"
+    shift
+    iptables -C "$chain" "$@" -m comment --comment "$(rule_tag)" -j ACCEPT 2>/dev/null ||
+        iptables -I "$chain" "$@" -m comment --comment "$(rule_tag)" -j ACCEPT ||
+        die "iptables -I $chain $* failed"
+}
+
+# The bridge with its address and the root namespace's rules; nothing when they are there.
+bridge_up() {
+    local br
+    br="$(bridge_name)"
+    if [[ ! -e "/sys/class/net/$br" ]]; then
+        log "network: bridge $br $(bridge_addr) ($(net_cidr))"
+        ip link add "$br" type bridge || die "cannot create the bridge $br"
+        ip addr add "$(bridge_addr)/28" dev "$br"
+    fi
+    ip link set "$br" up
+    # A host firewall (a DROP policy) must not cut the lab in two.
+    add_rule INPUT -i "$br"
+    add_rule FORWARD -i "$br" -o "$br"
+}
+
+# Node $1's namespace and veth, made when missing, and its link up.
+node_net_up() {
+    local i="$1" ns veth
+    ns="$(ns_name "$i")" veth="$(veth_name "$i")"
+    if [[ ! -e "/run/netns/$ns" ]]; then
+        ip netns add "$ns" || die "cannot create the network namespace $ns"
+    fi
+    if [[ ! -e "/sys/class/net/$veth" ]]; then
+        log "network: node$i in namespace $ns, $(node_addr "$i") on $veth"
+        ip link add "$veth" type veth peer name eth0 netns "$ns" ||
+            die "cannot create the veth pair $veth / $ns eth0"
+        ip -n "$ns" addr add "$(node_addr "$i")/28" dev eth0
+    fi
+    ip link set "$veth" master "$(bridge_name)" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set eth0 up
+}
+
+net_up() {
+    ((NETNS)) || return 0
+    bridge_up
+    local i
+    for ((i = 1; i <= NODES; i++)); do node_net_up "$i"; done
+}
+
+# Node $1's namespace removed (its veth pair goes with it), once nothing runs in it.
+node_net_down() {
+    local ns
+    ns="$(ns_name "$1")"
+    [[ -e "/run/netns/$ns" ]] || return 0
+    [[ -z "$(ip netns pids "$ns" 2>/dev/null)" ]] ||
+        die "processes still run in the network namespace $ns (ip netns pids $ns): not removing it"
+    ip netns del "$ns" || die "cannot remove the network namespace $ns"
+    # The kernel removes the veth pair with the namespace, a moment later: wait for that, and
+    # delete it ourselves only if it stays.
+    local veth k
+    veth="$(veth_name "$1")"
+    for ((k = 0; k < 30; k++)); do
+        [[ -e "/sys/class/net/$veth" ]] || return 0
+        sleep 0.1
+    done
+    ip link del "$veth" 2>/dev/null || true
+    [[ ! -e "/sys/class/net/$veth" ]] || die "cannot remove the veth $veth"
+}
+
+# Everything net_up made: every namespace of the block (also one a failed remove-node left),
+# the bridge, the tagged rules.
+net_down() {
+    ((NETNS)) || return 0
+    local ns i rule
+    for ns in /run/netns/pgha-b"$NETNS_BLOCK"-node*; do
+        [[ -e "$ns" ]] || continue
+        i="${ns##*-node}"
+        is_uint "$i" && node_net_down "$i"
+    done
+    if [[ -e "/sys/class/net/$(bridge_name)" ]]; then
+        ip link del "$(bridge_name)" || die "cannot remove the bridge $(bridge_name)"
+    fi
+    local words
+    while read -r rule; do
+        [[ -n "$rule" ]] || continue
+        # `iptables -S` prints "-A CHAIN match...": the same words after -D delete it.
+        read -ra words <<<"${rule#-A }"
+        iptables -D "${words[@]}" || log "could not delete the iptables rule: $rule"
+    done < <(iptables -S 2>/dev/null | grep -F -- "--comment $(rule_tag)" || true)
+    log "network: removed the namespaces, the bridge $(bridge_name) and the iptables rules of block $NETNS_BLOCK"
 }
 
 etcd_client_port() { echo $((2279 + 100 * $1 + OFFSET)); }
@@ -252,8 +435,10 @@ agent_prefix() {
 
 # Runs "$@" in the background in a new session (so neither Ctrl-C nor a closing terminal reaches
 # it) with its output appended to log $1 and its own PID (not setsid's or setpriv's) written to
-# pid file $2; as $AGENT_USER when $3 is "agent". $4 names it in errors. Every step execs, so no
-# shell of ours stays behind waiting for it.
+# pid file $2; as $AGENT_USER when $3 is "agent"; in network namespace $SPAWN_NETNS when set. $4
+# names it in errors. Every step execs (`ip netns exec` too), so no shell of ours stays behind
+# waiting for it.
+SPAWN_NETNS=""
 spawn_detached() {
     local logf="$1" pidfile="$2" who="$3" what="$4"
     shift 4
@@ -264,7 +449,9 @@ spawn_detached() {
         [[ -n "$AGENT_USER" ]] && chown "$AGENT_USER": "$pidfile"
     fi
     local inner='echo $$ > "$0"; exec "$@"'
-    (exec ${AGENT_PREFIX[@]+"${AGENT_PREFIX[@]}"} setsid sh -c "$inner" "$pidfile" "$@") \
+    local ns=()
+    [[ -n "$SPAWN_NETNS" ]] && ns=(ip netns exec "$SPAWN_NETNS")
+    (exec ${ns[@]+"${ns[@]}"} ${AGENT_PREFIX[@]+"${AGENT_PREFIX[@]}"} setsid sh -c "$inner" "$pidfile" "$@") \
         </dev/null >>"$logf" 2>&1 &
     local i
     for ((i = 0; i < 50; i++)); do
@@ -345,6 +532,11 @@ hba_yaml() {
     else
         printf '    - "%s"\n' "host replication replicator 127.0.0.1/32 md5" \
             "host all all 127.0.0.1/32 md5"
+        # The other nodes, and the root namespace through the bridge.
+        if ((NETNS)); then
+            printf '    - "%s"\n' "host replication replicator $(net_cidr) md5" \
+                "host all all $(net_cidr) md5"
+        fi
     fi
 }
 
@@ -399,6 +591,12 @@ EOF
 
 # ----- up -----
 
+# What `up` says about the addresses of a netns lab's nodes.
+netns_note() {
+    ((NETNS)) || return 0
+    echo ", node i on 10.201.0.$((16 * NETNS_BLOCK + 1))+i, namespace $(ns_name "<i>")"
+}
+
 ensure_packages() {
     local missing=()
     [[ -x "$PG_BIN_DIR/postgres" ]] || missing+=(postgresql-15)
@@ -422,7 +620,7 @@ ensure_packages() {
 write_config() { # node index (1-based)
     local i="$1" name="node$1" dir="$BASE/node$1" k hosts=""
     for ((k = 1; k <= ETCD_MEMBERS; k++)); do
-        hosts+="    - \"127.0.0.1:$(etcd_client_port "$k")\""$'\n'
+        hosts+="    - \"$(etcd_host):$(etcd_client_port "$k")\""$'\n'
     done
     cat >"$BASE/$name.yml" <<YAML
 # node configuration written by scripts/cluster.sh
@@ -430,8 +628,8 @@ scope: "$SCOPE"
 namespace: "/service/"
 name: "$name"
 restapi:
-  listen: "127.0.0.1:$(rest_port "$i")"
-  connect_address: "127.0.0.1:$(rest_port "$i")"
+  listen: "$(node_addr "$i"):$(rest_port "$i")"
+  connect_address: "$(node_addr "$i"):$(rest_port "$i")"
 $(tls_yaml restapi "$i")
 $(tls_yaml ctl "$i")
 etcd3:
@@ -440,7 +638,7 @@ $(tls_yaml etcd3 "$i")
 ${hosts%$'\n'}
 bootstrap:
   dcs:
-    ttl: 20
+    ttl: $TTL
     loop_wait: 1
     retry_timeout: 3
     maximum_lag_on_failover: 1048576
@@ -461,8 +659,8 @@ bootstrap:
     - locale: "C.UTF-8"
     - "data-checksums"
 postgresql:
-  listen: "127.0.0.1:$(pg_port "$i")"
-  connect_address: "127.0.0.1:$(pg_port "$i")"
+  listen: "$(node_addr "$i"):$(pg_port "$i")"
+  connect_address: "$(node_addr "$i"):$(pg_port "$i")"
   data_dir: "$dir/data"
   bin_dir: "$PG_BIN_DIR"
   pgpass: "$dir/pgpass"
@@ -508,13 +706,16 @@ create_lab() {
     if is_root; then
         id postgres >/dev/null 2>&1 || die "no postgres user (install postgresql-15)"
     fi
-    # Every port before anything is created, so a clash leaves nothing behind.
+    netns_preflight
+    # Every port before anything is created, so a clash leaves nothing behind (a node in its
+    # own namespace has its ports to itself).
     local k i
     for ((k = 1; k <= ETCD_MEMBERS; k++)); do
         need_port "$(etcd_client_port "$k")" "the client port of etcd member etcd$k"
         need_port "$(etcd_peer_port "$k")" "the peer port of etcd member etcd$k"
     done
     for ((i = 1; i <= NODES; i++)); do
+        ((NETNS)) && break
         need_port "$(pg_port "$i")" "PostgreSQL of node$i"
         need_port "$(rest_port "$i")" "the REST API of node$i"
     done
@@ -547,12 +748,14 @@ create_lab() {
         mkdir -p "$BASE/etcd$k"
         chmod 0700 "$BASE/etcd$k"
     done
-    for ((i = 1; i <= NODES; i++)); do
-        mkdir -p "$BASE/node$i"
-        chmod 0755 "$BASE/node$i"
-        [[ -n "$AGENT_USER" ]] && chown "$AGENT_USER": "$BASE/node$i"
-        write_config "$i"
-    done
+    for ((i = 1; i <= NODES; i++)); do make_node_dir "$i"; done
+}
+
+make_node_dir() { # node index
+    mkdir -p "$BASE/node$1"
+    chmod 0755 "$BASE/node$1"
+    [[ -n "$AGENT_USER" ]] && chown "$AGENT_USER": "$BASE/node$1"
+    write_config "$1"
 }
 
 start_etcd_member() { # member index
@@ -564,12 +767,19 @@ start_etcd_member() { # member index
     done
     need_port "$(etcd_client_port "$k")" "the client port of etcd member $name"
     need_port "$(etcd_peer_port "$k")" "the peer port of etcd member $name"
-    log "starting etcd member $name on 127.0.0.1:$(etcd_client_port "$k") (peer :$(etcd_peer_port "$k"))"
+    # In a netns lab the agents reach etcd on the bridge (and only know it there).
+    local client_urls="$sch://127.0.0.1:$(etcd_client_port "$k")" advertise
+    advertise="$client_urls"
+    if ((NETNS)); then
+        advertise="$sch://$(bridge_addr):$(etcd_client_port "$k")"
+        client_urls+=",$advertise"
+    fi
+    log "starting etcd member $name on $client_urls (peer :$(etcd_peer_port "$k"))"
     # --initial-cluster* only matter on the first start; later starts use the data dir.
     (cd "$BASE" && spawn_detached "$BASE/$name.log" "$BASE/$name.pid" root "etcd member $name" \
         etcd --name "$name" --data-dir "$BASE/$name" \
-        --listen-client-urls "$sch://127.0.0.1:$(etcd_client_port "$k")" \
-        --advertise-client-urls "$sch://127.0.0.1:$(etcd_client_port "$k")" \
+        --listen-client-urls "$client_urls" \
+        --advertise-client-urls "$advertise" \
         --listen-peer-urls "$sch://127.0.0.1:$(etcd_peer_port "$k")" \
         --initial-advertise-peer-urls "$sch://127.0.0.1:$(etcd_peer_port "$k")" \
         --initial-cluster "$peers" \
@@ -593,13 +803,20 @@ wait_etcd_healthy() {
 }
 
 start_agent() { # node index
-    local i="$1" name="node$1"
-    # A postmaster left running without its agent keeps its port: the agent adopts it.
-    [[ -n "$(live_postmaster "$BASE/$name/data")" ]] || need_port "$(pg_port "$i")" "PostgreSQL of $name"
-    need_port "$(rest_port "$i")" "the REST API of $name"
-    log "starting agent $name (PostgreSQL 127.0.0.1:$(pg_port "$i"), REST :$(rest_port "$i"))"
+    local i="$1" name="node$1" where=""
+    if ((NETNS)); then
+        node_net_up "$i"
+        SPAWN_NETNS="$(ns_name "$i")"
+        where=" in namespace $SPAWN_NETNS"
+    else
+        # A postmaster left running without its agent keeps its port: the agent adopts it.
+        [[ -n "$(live_postmaster "$BASE/$name/data")" ]] || need_port "$(pg_port "$i")" "PostgreSQL of $name"
+        need_port "$(rest_port "$i")" "the REST API of $name"
+    fi
+    log "starting agent $name$where (PostgreSQL $(node_addr "$i"):$(pg_port "$i"), REST :$(rest_port "$i"))"
     (cd "$BASE/$name" && spawn_detached "$BASE/$name.log" "$BASE/$name.pid" agent "agent $name" \
         "$BASE/pgha" "$BASE/$name.yml")
+    SPAWN_NETNS=""
 }
 
 # One leader running and every other node streaming, per `pghactl list`.
@@ -617,6 +834,11 @@ write_haproxy_config() {
         --primary-port "$HAPROXY_PRIMARY_PORT" --replica-port "$HAPROXY_REPLICA_PORT" \
         --stats-port "$HAPROXY_STATS_PORT" \
         >"$BASE/haproxy.cfg.new" || die "pghactl haproxy-config failed"
+    # A netns lab's HAProxy serves the namespaces too: each listener also on the bridge address.
+    if ((NETNS)); then
+        sed -i "s/^\( *\)bind 127\.0\.0\.1:\([0-9]*\)\(.*\)\$/&\n\1bind $(bridge_addr):\2\3/" \
+            "$BASE/haproxy.cfg.new"
+    fi
     "$HAPROXY_BIN" -c -q -f "$BASE/haproxy.cfg.new" >"$BASE/haproxy.check" 2>&1 ||
         die "HAProxy rejects the generated configuration: $(cat "$BASE/haproxy.check")"
     rm -f "$BASE/haproxy.check"
@@ -628,7 +850,7 @@ start_haproxy() {
     need_port "$HAPROXY_REPLICA_PORT" "HAProxy's replica (read-only) listener"
     need_port "$HAPROXY_STATS_PORT" "HAProxy's stats page"
     write_haproxy_config
-    log "starting HAProxy: primary 127.0.0.1:$HAPROXY_PRIMARY_PORT, replicas :$HAPROXY_REPLICA_PORT, stats :$HAPROXY_STATS_PORT"
+    log "starting HAProxy: primary 127.0.0.1:$HAPROXY_PRIMARY_PORT, replicas :$HAPROXY_REPLICA_PORT, stats :$HAPROXY_STATS_PORT$( ((NETNS)) && echo " (also on $(bridge_addr))")"
     # -db: stay in the foreground, so the PID we record is HAProxy's own.
     (cd "$BASE" && spawn_detached "$BASE/haproxy.log" "$BASE/haproxy.pid" root HAProxy \
         "$HAPROXY_BIN" -db -f "$BASE/haproxy.cfg")
@@ -700,6 +922,7 @@ cmd_up() {
         die "$BASE exists but is no lab directory (no lab.env): remove it or choose another PGHA_LAB_DIR"
     fi
     check_tls_request
+    check_netns_request
     if [[ -f "$STATE" ]] && all_running && monitoring_running; then
         log "already running in $BASE; nothing to do"
         cmd_status || true
@@ -714,6 +937,8 @@ cmd_up() {
         create_lab
     fi
 
+    # The bridge first: etcd listens on its address.
+    net_up
     # Every member before waiting: a member of a cluster of three waits for its peers.
     for ((k = 1; k <= ETCD_MEMBERS; k++)); do
         [[ -n "$(live_pid "$BASE/etcd$k.pid")" ]] || start_etcd_member "$k"
@@ -755,9 +980,9 @@ pgha cluster '$SCOPE' is up in $BASE (took $((SECONDS - start))s): $NODES node(s
   primary:  $pgenv psql -h 127.0.0.1 -p $HAPROXY_PRIMARY_PORT -U postgres   (HAProxy, read-write)
   replicas: $pgenv psql -h 127.0.0.1 -p $HAPROXY_REPLICA_PORT -U postgres   (HAProxy, read-only)
   stats:    http://127.0.0.1:$HAPROXY_STATS_PORT/
-  nodes:    $pgenv psql -h 127.0.0.1 -p $(pg_port 1) -U postgres   (ports $(pg_port 1)-$(pg_port "$last"))
-  REST:     curl $curlopt$sch://127.0.0.1:$(rest_port 1)/patroni                             (ports $(rest_port 1)-$(rest_port "$last"))
-  metrics:  curl $curlopt$sch://127.0.0.1:$(rest_port 1)/metrics
+  nodes:    $pgenv psql -h $(node_addr 1) -p $(pg_port 1) -U postgres   (ports $(pg_port 1)-$(pg_port "$last")$(netns_note))
+  REST:     curl $curlopt$sch://$(node_addr 1):$(rest_port 1)/patroni                             (ports $(rest_port 1)-$(rest_port "$last"))
+  metrics:  curl $curlopt$sch://$(node_addr 1):$(rest_port 1)/metrics
   etcd:     $(etcd_endpoints)
   logs:     $BASE/node*.log, $BASE/etcd*.log, $BASE/haproxy.log
   stop:     scripts/cluster.sh stop (keeps the data) | down (removes $BASE)
@@ -841,7 +1066,7 @@ monitoring_preflight() {
 
 write_prometheus_config() {
     local i k agents="" etcds=""
-    for ((i = 1; i <= NODES; i++)); do agents+="          - \"127.0.0.1:$(rest_port "$i")\""$'\n'; done
+    for ((i = 1; i <= NODES; i++)); do agents+="          - \"$(node_addr "$i"):$(rest_port "$i")\""$'\n'; done
     for ((k = 1; k <= ETCD_MEMBERS; k++)); do etcds+="          - \"127.0.0.1:$(etcd_client_port "$k")\""$'\n'; done
     cat >"$BASE/prometheus.yml.new" <<YAML
 # written by scripts/cluster.sh up --monitoring
@@ -1091,6 +1316,7 @@ cmd_down() {
     [[ -f "$STATE" ]] || ((LEGACY)) ||
         die "$BASE is no lab directory (no lab.env): not touching it"
     stop_all QUIT || die "not removing $BASE while those run; stop them and run down again"
+    net_down
     rm -rf "$BASE"
     log "stopped; removed $BASE"
 }
@@ -1100,7 +1326,10 @@ cmd_status() {
         log "no lab in $BASE (scripts/cluster.sh up creates one)"
         return 1
     fi
-    echo "lab $BASE: $NODES node(s), $ETCD_MEMBERS etcd member(s), port offset $OFFSET"
+    echo "lab $BASE: $NODES node(s), $ETCD_MEMBERS etcd member(s), port offset $OFFSET, ttl $TTL"
+    if ((NETNS)); then
+        echo "network: a namespace per node (pgha-b$NETNS_BLOCK-node<i>) on bridge $(bridge_name) $(bridge_addr), $(net_cidr)"
+    fi
     local i k pid rc=0 etcd_up=0
     for ((k = 1; k <= ETCD_MEMBERS; k++)); do
         pid="$(live_pid "$BASE/etcd$k.pid")"
@@ -1115,7 +1344,7 @@ cmd_status() {
     for ((i = 1; i <= NODES; i++)); do
         pid="$(live_pid "$BASE/node$i.pid")"
         if [[ -n "$pid" ]]; then
-            echo "node$i: agent running, pid $pid, PostgreSQL 127.0.0.1:$(pg_port "$i"), REST :$(rest_port "$i")"
+            echo "node$i: agent running, pid $pid, PostgreSQL $(node_addr "$i"):$(pg_port "$i"), REST :$(rest_port "$i")"
         else
             echo "node$i: agent NOT running"
             rc=1
@@ -1178,6 +1407,88 @@ cmd_stop_node() {
     fi
 }
 
+# ----- a node more or less -----
+
+# HAProxy's configuration written again from the members in etcd, and HAProxy restarted on it
+# (it runs in the foreground without a master process: a restart is its reload).
+refresh_haproxy() {
+    local pid
+    pid="$(live_pid "$BASE/haproxy.pid")"
+    [[ -n "$pid" ]] || return 0
+    log "restarting HAProxy (pid $pid) with the lab's $NODES node(s)"
+    stop_pid "$pid" haproxy TERM 5
+    start_haproxy
+}
+
+# Prometheus re-reads its configuration on SIGHUP.
+refresh_prometheus() {
+    local pid
+    pid="$(live_pid "$BASE/prometheus.pid")"
+    [[ -n "$pid" ]] || return 0
+    write_prometheus_config
+    kill -HUP "$pid" 2>/dev/null || true
+}
+
+# Node N+1 joins the running cluster: its directory and configuration, its namespace (--netns),
+# its agent, which clones from the leader; then HAProxy and Prometheus learn about it.
+cmd_add_node() {
+    [[ -f "$STATE" ]] || die "no lab in $BASE (scripts/cluster.sh up creates one)"
+    lab_tls && die "add-node does not work in a --tls lab: its CA signed the certificates of the first nodes only and was not kept"
+    local i=$((NODES + 1)) limit=$MAX_NODES wait_start
+    ((NETNS)) && limit=$NETNS_MAX_NODES
+    ((i <= limit)) || die "the lab has $NODES nodes, the most it can have"
+    [[ -e "$BASE/node$i" || -e "$BASE/node$i.yml" ]] &&
+        die "$BASE/node$i exists already although the lab has $NODES nodes: remove it (and node$i.yml) first"
+    healthy || die "the cluster in $BASE is not healthy (one leader, every node streaming; scripts/cluster.sh status): add-node joins a running cluster"
+    if ((!NETNS)); then
+        need_port "$(pg_port "$i")" "PostgreSQL of node$i"
+        need_port "$(rest_port "$i")" "the REST API of node$i"
+    fi
+    NODES=$i
+    make_node_dir "$i"
+    # Recorded before the agent starts, so stop/down know the node whatever happens next.
+    write_state
+    start_agent "$i"
+    wait_start=$SECONDS
+    log "waiting (up to 120s) for node$i to clone from the leader and stream"
+    until healthy; do
+        if ((SECONDS - wait_start > 120)); then
+            ctl list || true
+            tail -n 15 "$BASE/node$i.log" >&2 2>/dev/null || true
+            die "node$i does not stream after 120s; see $BASE/node$i.log (scripts/cluster.sh remove-node $i removes it)"
+        fi
+        sleep 1
+    done
+    refresh_haproxy
+    refresh_prometheus
+    ctl list
+    log "node$i added ($((SECONDS - wait_start))s): PostgreSQL $(node_addr "$i"):$(pg_port "$i"), REST :$(rest_port "$i")"
+}
+
+# The last node stopped (its agent, then a postmaster left behind), its member key deleted (so
+# the cluster need not wait a ttl for it to expire), its files and namespace removed.
+cmd_remove_node() {
+    node_arg
+    local i="$NODE_ARG"
+    ((i == NODES)) ||
+        die "remove-node removes the last node, node$NODES (so the nodes stay node1 to node$((NODES - 1))), not node$i"
+    ((NODES > 1)) || die "node1 is the lab's only node: use 'scripts/cluster.sh down'"
+    cmd_stop_node
+    [[ -z "$(live_pid "$BASE/node$i.pid")" && -z "$(live_postmaster "$BASE/node$i/data")" ]] ||
+        die "node$i still runs; not removing it"
+    etcdctl_tls_flags
+    ETCDCTL_API=3 etcdctl --endpoints="$(etcd_endpoints)" --dial-timeout=2s --command-timeout=5s \
+        ${ETCDCTL_TLS_FLAGS[@]+"${ETCDCTL_TLS_FLAGS[@]}"} del "/service/$SCOPE/members/node$i" >/dev/null ||
+        log "could not delete the member key of node$i; it expires after ttl (${TTL}s)"
+    NODES=$((i - 1))
+    write_state
+    rm -rf "${BASE:?}/node$i" "$BASE/node$i.yml" "$BASE/node$i.pid"
+    ((NETNS)) && node_net_down "$i"
+    refresh_haproxy
+    refresh_prometheus
+    log "node$i removed; the lab has $NODES node(s) (its log stays in $BASE/node$i.log)"
+}
+
 NODE_ARG=""
 CMD=""
 
@@ -1195,9 +1506,11 @@ main() {
             --port-offset=*) WANT_OFFSET="${1#*=}" ;;
             --tls) WANT_TLS=1 ;;
             --monitoring) WANT_MONITORING=1 ;;
+            --netns) WANT_NETNS=1 ;;
             -h | --help) usage ;;
             [0-9]* | node[0-9]*)
-                [[ "$cmd" == start-node || "$cmd" == stop-node ]] && [[ -z "$NODE_ARG" ]] || {
+                [[ "$cmd" == start-node || "$cmd" == stop-node || "$cmd" == remove-node ]] &&
+                    [[ -z "$NODE_ARG" ]] || {
                     log "unknown argument: $1"
                     usage
                 }
@@ -1211,7 +1524,7 @@ main() {
         shift
     done
     case "$cmd" in
-        up | down | stop | status | start-node | stop-node) ;;
+        up | down | stop | status | start-node | stop-node | add-node | remove-node) ;;
         -h | --help | help) usage ;;
         *)
             log "unknown command: $cmd"

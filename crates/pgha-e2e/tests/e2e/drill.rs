@@ -10,12 +10,12 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use pgha_e2e::cluster::serial_lock;
+use pgha_e2e::cluster::{serial_lock, SerialLock};
 use pgha_e2e::proc::run_with_timeout;
 use pgha_e2e::{locate_binaries, report};
 
@@ -65,19 +65,60 @@ fn refused(bin: &Path, args: &[&str], code: i32, needle: &str) -> Result<()> {
     Ok(())
 }
 
+/// `pghactl drill --lab DIR --drills DRILLS` must succeed, print the documented table and
+/// call every drill `safe`; its table.
+pub(crate) fn all_safe(bin: &Path, dir: &str, drills: &str) -> Result<String> {
+    let out = drill(bin, &["--lab", dir, "--drills", drills])?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "pghactl drill failed ({}):\n{}",
+        out.status,
+        text(&out)
+    );
+    let header = stdout
+        .lines()
+        .find(|l| l.contains("| Drill "))
+        .with_context(|| format!("no table header in:\n{stdout}"))?;
+    for col in COLUMNS {
+        ensure!(header.contains(col), "column {col:?} missing: {header}");
+    }
+    for name in drills.split(',') {
+        let row = stdout
+            .lines()
+            .find(|l| l.contains(&format!("| {name} ")))
+            .with_context(|| format!("no row for {name}:\n{stdout}"))?;
+        ensure!(
+            row.contains("| safe "),
+            "{name} is not safe: {row}\n{}",
+            text(&out)
+        );
+    }
+    Ok(stdout)
+}
+
 /// A port nothing listens on (bound and released at once).
 fn dead_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-#[test]
-fn drill_quick_run_on_the_lab() -> Result<()> {
-    if skip(NAME) || no_haproxy(NAME) || missing_packages(NAME) {
-        return Ok(());
+/// What a drill scenario needs before its lab: `None` when it is to be skipped (the reason
+/// printed), else the e2e lock (held until dropped) and the binaries, stale labs removed.
+pub(crate) fn lab_scenario(name: &str) -> Result<Option<(SerialLock, PathBuf)>> {
+    if skip(name) || no_haproxy(name) || missing_packages(name) {
+        return Ok(None);
     }
-    let _lock = serial_lock()?;
+    let lock = serial_lock()?;
     let bin = locate_binaries()?;
     reap_stale_labs(&bin);
+    Ok(Some((lock, bin)))
+}
+
+#[test]
+fn drill_quick_run_on_the_lab() -> Result<()> {
+    let Some((_lock, bin)) = lab_scenario(NAME)? else {
+        return Ok(());
+    };
     let t0 = Instant::now();
     let shape = Shape {
         nodes: 3,
@@ -130,28 +171,7 @@ fn drill_quick_run_on_the_lab() -> Result<()> {
 
     // (b) Three quick drills, all safe, in the documented table.
     let drills = "postgres-kill,leader-stop,agent-postgres-kill";
-    let out = drill(&bin, &["--lab", &dir, "--drills", drills])?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(
-        out.status.success(),
-        "pghactl drill failed ({}):\n{}",
-        out.status,
-        text(&out)
-    );
-    let header = stdout
-        .lines()
-        .find(|l| l.contains("| Drill "))
-        .with_context(|| format!("no table header in:\n{stdout}"))?;
-    for col in COLUMNS {
-        ensure!(header.contains(col), "column {col:?} missing: {header}");
-    }
-    for name in drills.split(',') {
-        let row = stdout
-            .lines()
-            .find(|l| l.contains(&format!("| {name} ")))
-            .with_context(|| format!("no row for {name}:\n{stdout}"))?;
-        ensure!(row.contains("| safe "), "{name} is not safe: {row}");
-    }
+    all_safe(&bin, &dir, drills)?;
 
     // A seeded random round: reproducible schedule, printed with its seed; JSON results.
     let out = drill(

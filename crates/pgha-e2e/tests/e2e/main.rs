@@ -21,6 +21,7 @@ mod cluster_wide_order;
 mod common;
 mod custom_methods;
 mod drill;
+mod drill_netns;
 mod etcd_outage;
 mod failover_manual;
 mod failover_priority;

@@ -119,8 +119,17 @@ fn parse_listening(text: &str) -> Vec<u16> {
 /// An offset below the ephemeral range (so `free_port()` of concurrent tests never hands out a
 /// lab port) where every port of `shape` is free.
 pub(crate) fn free_offset(nodes: u16, etcd: u16) -> Result<u16> {
+    free_offset_where(nodes, etcd, |_| true)
+}
+
+/// [`free_offset`] among the offsets `usable` accepts.
+pub(crate) fn free_offset_where(
+    nodes: u16,
+    etcd: u16,
+    usable: impl Fn(u16) -> bool,
+) -> Result<u16> {
     let listening = listening_ports();
-    for offset in (20000..=24000).step_by(250) {
+    for offset in (20000..=24000).step_by(250).filter(|o| usable(*o)) {
         let shape = Shape {
             nodes,
             etcd,
@@ -235,7 +244,12 @@ impl Lab {
     }
 
     /// Like `run`, requiring success; stdout and stderr together.
-    fn run_ok(&self, args: &[&str], env: &[(&str, String)], timeout: Duration) -> Result<String> {
+    pub(crate) fn run_ok(
+        &self,
+        args: &[&str],
+        env: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<String> {
         let t = Instant::now();
         let out = self.run(args, env, timeout)?;
         let text = format!(

@@ -1,5 +1,7 @@
 //! The faults, each as the field reports inflict it on the leader (or the DCS), and what undoes
-//! it: SIGCONT for a stopped process, `cluster.sh start-node` for an agent the drill ended.
+//! it: SIGCONT for a stopped process, `cluster.sh start-node` for an agent the drill ended, the
+//! iptables rules deleted and the link set up again (netns labs), the original data directory
+//! put back, a node added removed again.
 //! Everything a fault leaves to undo is registered in [`Undo`] first, so an interrupted drill
 //! (Ctrl-C, an error) still resumes what it stopped and restarts what it killed.
 
@@ -11,7 +13,7 @@ use clap::ValueEnum;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use super::lab::{Lab, Node, Proc};
+use super::lab::{run_tool, Lab, Node, Proc};
 use crate::dcs::{ClusterReader, Store};
 use crate::pyfmt::json_dumps_compact;
 
@@ -38,6 +40,14 @@ pub enum Drill {
     JoinEmpty,
     /// a majority of a 3- or 5-member etcd SIGSTOPped for 30 s (labs made with --etcd 3 or 5)
     EtcdQuorumLoss,
+    /// 50 % of the packets in and out of the leader's namespace dropped for 2×ttl (labs made with --netns)
+    LeaderPacketLoss,
+    /// the leader's link (its veth) down for 2×ttl, then up (labs made with --netns)
+    LeaderCutLink,
+    /// a replica's data directory swapped for another cluster's: its agent must refuse it; then restored
+    ForeignDatadir,
+    /// a new node (cluster.sh add-node) joins under load and streams; then removed again
+    JoinNew,
 }
 
 impl Drill {
@@ -59,8 +69,26 @@ impl Drill {
                 self.name(),
                 lab.etcd_members
             )),
-            Drill::JoinEmpty | Drill::LeaderStop if lab.nodes.len() < 2 => {
+            Drill::LeaderPacketLoss | Drill::LeaderCutLink if lab.netns_block.is_none() => {
+                Some(format!(
+                    "{} needs a lab with a network namespace per node (scripts/cluster.sh up --netns); this one runs every node on 127.0.0.1",
+                    self.name()
+                ))
+            }
+            Drill::JoinEmpty | Drill::LeaderStop | Drill::ForeignDatadir | Drill::JoinNew
+                if lab.nodes.len() < 2 =>
+            {
                 Some(format!("{} needs at least 2 nodes", self.name()))
+            }
+            Drill::JoinNew if lab.nodes.iter().any(|n| n.rest_scheme == "https") => Some(format!(
+                "{} needs cluster.sh add-node, which a --tls lab cannot do (its CA was not kept)",
+                self.name()
+            )),
+            Drill::JoinNew if lab.netns_block.is_some() && lab.nodes.len() >= NETNS_MAX_NODES => {
+                Some(format!(
+                    "{} needs room for one more node; a --netns lab has at most {NETNS_MAX_NODES}",
+                    self.name()
+                ))
             }
             _ => None,
         }
@@ -69,6 +97,16 @@ impl Drill {
 
 /// How long the DCS stays frozen in the etcd drills.
 pub const ETCD_DOWN: Duration = Duration::from_secs(30);
+/// Nodes a --netns lab can have (cluster.sh gives them a /28).
+const NETNS_MAX_NODES: usize = 13;
+/// How long an agent may take to refuse a foreign data directory.
+const REFUSAL_BOUND: Duration = Duration::from_secs(30);
+/// What the agent logs when it refuses one (e2e foreign_datadir).
+const SYSID_MISMATCH: &str = "system id mismatch";
+/// Where foreign-datadir keeps the original data directory: next to it, in the lab.
+const ASIDE_SUFFIX: &str = "drill-original";
+/// The packet loss of leader-packet-loss, as iptables' statistic match takes it.
+const LOSS_PROBABILITY: &str = "0.5";
 
 /// What is still to undo should the drill stop half-way.
 #[derive(Debug, Default)]
@@ -78,6 +116,14 @@ pub struct Undo {
     pub agents_down: Vec<usize>,
     /// `failsafe_mode` to write back (`None`: remove the key).
     pub failsafe: Option<Option<bool>>,
+    /// iptables rules to delete: (namespace, the rule's arguments after -A / -D).
+    pub rules: Vec<(String, Vec<String>)>,
+    /// Root-side veths to set up again.
+    pub links_down: Vec<String>,
+    /// A node whose original data directory waits at `aside` (its place holds a foreign one).
+    pub datadir_aside: Option<(usize, std::path::PathBuf)>,
+    /// A node `cluster.sh add-node` made, to remove again.
+    pub added_node: Option<usize>,
 }
 
 pub type SharedUndo = Arc<Mutex<Undo>>;
@@ -274,7 +320,236 @@ impl Ctx<'_> {
                 self.restart_agent(leader).await?;
             }
             Drill::JoinEmpty => self.join_empty(leader).await?,
+            Drill::LeaderPacketLoss => self.packet_loss(leader, freeze_for).await?,
+            Drill::LeaderCutLink => self.cut_link(leader, freeze_for).await?,
+            Drill::ForeignDatadir => self.foreign_datadir(leader).await?,
+            Drill::JoinNew => self.join_new().await?,
         }
+        Ok(())
+    }
+
+    fn net_of<'n>(&self, node: &'n Node) -> Result<&'n super::lab::NodeNet> {
+        node.net.as_ref().ok_or_else(|| {
+            anyhow!(
+                "{} has no network namespace (a lab made with cluster.sh up --netns)",
+                node.name
+            )
+        })
+    }
+
+    /// Drops `LOSS_PROBABILITY` of the packets on the leader's eth0 (the veth inside its
+    /// namespace; lo stays whole) in both directions for `how_long`.
+    async fn packet_loss(&self, leader: &Node, how_long: Duration) -> Result<()> {
+        let net = self.net_of(leader)?;
+        let rules: Vec<Vec<String>> = [("INPUT", "-i"), ("OUTPUT", "-o")]
+            .iter()
+            .map(|(chain, dir)| {
+                [
+                    chain,
+                    dir,
+                    "eth0",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    LOSS_PROBABILITY,
+                    "-j",
+                    "DROP",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            })
+            .collect();
+        (self.say)(&format!(
+            "{}: dropping 50% of the packets in and out of eth0 in namespace {} for {}s (iptables statistic)",
+            leader.name,
+            net.namespace,
+            how_long.as_secs()
+        ));
+        for rule in &rules {
+            self.undo
+                .lock()
+                .unwrap()
+                .rules
+                .push((net.namespace.clone(), rule.clone()));
+            iptables(&net.namespace, "-A", rule).await?;
+        }
+        tokio::time::sleep(how_long).await;
+        for rule in &rules {
+            iptables(&net.namespace, "-D", rule).await?;
+            self.undo
+                .lock()
+                .unwrap()
+                .rules
+                .retain(|(ns, r)| !(ns == &net.namespace && r == rule));
+        }
+        (self.say)(&format!("{}: packet loss over", leader.name));
+        Ok(())
+    }
+
+    /// The leader's veth (root side) down for `how_long`: its namespace is cut off from
+    /// etcd, the other nodes and the drill; then up again.
+    async fn cut_link(&self, leader: &Node, how_long: Duration) -> Result<()> {
+        let net = self.net_of(leader)?;
+        (self.say)(&format!(
+            "{}: link {} down for {}s",
+            leader.name,
+            net.veth,
+            how_long.as_secs()
+        ));
+        self.undo.lock().unwrap().links_down.push(net.veth.clone());
+        run_tool("ip", &["link", "set", &net.veth, "down"]).await?;
+        tokio::time::sleep(how_long).await;
+        run_tool("ip", &["link", "set", &net.veth, "up"]).await?;
+        self.undo
+            .lock()
+            .unwrap()
+            .links_down
+            .retain(|v| v != &net.veth);
+        (self.say)(&format!("{}: link {} up", leader.name, net.veth));
+        Ok(())
+    }
+
+    /// The replica a drill takes out: the asynchronous one if there is one.
+    async fn pick_replica(&self, leader: &Node) -> Result<&Node> {
+        let cluster = self.dcs.load().await?;
+        // `sync_standby` is a comma-separated list of names (several in quorum mode).
+        let sync: Vec<String> = cluster
+            .sync
+            .as_ref()
+            .and_then(|s| s.sync_standby.as_deref())
+            .map(|s| s.split(',').map(|n| n.trim().to_string()).collect())
+            .unwrap_or_default();
+        let mut replicas: Vec<&Node> = self
+            .lab
+            .nodes
+            .iter()
+            .filter(|n| n.name != leader.name)
+            .collect();
+        replicas.sort_by_key(|n| sync.contains(&n.name));
+        replicas
+            .first()
+            .copied()
+            .ok_or_else(|| anyhow!("the lab has no replica"))
+    }
+
+    /// SIGTERM to `node`'s agent (registered to start again), then its postmaster if one is
+    /// left; fails unless no postgres process of the node runs afterwards.
+    async fn stop_node(&self, node: &Node) -> Result<()> {
+        let a = self
+            .lab
+            .agent(node)
+            .ok_or_else(|| anyhow!("no running agent for {}", node.name))?;
+        self.agent_down(node);
+        a.signal(Signal::SIGTERM);
+        if !a.wait_gone(Duration::from_secs(60)).await {
+            bail!("agent {} still runs 60s after SIGTERM", node.name);
+        }
+        if let Some(pm) = self.lab.postmaster(node) {
+            pm.signal(Signal::SIGINT);
+            pm.wait_gone(Duration::from_secs(20)).await;
+        }
+        if !self.lab.postgres_processes(node).is_empty() {
+            bail!("postgres of {} still runs", node.name);
+        }
+        Ok(())
+    }
+
+    /// A replica's data directory set aside and replaced by a fresh initdb (another system
+    /// identifier); its agent must exit with the "system ID mismatch" CRITICAL without
+    /// starting PostgreSQL there. Then the original is put back and the agent started.
+    async fn foreign_datadir(&self, leader: &Node) -> Result<()> {
+        let node = self.pick_replica(leader).await?;
+        let data = &node.data_dir;
+        let aside = data.with_extension(ASIDE_SUFFIX);
+        if aside.exists() {
+            bail!(
+                "{} exists (left by an interrupted drill?): put it back as {} by hand",
+                aside.display(),
+                data.display()
+            );
+        }
+        (self.say)(&format!(
+            "{}: agent stopped, data directory set aside as {}, a foreign one (initdb) in its place",
+            node.name,
+            aside.display()
+        ));
+        self.stop_node(node).await?;
+        self.undo.lock().unwrap().datadir_aside = Some((node.index, aside.clone()));
+        std::fs::rename(data, &aside)
+            .map_err(|e| anyhow!("cannot move {} to {}: {e}", data.display(), aside.display()))?;
+        initdb_like(node, &aside).await?;
+        let mark = std::fs::metadata(&node.log).map(|m| m.len()).unwrap_or(0);
+        let t = tokio::time::Instant::now();
+        self.lab.start_node(node).await?;
+        while self.lab.agent(node).is_some() {
+            if t.elapsed() > REFUSAL_BOUND {
+                bail!(
+                    "the agent of {} still runs {}s after starting on a foreign data directory",
+                    node.name,
+                    REFUSAL_BOUND.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let log = read_from(&node.log, mark);
+        let refusal = log
+            .lines()
+            .find(|l| l.contains("CRITICAL") && l.to_lowercase().contains(SYSID_MISMATCH));
+        let Some(line) = refusal else {
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            bail!(
+                "the agent of {} exited without the system ID mismatch CRITICAL; last lines: {}",
+                node.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            );
+        };
+        if self.lab.postmaster(node).is_some() {
+            bail!(
+                "a postmaster runs on the foreign data directory of {}",
+                node.name
+            );
+        }
+        (self.say)(&format!(
+            "{}: refused after {:.1}s: {}",
+            node.name,
+            t.elapsed().as_secs_f64(),
+            line.trim()
+        ));
+        restore_datadir(self.lab, node, &aside).await?;
+        self.undo.lock().unwrap().datadir_aside = None;
+        (self.say)(&format!("{}: original data directory back", node.name));
+        self.restart_agent(node).await
+    }
+
+    /// `cluster.sh add-node` under load; the new node must clone and stream (every member,
+    /// it too, confirmed on PostgreSQL); then `remove-node` takes it out again.
+    async fn join_new(&self) -> Result<()> {
+        let index = self.lab.nodes.len() + 1;
+        (self.say)(&format!(
+            "cluster.sh add-node: node{index} joins under load"
+        ));
+        self.undo.lock().unwrap().added_node = Some(index);
+        let t = tokio::time::Instant::now();
+        self.lab.add_node().await?;
+        let bigger = Lab::open(&self.lab.dir)?;
+        if bigger.nodes.len() != index {
+            bail!(
+                "after add-node the lab has {} nodes, not {index}",
+                bigger.nodes.len()
+            );
+        }
+        super::wait_healthy(&bigger, self.dcs, Duration::from_secs(60))
+            .await
+            .map_err(|why| anyhow!("node{index} added, but the cluster is not healthy: {why}"))?;
+        (self.say)(&format!(
+            "node{index} streams ({:.1}s after add-node); cluster.sh remove-node {index}",
+            t.elapsed().as_secs_f64()
+        ));
+        self.lab.remove_node(index).await?;
+        self.undo.lock().unwrap().added_node = None;
         Ok(())
     }
 
@@ -314,47 +589,14 @@ impl Ctx<'_> {
     /// removed, and its agent started again: it joins as a new member and clones from the
     /// leader while the writer runs. (The lab has no way to add a node of its own.)
     async fn join_empty(&self, leader: &Node) -> Result<()> {
-        let cluster = self.dcs.load().await?;
-        // `sync_standby` is a comma-separated list of names (several in quorum mode).
-        let sync: Vec<String> = cluster
-            .sync
-            .as_ref()
-            .and_then(|s| s.sync_standby.as_deref())
-            .map(|s| s.split(',').map(|n| n.trim().to_string()).collect())
-            .unwrap_or_default();
-        let mut replicas: Vec<&Node> = self
-            .lab
-            .nodes
-            .iter()
-            .filter(|n| n.name != leader.name)
-            .collect();
-        replicas.sort_by_key(|n| sync.contains(&n.name));
-        let node = *replicas
-            .first()
-            .ok_or_else(|| anyhow!("the lab has no replica to re-join"))?;
-        let a = self
-            .lab
-            .agent(node)
-            .ok_or_else(|| anyhow!("no running agent for {}", node.name))?;
+        let node = self.pick_replica(leader).await?;
         (self.say)(&format!(
-            "{}: SIGTERM to its agent (pid {}), data directory removed, started again",
-            node.name, a.pid
+            "{}: SIGTERM to its agent, data directory removed, started again",
+            node.name
         ));
-        self.agent_down(node);
-        a.signal(Signal::SIGTERM);
-        if !a.wait_gone(Duration::from_secs(60)).await {
-            bail!("agent {} still runs 60s after SIGTERM", node.name);
-        }
-        if let Some(pm) = self.lab.postmaster(node) {
-            pm.signal(Signal::SIGINT);
-            pm.wait_gone(Duration::from_secs(20)).await;
-        }
-        if !self.lab.postgres_processes(node).is_empty() {
-            bail!(
-                "postgres of {} still runs; not removing its data",
-                node.name
-            );
-        }
+        self.stop_node(node)
+            .await
+            .map_err(|e| anyhow!("{e:#}; not removing its data"))?;
         std::fs::remove_dir_all(&node.data_dir)
             .map_err(|e| anyhow!("cannot remove {}: {e}", node.data_dir.display()))?;
         self.restart_agent(node).await
@@ -368,12 +610,45 @@ pub async fn undo(ctx: &Ctx<'_>) {
     for p in &pending.stopped {
         p.signal(Signal::SIGCONT);
     }
+    for veth in &pending.links_down {
+        if let Err(e) = run_tool("ip", &["link", "set", veth, "up"]).await {
+            (ctx.say)(&format!("could not set {veth} up again: {e:#}"));
+        }
+    }
+    for (ns, rule) in &pending.rules {
+        if let Err(e) = iptables(ns, "-D", rule).await {
+            (ctx.say)(&format!(
+                "could not delete the iptables rule in {ns}: {e:#}"
+            ));
+        }
+    }
+    if let Some((i, aside)) = &pending.datadir_aside {
+        if let Some(n) = ctx.lab.nodes.iter().find(|n| n.index == *i) {
+            if let Err(e) = restore_datadir(ctx.lab, n, aside).await {
+                (ctx.say)(&format!(
+                    "could not put the data directory of {} back: {e:#}; it is in {}",
+                    n.name,
+                    aside.display()
+                ));
+            }
+        }
+    }
     for i in &pending.agents_down {
         if let Some(n) = ctx.lab.nodes.iter().find(|n| n.index == *i) {
             if ctx.lab.agent(n).is_none() {
                 if let Err(e) = ctx.lab.start_node(n).await {
                     (ctx.say)(&format!("could not start agent {} again: {e:#}", n.name));
                 }
+            }
+        }
+    }
+    if let Some(i) = pending.added_node {
+        // Only while add-node recorded it (it may have failed before).
+        if ctx.lab.recorded_nodes().ok() == Some(i) {
+            if let Err(e) = ctx.lab.remove_node(i).await {
+                (ctx.say)(&format!(
+                    "could not remove node{i} again: {e:#}; cluster.sh remove-node {i}"
+                ));
             }
         }
     }
@@ -384,6 +659,79 @@ pub async fn undo(ctx: &Ctx<'_>) {
             ));
         }
     }
+}
+
+/// `iptables OP RULE` inside namespace `ns`.
+async fn iptables(ns: &str, op: &str, rule: &[String]) -> Result<()> {
+    let mut args = vec!["netns", "exec", ns, "iptables", op];
+    args.extend(rule.iter().map(String::as_str));
+    run_tool("ip", &args).await
+}
+
+/// The text of `path` from byte `from` on (lossy; empty when unreadable).
+fn read_from(path: &std::path::Path, from: u64) -> String {
+    let raw = std::fs::read(path).unwrap_or_default();
+    let from = usize::try_from(from).unwrap_or(0).min(raw.len());
+    String::from_utf8_lossy(&raw[from..]).into_owned()
+}
+
+/// A fresh cluster (initdb) in `node`'s data directory, owned as its original (`like`) is:
+/// PostgreSQL's programs refuse to run as root.
+async fn initdb_like(node: &Node, like: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(like).map_err(|e| anyhow!("cannot stat {}: {e}", like.display()))?;
+    let initdb = node.bin_dir.join("initdb");
+    let initdb = initdb.to_string_lossy();
+    let data = node.data_dir.to_string_lossy();
+    let tool = [
+        initdb.as_ref(),
+        "-D",
+        data.as_ref(),
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--locale=C.UTF-8",
+    ];
+    if nix::unistd::geteuid().as_raw() == meta.uid() {
+        return run_tool(tool[0], &tool[1..]).await;
+    }
+    let (uid, gid) = (meta.uid().to_string(), meta.gid().to_string());
+    let (reuid, regid) = (format!("--reuid={uid}"), format!("--regid={gid}"));
+    let mut args = vec![reuid.as_str(), regid.as_str(), "--clear-groups", "--"];
+    args.extend(tool);
+    run_tool("setpriv", &args).await
+}
+
+/// `node`'s original data directory (at `aside`) back in its place: the agent stopped if it
+/// runs, the foreign directory removed.
+async fn restore_datadir(lab: &Lab, node: &Node, aside: &std::path::Path) -> Result<()> {
+    if !aside.is_dir() {
+        bail!("{} is gone", aside.display());
+    }
+    if let Some(a) = lab.agent(node) {
+        a.signal(Signal::SIGTERM);
+        a.wait_gone(Duration::from_secs(60)).await;
+    }
+    if let Some(pm) = lab.postmaster(node) {
+        pm.signal(Signal::SIGINT);
+        pm.wait_gone(Duration::from_secs(20)).await;
+    }
+    if lab.agent(node).is_some() || !lab.postgres_processes(node).is_empty() {
+        bail!("{} still runs", node.name);
+    }
+    if node.data_dir.exists() {
+        std::fs::remove_dir_all(&node.data_dir)
+            .map_err(|e| anyhow!("cannot remove the foreign {}: {e}", node.data_dir.display()))?;
+    }
+    std::fs::rename(aside, &node.data_dir).map_err(|e| {
+        anyhow!(
+            "cannot move {} back to {}: {e}",
+            aside.display(),
+            node.data_dir.display()
+        )
+    })
 }
 
 /// A seeded, reproducible schedule: `rounds` drills drawn from `from` (splitmix64, so a seed
@@ -410,7 +758,60 @@ mod tests {
     fn names_are_kebab_case() {
         assert_eq!(Drill::AgentFreeze.name(), "agent-freeze");
         assert_eq!(Drill::EtcdFreezeFailsafe.name(), "etcd-freeze-failsafe");
-        assert_eq!(Drill::all().len(), 10);
+        assert_eq!(Drill::LeaderPacketLoss.name(), "leader-packet-loss");
+        assert_eq!(Drill::JoinNew.name(), "join-new");
+        assert_eq!(Drill::all().len(), 14);
+    }
+
+    fn lab(nodes: usize, netns_block: Option<u16>, scheme: &'static str) -> Lab {
+        let node = |i: usize| Node {
+            index: i,
+            name: format!("node{i}"),
+            host: "127.0.0.1".into(),
+            pg_port: 5440,
+            rest_port: 8010,
+            data_dir: format!("/tmp/lab/node{i}/data").into(),
+            user: "postgres".into(),
+            password: None,
+            pg_options: Default::default(),
+            rest_scheme: scheme,
+            rest_tls: Default::default(),
+            bin_dir: "/usr/lib/postgresql/15/bin".into(),
+            log: format!("/tmp/lab/node{i}.log").into(),
+            net: netns_block.map(|b| super::super::lab::NodeNet::of(b, i)),
+        };
+        Lab {
+            dir: "/tmp/lab".into(),
+            nodes: (1..=nodes).map(node).collect(),
+            etcd_members: 1,
+            netns_block,
+            ctl: Default::default(),
+            scope: "pgha-lab".into(),
+        }
+    }
+
+    #[test]
+    fn unfit_names_what_the_lab_lacks() {
+        let plain = lab(3, None, "http");
+        for d in [Drill::LeaderPacketLoss, Drill::LeaderCutLink] {
+            let why = d.unfit(&plain).unwrap();
+            assert!(why.contains("up --netns"), "{why}");
+        }
+        let netns = lab(3, Some(4), "http");
+        assert!(Drill::all()
+            .iter()
+            .all(|d| *d == Drill::EtcdQuorumLoss || d.unfit(&netns).is_none()));
+        for d in [Drill::ForeignDatadir, Drill::JoinNew] {
+            assert!(d.unfit(&plain).is_none());
+            assert!(d
+                .unfit(&lab(1, None, "http"))
+                .unwrap()
+                .contains("at least 2 nodes"));
+        }
+        let tls = lab(3, None, "https");
+        assert!(Drill::JoinNew.unfit(&tls).unwrap().contains("--tls"));
+        let full = lab(NETNS_MAX_NODES, Some(0), "http");
+        assert!(Drill::JoinNew.unfit(&full).unwrap().contains("room"));
     }
 
     #[test]

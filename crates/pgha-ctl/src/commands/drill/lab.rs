@@ -1,7 +1,9 @@
 //! The lab `scripts/cluster.sh up` made, as the drill sees it: its shape (lab.env), each node's
 //! ports, data directory and superuser from node<i>.yml, and the processes it runs, found only
 //! through the files the lab records (node<i>.pid, the data directory's postmaster.pid,
-//! etcd<k>.pid) and checked before any signal, so a recycled PID is never hit.
+//! etcd<k>.pid) and checked before any signal, so a recycled PID is never hit. A lab made with
+//! `up --netns` runs each node in its own network namespace; the drill names them as the script
+//! does (`pgha-b<B>-node<i>`, root-side veth `pghab<B>n<i>`, B from lab.env).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +14,11 @@ use nix::unistd::Pid;
 use serde_yaml_ng::Value;
 
 use crate::config::{self, CtlConfig};
+
+const SCRIPT_BOUND: Duration = Duration::from_secs(60);
+/// add-node waits up to 120 s for the clone, restarts HAProxy (up to 30 s more).
+const ADD_NODE_BOUND: Duration = Duration::from_secs(200);
+const TOOL_BOUND: Duration = Duration::from_secs(60);
 
 /// One PostgreSQL + agent pair of the lab.
 #[derive(Debug, Clone)]
@@ -31,6 +38,37 @@ pub struct Node {
     pub rest_scheme: &'static str,
     /// How pghactl talks to the REST APIs (node1.yml's `ctl.*`).
     pub rest_tls: pgha_tls::ClientTls,
+    /// PostgreSQL's programs (`postgresql.bin_dir`, for initdb).
+    pub bin_dir: PathBuf,
+    /// The agent's log, node<i>.log.
+    pub log: PathBuf,
+    /// In a netns lab: the node's namespace and the root-side end of its veth pair.
+    pub net: Option<NodeNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeNet {
+    pub namespace: String,
+    pub veth: String,
+}
+
+impl NodeNet {
+    /// The names `cluster.sh up --netns` gives node `index` of network block `block`.
+    pub fn of(block: u16, index: usize) -> NodeNet {
+        NodeNet {
+            namespace: format!("pgha-b{block}-node{index}"),
+            veth: format!("pghab{block}n{index}"),
+        }
+    }
+}
+
+/// What lab.env records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabEnv {
+    pub nodes: usize,
+    pub etcd_members: usize,
+    /// The network block of a netns lab.
+    pub netns_block: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -38,6 +76,7 @@ pub struct Lab {
     pub dir: PathBuf,
     pub nodes: Vec<Node>,
     pub etcd_members: usize,
+    pub netns_block: Option<u16>,
     /// pghactl's view of node1.yml: the DCS endpoints and the cluster's key prefix.
     pub ctl: CtlConfig,
     pub scope: String,
@@ -124,9 +163,9 @@ fn text<'a>(doc: &'a Value, path: &[&str]) -> Option<&'a str> {
     v.as_str()
 }
 
-/// The three numbers of lab.env; anything else in it is ignored, as cluster.sh does.
-pub fn parse_lab_env(text: &str) -> Result<(usize, usize)> {
-    let (mut nodes, mut etcd) = (None, None);
+/// The numbers of lab.env the drill uses; anything else in it is ignored, as cluster.sh does.
+pub fn parse_lab_env(text: &str) -> Result<LabEnv> {
+    let (mut nodes, mut etcd, mut netns, mut block) = (None, None, false, 0u16);
     for line in text.lines() {
         let Some((k, v)) = line.split_once('=') else {
             continue;
@@ -137,11 +176,19 @@ pub fn parse_lab_env(text: &str) -> Result<(usize, usize)> {
         match k.trim() {
             "NODES" => nodes = Some(n),
             "ETCD_MEMBERS" => etcd = Some(n),
+            "NETNS" => netns = n == 1,
+            "NETNS_BLOCK" => {
+                block = u16::try_from(n).map_err(|_| anyhow!("lab.env: NETNS_BLOCK {n}"))?
+            }
             _ => {}
         }
     }
     match (nodes, etcd) {
-        (Some(n), Some(e)) if n >= 1 && e >= 1 => Ok((n, e)),
+        (Some(n), Some(e)) if n >= 1 && e >= 1 => Ok(LabEnv {
+            nodes: n,
+            etcd_members: e,
+            netns_block: netns.then_some(block),
+        }),
         _ => bail!("lab.env lacks NODES or ETCD_MEMBERS"),
     }
 }
@@ -162,8 +209,9 @@ impl Lab {
                 dir.display()
             )
         })?;
-        let (n, etcd_members) = parse_lab_env(&env_text)
+        let env = parse_lab_env(&env_text)
             .with_context(|| format!("{} is not a usable lab", dir.display()))?;
+        let (n, etcd_members) = (env.nodes, env.etcd_members);
         if !dir.join("cluster.sh").is_file() {
             bail!(
                 "{} has no cluster.sh (the copy `scripts/cluster.sh up` installs since drills exist): \
@@ -225,6 +273,11 @@ impl Lab {
                 pg_options,
                 rest_scheme,
                 rest_tls: pgha_tls::ClientTls::default(),
+                bin_dir: PathBuf::from(
+                    text(&doc, &["postgresql", "bin_dir"]).unwrap_or("/usr/lib/postgresql/15/bin"),
+                ),
+                log: dir.join(format!("node{i}.log")),
+                net: env.netns_block.map(|b| NodeNet::of(b, i)),
             });
         }
         // The lab's own configuration, not PATRONI_* variables of whoever runs the drill.
@@ -241,6 +294,7 @@ impl Lab {
             dir,
             nodes,
             etcd_members,
+            netns_block: env.netns_block,
             ctl,
             scope,
         })
@@ -294,10 +348,28 @@ impl Lab {
     /// `cluster.sh start-node I` from the lab's own copy of the script: the agent starts
     /// exactly as `up` starts it (user, session, log, pid file).
     pub async fn start_node(&self, node: &Node) -> Result<()> {
-        self.script(&["start-node", &node.index.to_string()]).await
+        self.script(&["start-node", &node.index.to_string()], SCRIPT_BOUND)
+            .await
     }
 
-    async fn script(&self, args: &[&str]) -> Result<()> {
+    /// `cluster.sh add-node`: returns once the new node streams (the script waits for it).
+    pub async fn add_node(&self) -> Result<()> {
+        self.script(&["add-node"], ADD_NODE_BOUND).await
+    }
+
+    pub async fn remove_node(&self, index: usize) -> Result<()> {
+        self.script(&["remove-node", &index.to_string()], SCRIPT_BOUND)
+            .await
+    }
+
+    /// How many nodes lab.env records now (add-node and remove-node change it).
+    pub fn recorded_nodes(&self) -> Result<usize> {
+        let text = std::fs::read_to_string(self.dir.join("lab.env"))
+            .with_context(|| format!("cannot read {}/lab.env", self.dir.display()))?;
+        Ok(parse_lab_env(&text)?.nodes)
+    }
+
+    async fn script(&self, args: &[&str], bound: Duration) -> Result<()> {
         let mut cmd = tokio::process::Command::new("bash");
         cmd.arg(self.dir.join("cluster.sh"))
             .args(args)
@@ -307,9 +379,15 @@ impl Lab {
         for v in ["PGHA_LAB_NODES", "PGHA_LAB_ETCD", "PGHA_LAB_PORT_OFFSET"] {
             cmd.env_remove(v);
         }
-        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        let out = tokio::time::timeout(bound, cmd.output())
             .await
-            .map_err(|_| anyhow!("cluster.sh {} did not finish in 60s", args.join(" ")))?
+            .map_err(|_| {
+                anyhow!(
+                    "cluster.sh {} did not finish in {}s",
+                    args.join(" "),
+                    bound.as_secs()
+                )
+            })?
             .with_context(|| format!("cannot run {}/cluster.sh", self.dir.display()))?;
         if !out.status.success() {
             bail!(
@@ -321,6 +399,27 @@ impl Lab {
         }
         Ok(())
     }
+}
+
+/// Runs a program (ip, iptables, initdb) with a bound; its stderr in the error.
+pub async fn run_tool(program: &str, args: &[&str]) -> Result<()> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let line = format!("{program} {}", args.join(" "));
+    let out = tokio::time::timeout(TOOL_BOUND, cmd.output())
+        .await
+        .map_err(|_| anyhow!("{line} did not finish in {}s", TOOL_BOUND.as_secs()))?
+        .with_context(|| format!("cannot run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{line} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 fn canonical(p: &Path) -> PathBuf {
@@ -339,7 +438,26 @@ mod tests {
     fn lab_env_needs_both_numbers() {
         assert_eq!(
             parse_lab_env("NODES=3\nETCD_MEMBERS=1\nPORT_OFFSET=0\n").unwrap(),
-            (3, 1)
+            LabEnv {
+                nodes: 3,
+                etcd_members: 1,
+                netns_block: None
+            }
+        );
+        let netns = parse_lab_env("NODES=4\nETCD_MEMBERS=3\nNETNS=1\nNETNS_BLOCK=15\n").unwrap();
+        assert_eq!(netns.netns_block, Some(15));
+        assert_eq!(
+            NodeNet::of(15, 4),
+            NodeNet {
+                namespace: "pgha-b15-node4".into(),
+                veth: "pghab15n4".into()
+            }
+        );
+        assert!(
+            parse_lab_env("NODES=3\nETCD_MEMBERS=1\nNETNS=0\nNETNS_BLOCK=2\n")
+                .unwrap()
+                .netns_block
+                .is_none()
         );
         assert!(parse_lab_env("NODES=3\n").is_err());
         assert!(parse_lab_env("NODES=x\nETCD_MEMBERS=1\n").is_err());

@@ -106,9 +106,14 @@ pub async fn run(args: &DrillArgs) -> Result<bool> {
 
     let names: Vec<String> = schedule.iter().map(|d| d.name()).collect();
     say(&format!(
-        "lab {} ({} nodes, {} etcd member(s)), ttl {}s, loop_wait {}s, synchronous_mode {}",
+        "lab {} ({} nodes{}, {} etcd member(s)), ttl {}s, loop_wait {}s, synchronous_mode {}",
         lab.dir.display(),
         lab.nodes.len(),
+        if lab.netns_block.is_some() {
+            " in network namespaces"
+        } else {
+            ""
+        },
         lab.etcd_members,
         policy.ttl,
         policy.loop_wait,
