@@ -187,7 +187,7 @@ impl LocalPostgres {
     }
 
     /// Drop the cached connection (after a stop, before a restart) without waiting for a user.
-    pub(crate) fn forget_connection(&self) {
+    pub fn forget_connection(&self) {
         if let Ok(mut guard) = self.conn.try_lock() {
             *guard = None;
         }
