@@ -349,6 +349,19 @@ fn agent_serials(c: &Cluster, on: &str, node: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Sets `postgresql.authentication.<role>.<key>` in `node`'s configuration and SIGHUPs its
+/// agent.
+fn set_and_reload(c: &Cluster, node: &str, role: &str, key: &str, value: &str) -> Result<()> {
+    c.edit_config(node, |y| {
+        yaml_set(
+            y,
+            &["postgresql", "authentication", role, key],
+            value.into(),
+        )
+    })?;
+    c.kill_agent(node, Signal::SIGHUP)
+}
+
 /// Until the agent of `node` connects to itself with exactly one certificate serial, other
 /// than `not` (when given); that serial.
 fn wait_one_serial(c: &Cluster, node: &str, not: Option<&str>) -> Result<String> {
@@ -425,14 +438,7 @@ fn pg_tls_reload_rotated_certificate_and_refused_ca() -> Result<()> {
 
     // The replication user's sslmode on the replica: primary_conninfo rewritten, the
     // walreceiver reconnects with it.
-    c.edit_config(&replica, |y| {
-        yaml_set(
-            y,
-            &["postgresql", "authentication", "replication", "sslmode"],
-            "verify-ca".into(),
-        )
-    })?;
-    c.kill_agent(&replica, Signal::SIGHUP)?;
+    set_and_reload(&c, &replica, "replication", "sslmode", "verify-ca")?;
     c.wait(
         "the replica's walreceiver with sslmode=verify-ca",
         Duration::from_secs(60),
@@ -448,14 +454,13 @@ fn pg_tls_reload_rotated_certificate_and_refused_ca() -> Result<()> {
 
     // A CA path that does not exist: refused naming it; the previous settings stay.
     let mark = c.log_len(&leader);
-    c.edit_config(&leader, |y| {
-        yaml_set(
-            y,
-            &["postgresql", "authentication", "superuser", "sslrootcert"],
-            "/nonexistent/wrong-ca.pem".into(),
-        )
-    })?;
-    c.kill_agent(&leader, Signal::SIGHUP)?;
+    set_and_reload(
+        &c,
+        &leader,
+        "superuser",
+        "sslrootcert",
+        "/nonexistent/wrong-ca.pem",
+    )?;
     c.wait(
         "the refused reload in the log",
         Duration::from_secs(30),
