@@ -12,6 +12,9 @@
 //! * `sslpassword`, `sslcrl`, `sslcrldir`, `channel_binding` (tls-server-end-point),
 //!   `sslnegotiation` as libpq; `gssencmode=require` cannot be met (no GSSAPI here).
 //! * Unix-socket connections never use TLS (as libpq).
+//!
+//! The files are read once ([`prepare`]), at the first connection and again at each reload,
+//! so a file changed on disk in between is not used until it has been checked.
 
 use std::collections::BTreeMap;
 use std::future::Future;
