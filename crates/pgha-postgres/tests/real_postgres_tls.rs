@@ -3,7 +3,7 @@
 //! (verify-ca ignores the host name, verify-full does not, require verifies only with a root
 //! certificate), SCRAM channel binding, and the reasons given when a connection is refused;
 //! a reload taking a certificate rotated in place and refusing a missing file; pg_basebackup
-//! with an encrypted key, its sslpassword kept off the command line.
+//! and pg_rewind with an encrypted key, its sslpassword kept off their command lines.
 //! Runs as root (PostgreSQL as `postgres`) or as postgres; skipped otherwise.
 
 use std::os::unix::fs::PermissionsExt;
@@ -372,12 +372,12 @@ async fn tls_reload_takes_a_rotated_certificate_and_refuses_a_missing_file() {
         .expect("stop");
 }
 
-/// pg_basebackup as a replication user whose client key is encrypted: the `sslpassword`
-/// reaches libpq through a connection service file (0600, the tool's user's, removed
-/// afterwards) and never the command line. A wrapper in place of pg_basebackup records its
-/// arguments and the service file as the tool sees them.
+/// pg_basebackup as a replication user whose client key is encrypted, then pg_rewind with the
+/// same key: the `sslpassword` reaches libpq through a connection service file (0600, the
+/// tool's user's, removed afterwards) and never the command line. Wrappers in place of the
+/// tools record their arguments and the service file as the tools see them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_basebackup_with_an_encrypted_key_keeps_sslpassword_off_the_command_line() {
+async fn tls_tools_with_an_encrypted_key_keep_sslpassword_off_the_command_line() {
     let Some(lab) = start_lab().await else {
         return;
     };
@@ -388,34 +388,38 @@ async fn tls_basebackup_with_an_encrypted_key_keeps_sslpassword_off_the_command_
     std::fs::write(&rep_key, pgha_tls::test_ca::encrypt_key_pem(&key, PASSWORD)).expect("rep key");
     std::fs::set_permissions(&rep_key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 
-    // The replica's bin_dir: the real binaries, pg_basebackup behind a recording wrapper.
+    // The replica's bin_dir: the real binaries, pg_basebackup and pg_rewind behind recording
+    // wrappers.
     let bin = lab.dir.join("bin");
     std::fs::create_dir(&bin).expect("bin dir");
+    const WRAPPED: [&str; 2] = ["pg_basebackup", "pg_rewind"];
     for entry in std::fs::read_dir(BIN_DIR).expect("bin dir") {
         let entry = entry.expect("entry");
-        if entry.file_name() != "pg_basebackup" {
+        if !WRAPPED.iter().any(|w| entry.file_name() == *w) {
             std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).expect("symlink");
         }
     }
     let record = lab.dir.join("record");
     std::fs::create_dir(&record).expect("record dir");
-    let wrapper = bin.join("pg_basebackup");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n\
-             printf '%s\\n' \"$@\" > {rec}/args\n\
-             if [ -n \"$PGSERVICEFILE\" ]; then\n\
-             stat -c '%a %U' \"$PGSERVICEFILE\" > {rec}/service_stat\n\
-             cat \"$PGSERVICEFILE\" > {rec}/service_text\n\
-             echo \"$PGSERVICEFILE\" > {rec}/service_path\n\
-             fi\n\
-             exec {BIN_DIR}/pg_basebackup \"$@\"\n",
-            rec = record.display()
-        ),
-    )
-    .expect("wrapper");
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for tool in WRAPPED {
+        let wrapper = bin.join(tool);
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\n\
+                 printf '%s\\n' \"$@\" > {rec}/{tool}.args\n\
+                 if [ -n \"$PGSERVICEFILE\" ]; then\n\
+                 stat -c '%a %U' \"$PGSERVICEFILE\" > {rec}/{tool}.service_stat\n\
+                 cat \"$PGSERVICEFILE\" > {rec}/{tool}.service_text\n\
+                 echo \"$PGSERVICEFILE\" > {rec}/{tool}.service_path\n\
+                 fi\n\
+                 exec {BIN_DIR}/{tool} \"$@\"\n",
+                rec = record.display()
+            ),
+        )
+        .expect("wrapper");
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
     let replica = lab.dir.join("replica");
     std::fs::create_dir(&replica).expect("replica dir");
     if let Some(u) = &lab.os_user {
@@ -450,29 +454,59 @@ async fn tls_basebackup_with_an_encrypted_key_keeps_sslpassword_off_the_command_
         .expect("pg_basebackup with an encrypted key");
     assert!(replica.join("data/PG_VERSION").exists());
 
-    let read = |name: &str| std::fs::read_to_string(record.join(name)).expect(name);
-    let args = read("args");
-    assert!(
-        !args.contains(PASSWORD),
-        "sslpassword on the command line: {args}"
-    );
-    assert!(
-        args.contains("service=pgha_tool") && args.contains("sslkey="),
-        "{args}"
-    );
-    let stat = read("service_stat");
-    let owner = if lab.os_user.is_some() {
-        "postgres"
-    } else {
-        ""
+    let recorded = |tool: &str| {
+        let read = |what: &str| {
+            let path = record.join(format!("{tool}.{what}"));
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        };
+        let args = read("args");
+        assert!(
+            !args.contains(PASSWORD),
+            "sslpassword on {tool}'s command line: {args}"
+        );
+        assert!(
+            args.contains("service=pgha_tool") && args.contains("sslkey="),
+            "{args}"
+        );
+        let stat = read("service_stat");
+        let owner = if lab.os_user.is_some() {
+            "postgres"
+        } else {
+            ""
+        };
+        assert!(stat.starts_with("600 ") && stat.contains(owner), "{stat}");
+        assert!(read("service_text").contains(&format!("sslpassword={PASSWORD}\n")));
+        let service_path = read("service_path");
+        assert!(
+            !Path::new(service_path.trim()).exists(),
+            "the service file {service_path} was left behind"
+        );
     };
-    assert!(stat.starts_with("600 ") && stat.contains(owner), "{stat}");
-    assert!(read("service_text").contains(&format!("sslpassword={PASSWORD}\n")));
-    let service_path = read("service_path");
-    assert!(
-        !Path::new(service_path.trim()).exists(),
-        "the service file {service_path} was left behind"
-    );
+    recorded("pg_basebackup");
+
+    // pg_rewind as the rewind user with the same encrypted key: it connects to the source,
+    // then goes on to the target (a copy never started, which it runs crash recovery on;
+    // whether that ends well does not matter here).
+    let mut p = PgParams::clone(&pg2.params());
+    p.rewind = Some(PgUser {
+        username: "postgres".into(),
+        password: Some("su-pass".into()),
+        options: p.replication.options.clone(),
+    });
+    let pg_rw = LocalPostgres::new(p);
+    let pg_rw = match &lab.os_user {
+        Some(_) => pg_rw.with_os_user("postgres").expect("postgres user"),
+        None => pg_rw,
+    };
+    if let Err(e) = pg_rw.rewind(&source).await {
+        let e = e.to_string();
+        assert!(
+            !e.contains("private key")
+                && e.contains("for target server to complete crash recovery"),
+            "pg_rewind did not connect: {e}"
+        );
+    }
+    recorded("pg_rewind");
 
     // Without the password the same key cannot be used: the service file really carried it.
     let mut p = PgParams::clone(&pg2.params());
