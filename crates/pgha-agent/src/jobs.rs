@@ -106,7 +106,7 @@ async fn bootstrap_steps(ctx: &JobCtx) -> Result<String, String> {
         recover_with(&mut server, m);
         // The restored cluster's passwords are unknown: until the roles are set up, the
         // superuser and the replication user may connect locally without one.
-        server.hba = trust_hba(pg.params());
+        server.hba = trust_hba(&pg.params());
     }
     pg.write_pgpass()
         .map_err(fail("writing the pgpass file failed"))?;

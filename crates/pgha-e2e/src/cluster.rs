@@ -158,6 +158,8 @@ pub struct Cluster {
     pub opts: ClusterOptions,
     bin: PathBuf,
     run_as: Option<RunAs>,
+    /// The private CA of a TLS cluster (see [`Cluster::issue_cert`]).
+    tls_ca: Option<pgha_tls::test_ca::TestCa>,
     etcd: Mutex<EtcdServer>,
     etcdc: EtcdClient,
     nodes: Vec<Node>,
@@ -167,7 +169,10 @@ pub struct Cluster {
 }
 
 /// A private CA and the certificates of a TLS cluster under `<base>/tls` (see [`TlsFiles`]).
-fn make_tls_files(base: &Path, run_as: Option<RunAs>) -> Result<TlsFiles> {
+fn make_tls_files(
+    base: &Path,
+    run_as: Option<RunAs>,
+) -> Result<(TlsFiles, pgha_tls::test_ca::TestCa)> {
     use pgha_tls::test_ca::TestCa;
     let dir = base.join("tls");
     fs::create_dir(&dir)?;
@@ -190,7 +195,7 @@ fn make_tls_files(base: &Path, run_as: Option<RunAs>) -> Result<TlsFiles> {
         nix::unistd::chown(&files.key, Some(w.uid), Some(w.gid))
             .with_context(|| format!("chown {}", files.key.display()))?;
     }
-    Ok(files)
+    Ok((files, ca))
 }
 
 impl Cluster {
@@ -255,8 +260,11 @@ impl Cluster {
             fs::set_permissions(&dst, fs::Permissions::from_mode(0o755))?;
         }
         let mut etcd = EtcdServer::new(base.clone(), free_port()?, free_port()?);
+        let mut tls_ca = None;
         if opts.tls {
-            etcd.tls = Some(make_tls_files(&base, run_as)?);
+            let (files, ca) = make_tls_files(&base, run_as)?;
+            etcd.tls = Some(files);
+            tls_ca = Some(ca);
         }
         let etcdc = etcd.client();
         let mut c = Cluster {
@@ -265,6 +273,7 @@ impl Cluster {
             opts,
             bin,
             run_as,
+            tls_ca,
             etcd: Mutex::new(etcd),
             etcdc,
             nodes: Vec::new(),
@@ -381,6 +390,38 @@ impl Cluster {
         let path = self.config_path(name);
         fs::write(&path, yaml).with_context(|| format!("write {}", path.display()))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
+        Ok(())
+    }
+
+    /// Edits the node's configuration file (read at its agent's next start or SIGHUP).
+    pub fn edit_config(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut serde_yaml_ng::Value),
+    ) -> Result<()> {
+        let path = self.config_path(name);
+        let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
+        edit(&mut doc);
+        self.write_config(name, &serde_yaml_ng::to_string(&doc)?)
+    }
+
+    /// A new certificate for `names` from the TLS cluster's CA, written over (or as) `cert`
+    /// and `key` (mode 0600, owned by the agents' user): what a certificate rotation does.
+    pub fn issue_cert(&self, cert: &Path, key: &Path, names: &[&str]) -> Result<()> {
+        let ca = self
+            .tls_ca
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("not a TLS cluster: no CA to issue from"))?;
+        let (c, k) = ca.issue_pem(names);
+        fs::write(cert, c).with_context(|| format!("write {}", cert.display()))?;
+        fs::set_permissions(cert, fs::Permissions::from_mode(0o644))?;
+        fs::write(key, k).with_context(|| format!("write {}", key.display()))?;
+        fs::set_permissions(key, fs::Permissions::from_mode(0o600))?;
+        if let Some(w) = self.run_as {
+            nix::unistd::chown(key, Some(w.uid), Some(w.gid))
+                .with_context(|| format!("chown {}", key.display()))?;
+        }
         Ok(())
     }
 

@@ -93,7 +93,7 @@ impl LocalPostgres {
     /// function grants pg_rewind needs). Idempotent. Statements are not logged by the server
     /// (they carry passwords).
     pub async fn bootstrap_roles(&self) -> Result<(), PgError> {
-        let p = &self.params;
+        let p = self.params();
         let limit = self.timeouts.short_command;
         let mut names = vec![p.replication.username.as_str()];
         if let Some(r) = &p.rewind {
@@ -139,7 +139,7 @@ impl LocalPostgres {
     /// to our pgpass file (written first). Bounded by `Timeouts::post_bootstrap`; a non-zero
     /// exit is an error carrying the script's output.
     pub async fn run_post_bootstrap(&self, script: &str) -> Result<(), PgError> {
-        let p = &self.params;
+        let p = self.params();
         if script.trim().is_empty() {
             return Err(PgError::InvalidInput("empty post_bootstrap script".into()));
         }

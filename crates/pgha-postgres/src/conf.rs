@@ -346,7 +346,7 @@ impl LocalPostgres {
     /// and rewind users, so libpq tools and `primary_conninfo` (via `passfile`) find passwords
     /// for any host. Users without a password are left out.
     pub fn write_pgpass(&self) -> Result<(), PgError> {
-        let p = &self.params;
+        let p = self.params();
         let mut users = vec![&p.replication, &p.superuser];
         if let Some(r) = &p.rewind {
             users.push(r);
@@ -375,7 +375,7 @@ impl LocalPostgres {
         &self,
         cfg: &mut ServerConfig,
     ) -> Result<ConfigWriteOutcome, PgError> {
-        let p = &self.params;
+        let p = self.params();
         if self.separate_config_dir() {
             if !p.config_dir.exists() {
                 std::fs::DirBuilder::new()
@@ -513,7 +513,7 @@ impl LocalPostgres {
     /// Create standby.signal (standby) or recovery.signal, or remove both (primary), or leave
     /// them. True when something changed.
     pub(crate) fn write_signals(&self, signal: RecoverySignal) -> Result<bool, PgError> {
-        let dir = &self.params.data_dir;
+        let dir = &self.params().data_dir.clone();
         let (wanted, other) = match signal {
             RecoverySignal::None => return self.remove_signals(),
             RecoverySignal::Keep => return Ok(false),
@@ -539,7 +539,7 @@ impl LocalPostgres {
     pub(crate) fn remove_signals(&self) -> Result<bool, PgError> {
         let mut removed = false;
         for name in [STANDBY_SIGNAL, RECOVERY_SIGNAL] {
-            let path = self.params.data_dir.join(name);
+            let path = self.params().data_dir.join(name);
             match std::fs::remove_file(&path) {
                 Ok(()) => removed = true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

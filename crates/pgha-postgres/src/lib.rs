@@ -74,10 +74,16 @@ pub enum DataDirState {
 
 /// The local PostgreSQL: its parameters plus a cached SQL connection.
 pub struct LocalPostgres {
-    params: PgParams,
+    /// Swapped whole by [`LocalPostgres::reload_users`]; readers take a snapshot.
+    params: std::sync::RwLock<std::sync::Arc<PgParams>>,
+    /// The superuser's TLS settings as last read, with a generation that changes at each
+    /// reload (the cached connection made with an older one is replaced).
+    superuser_tls: std::sync::Mutex<Option<(u64, std::sync::Arc<tls::PreparedTls>)>>,
+    tls_generation: std::sync::atomic::AtomicU64,
     timeouts: Timeouts,
     os_user: Option<OsUser>,
-    conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// The cached superuser connection and the TLS generation it was made with.
+    conn: tokio::sync::Mutex<Option<(u64, tokio_postgres::Client)>>,
     /// What a standby held back last time, so the log says it once.
     held_settings: std::sync::Mutex<Vec<HeldSetting>>,
     canonical_data_dir: std::sync::OnceLock<PathBuf>,
@@ -94,8 +100,8 @@ pub struct LocalPostgres {
 impl std::fmt::Debug for LocalPostgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalPostgres")
-            .field("data_dir", &self.params.data_dir)
-            .field("port", &self.params.port)
+            .field("data_dir", &self.params().data_dir)
+            .field("port", &self.params().port)
             .field("os_user", &self.os_user.as_ref().map(|u| &u.name))
             .finish_non_exhaustive()
     }
@@ -104,7 +110,9 @@ impl std::fmt::Debug for LocalPostgres {
 impl LocalPostgres {
     pub fn new(params: PgParams) -> Self {
         LocalPostgres {
-            params,
+            params: std::sync::RwLock::new(std::sync::Arc::new(params)),
+            superuser_tls: std::sync::Mutex::new(None),
+            tls_generation: std::sync::atomic::AtomicU64::new(0),
             timeouts: Timeouts::default(),
             os_user: None,
             conn: tokio::sync::Mutex::new(None),
@@ -153,8 +161,12 @@ impl LocalPostgres {
         self
     }
 
-    pub fn params(&self) -> &PgParams {
-        &self.params
+    /// The parameters now (the database users change at a reload, the rest never).
+    pub fn params(&self) -> std::sync::Arc<PgParams> {
+        self.params
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn timeouts(&self) -> &Timeouts {
@@ -167,7 +179,8 @@ impl LocalPostgres {
 
     /// Classify the data directory without touching it.
     pub fn data_dir_state(&self) -> DataDirState {
-        let dir = &self.params.data_dir;
+        let params = self.params();
+        let dir = &params.data_dir;
         match std::fs::symlink_metadata(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return DataDirState::Missing,
             Err(e) => {
@@ -202,16 +215,17 @@ impl LocalPostgres {
     }
 
     pub(crate) fn bin(&self, name: &str) -> PathBuf {
-        self.params.bin_dir.join(name)
+        self.params().bin_dir.join(name)
     }
 
     /// True when postgresql.conf lives somewhere else than the data directory.
     pub(crate) fn separate_config_dir(&self) -> bool {
-        self.params.config_dir != self.params.data_dir
+        let p = self.params();
+        p.config_dir != p.data_dir
     }
 
     pub(crate) fn conf_path(&self) -> PathBuf {
-        self.params.config_dir.join("postgresql.conf")
+        self.params().config_dir.join("postgresql.conf")
     }
 
     /// Give a file or directory we created to the OS user commands run as (no-op otherwise).

@@ -40,7 +40,7 @@ impl LocalPostgres {
         let mut cmd = Cmd::new(program).args(args);
         if pgpass {
             self.write_pgpass()?;
-            cmd = cmd.env("PGPASSFILE", &self.params.pgpass);
+            cmd = cmd.env("PGPASSFILE", &self.params().pgpass);
         }
         let out = self.run(&cmd, self.timeouts.custom_method).await?;
         Ok(MethodRun {
@@ -53,7 +53,7 @@ impl LocalPostgres {
     /// Remove a `promote` trigger file a restored backup may carry: postgres would promote
     /// itself on start.
     pub fn remove_promote_trigger(&self) -> Result<(), PgError> {
-        let path = self.params.data_dir.join("promote");
+        let path = self.params().data_dir.join("promote");
         match std::fs::remove_file(&path) {
             Ok(()) => {
                 tracing::info!(path = %path.display(), "removed a promote trigger file");
@@ -68,7 +68,7 @@ impl LocalPostgres {
     /// or 0750 with group access): a `mkdir` or a copy usually leaves 0755.
     pub fn secure_data_dir(&self) -> Result<(), PgError> {
         use std::os::unix::fs::PermissionsExt;
-        let dir = &self.params.data_dir;
+        let dir = &self.params().data_dir.clone();
         let mode = std::fs::metadata(dir)
             .map_err(|e| PgError::io(dir, e))?
             .permissions()

@@ -39,7 +39,8 @@ impl std::fmt::Debug for PgUser {
     }
 }
 
-/// Everything this crate needs to know about the local PostgreSQL; fixed for the agent's life.
+/// Everything this crate needs to know about the local PostgreSQL; fixed for the agent's life
+/// but for the database users, which a reload replaces ([`crate::LocalPostgres::reload_users`]).
 #[derive(Debug, Clone)]
 pub struct PgParams {
     /// Member name: used as application_name of the WAL receiver and for slot names.

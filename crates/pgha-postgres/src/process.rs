@@ -164,7 +164,7 @@ pub(crate) fn postmaster_options(
 }
 
 /// Deletes a file when dropped (for secrets written only for a child process).
-struct RemoveOnDrop(PathBuf);
+pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
@@ -173,6 +173,32 @@ impl Drop for RemoveOnDrop {
 }
 
 impl LocalPostgres {
+    /// A new file in the temporary directory holding `content`, mode 0600 and owned by the
+    /// OS user commands run as, removed when the guard is dropped: secrets for a child
+    /// process that must not show on its command line.
+    pub(crate) fn private_file(&self, stem: &str, content: &str) -> Result<RemoveOnDrop, PgError> {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("pgha-{stem}-{}-{nanos}-{n}", std::process::id()));
+        // create_new: never follows a planted file or symlink.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| PgError::io(&path, e))?;
+        let guard = RemoveOnDrop(path.clone());
+        std::io::Write::write_all(&mut f, content.as_bytes()).map_err(|e| PgError::io(&path, e))?;
+        drop(f);
+        self.fix_owner(&path)?;
+        Ok(guard)
+    }
+
     /// PID of the postmaster of our data directory, from `postmaster.pid`, only when that
     /// process is alive and really is that postgres.
     ///
@@ -180,7 +206,7 @@ impl LocalPostgres {
     /// idle loop, so it is done once per postmaster: after that, a pidfd on the verified process
     /// tells whether that very process is still there, even if its PID is reused.
     pub fn postmaster_pid(&self) -> Option<i32> {
-        let text = std::fs::read_to_string(self.params.data_dir.join("postmaster.pid")).ok()?;
+        let text = std::fs::read_to_string(self.params().data_dir.join("postmaster.pid")).ok()?;
         let pid: i32 = text.lines().next()?.trim().parse().ok()?;
         let mut verified = self
             .verified_postmaster
@@ -206,13 +232,13 @@ impl LocalPostgres {
         if let Some(p) = self.canonical_data_dir.get() {
             return Some(p);
         }
-        let resolved = std::fs::canonicalize(&self.params.data_dir).ok()?;
+        let resolved = std::fs::canonicalize(&self.params().data_dir).ok()?;
         Some(self.canonical_data_dir.get_or_init(|| resolved))
     }
 
     /// Command-line GUCs the last started postmaster got (from `postmaster.opts`).
     pub fn last_start_command_line(&self) -> Option<BTreeMap<String, String>> {
-        let text = std::fs::read_to_string(self.params.data_dir.join("postmaster.opts")).ok()?;
+        let text = std::fs::read_to_string(self.params().data_dir.join("postmaster.opts")).ok()?;
         Some(parse_postmaster_opts(&text))
     }
 
@@ -220,7 +246,7 @@ impl LocalPostgres {
     pub async fn controldata(&self) -> Result<ControlData, PgError> {
         let cmd = Cmd::new(self.bin("pg_controldata"))
             .arg("-D")
-            .arg(&self.params.data_dir)
+            .arg(&self.params().data_dir)
             .env("LANG", "C")
             .env("LC_ALL", "C");
         let out = self.run_ok(&cmd, self.timeouts.short_command).await?;
@@ -230,7 +256,7 @@ impl LocalPostgres {
     /// Create a new cluster with initdb. The data directory must be missing or empty. The
     /// superuser password, when set, goes through a temporary 0600 file removed afterwards.
     pub async fn initdb(&self) -> Result<(), PgError> {
-        let p = &self.params;
+        let p = self.params();
         match self.data_dir_state() {
             DataDirState::Missing => {
                 std::fs::DirBuilder::new()
@@ -255,25 +281,9 @@ impl LocalPostgres {
             .args(&p.initdb_options);
         let _pwfile = match &p.superuser.password {
             Some(pw) => {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos())
-                    .unwrap_or(0);
-                let path = std::env::temp_dir()
-                    .join(format!("pgha-initdb-pw-{}-{nanos}", std::process::id()));
-                let guard = RemoveOnDrop(path.clone());
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|e| PgError::io(&path, e))?;
-                std::io::Write::write_all(&mut f, format!("{pw}\n").as_bytes())
-                    .map_err(|e| PgError::io(&path, e))?;
-                drop(f);
-                self.fix_owner(&path)?;
-                cmd = cmd.arg(format!("--pwfile={}", path.display()));
-                Some(guard)
+                let file = self.private_file("initdb-pw", &format!("{pw}\n"))?;
+                cmd = cmd.arg(format!("--pwfile={}", file.0.display()));
+                Some(file)
             }
             None => None,
         };
@@ -288,7 +298,7 @@ impl LocalPostgres {
     /// [`PgError::AlreadyRunning`] (its configuration may differ: restart to apply `cfg`).
     /// A stale postmaster.pid (dead pid) is removed. Follow with [`LocalPostgres::wait_ready`].
     pub async fn start(&self, cfg: &ServerConfig) -> Result<(), PgError> {
-        let p = &self.params;
+        let p = self.params();
         if let Some(pid) = self.postmaster_pid() {
             return Err(PgError::AlreadyRunning { pid });
         }
@@ -338,7 +348,7 @@ impl LocalPostgres {
     }
 
     fn prepare_log_file(&self) -> Result<(), PgError> {
-        let log = &self.params.log_file;
+        let log = &self.params().log_file.clone();
         if let Some(parent) = log.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| PgError::io(parent, e))?;
         }
@@ -357,7 +367,7 @@ impl LocalPostgres {
     /// Poll (pg_isready) until postgres accepts connections. Fails early with
     /// [`PgError::StartupFailed`] (with the end of the log) when the postmaster is gone.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), PgError> {
-        let p = &self.params;
+        let p = self.params();
         let started = Instant::now();
         let deadline = started + timeout;
         let cmd = Cmd::new(self.bin("pg_isready"))
@@ -427,7 +437,7 @@ impl LocalPostgres {
         let secs = timeout.as_secs().max(1);
         let cmd = Cmd::new(self.bin("pg_ctl"))
             .args(["stop", "-D"])
-            .arg(&self.params.data_dir)
+            .arg(&self.params().data_dir)
             .args(["-m", mode.as_str(), "-w", "-t"])
             .arg(secs.to_string());
         tracing::info!(mode = mode.as_str(), "stopping postgres");
@@ -447,7 +457,7 @@ impl LocalPostgres {
         match kill(Pid::from_raw(pid), Signal::SIGKILL) {
             Ok(()) | Err(Errno::ESRCH) => Ok(true),
             Err(e) => Err(PgError::io(
-                self.params.data_dir.join("postmaster.pid"),
+                self.params().data_dir.join("postmaster.pid"),
                 std::io::Error::from(e),
             )),
         }
@@ -470,7 +480,7 @@ impl LocalPostgres {
             .map(|_| true)
             .map_err(|e| {
                 PgError::io(
-                    self.params.data_dir.join("postmaster.pid"),
+                    self.params().data_dir.join("postmaster.pid"),
                     std::io::Error::other(e),
                 )
             })
@@ -483,7 +493,7 @@ impl LocalPostgres {
         }
         let cmd = Cmd::new(self.bin("pg_ctl"))
             .args(["reload", "-D"])
-            .arg(&self.params.data_dir);
+            .arg(&self.params().data_dir);
         self.run_ok(&cmd, self.timeouts.short_command).await?;
         tracing::info!("postgres configuration reloaded");
         Ok(())
@@ -502,7 +512,7 @@ impl LocalPostgres {
         let secs = timeout.as_secs().max(1);
         let cmd = Cmd::new(self.bin("pg_ctl"))
             .args(["promote", "-D"])
-            .arg(&self.params.data_dir)
+            .arg(&self.params().data_dir)
             .args(["-w", "-t"])
             .arg(secs.to_string());
         tracing::info!("promoting postgres");

@@ -15,7 +15,7 @@ use crate::cmd::Cmd;
 use crate::conf::{conninfo_value, BASE_CONF};
 use crate::error::PgError;
 use crate::params::PgUser;
-use crate::sql::{connect, quote_literal, rows};
+use crate::sql::{quote_literal, rows};
 use crate::{DataDirState, LocalPostgres};
 
 /// Bound for connecting to and querying another member.
@@ -122,13 +122,53 @@ pub(crate) fn basebackup_args(user: &[String], major: u32) -> Vec<String> {
     out
 }
 
-/// The TLS options of `user` as a libpq connection string fragment (empty without any).
-fn tls_conninfo(user: &PgUser, major: u32) -> String {
-    crate::tls::conninfo_options(user, major, false)
+/// The section of the connection service file that carries a tool's `sslpassword`.
+const TOOL_SERVICE: &str = "pgha_tool";
+
+/// A libpq tool's TLS options of a user: a connection-string fragment (empty without any)
+/// and the `sslpassword`, when there is one, for a connection service file.
+#[derive(Debug, PartialEq, Eq)]
+struct ToolTls {
+    conninfo: String,
+    /// The service file's text; `conninfo` then names the service.
+    service_file: Option<String>,
+}
+
+/// What a connection service file line cannot hold: libpq (15) strips whitespace at the end
+/// of a line, reads up to 255 characters of one and has no escapes.
+fn fits_service_file(value: &str) -> bool {
+    value.len() < 200
+        && !value.contains(['\n', '\r'])
+        && !value.ends_with(|c: char| c.is_ascii_whitespace())
+}
+
+/// The TLS options of `user` for pg_basebackup or pg_rewind (`major`: the tools' version).
+/// `sslpassword` goes to a connection service file, not the command line where every local
+/// user would see it in the process list; one the file cannot hold stays in the string.
+fn tool_tls(user: &PgUser, major: u32) -> ToolTls {
+    let mut options = crate::tls::conninfo_options(user, major, false);
+    let mut service_file = None;
+    if let Some(i) = options.iter().position(|(k, _)| k == "sslpassword") {
+        if fits_service_file(&options[i].1) {
+            let (_, password) = options.remove(i);
+            service_file = Some(format!("[{TOOL_SERVICE}]\nsslpassword={password}\n"));
+            options.push(("service".into(), TOOL_SERVICE.into()));
+        } else {
+            tracing::warn!(
+                user = %user.username,
+                "sslpassword has a line break, ends with white space or is very long, which a connection service file cannot hold: it goes on the command line of pg_basebackup/pg_rewind"
+            );
+        }
+    }
+    let conninfo = options
         .iter()
         .map(|(k, v)| format!("{k}={}", conninfo_value(v)))
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    ToolTls {
+        conninfo,
+        service_file,
+    }
 }
 
 /// The last `done/total kB (NN%)` report in a chunk of pg_basebackup's `--progress` output.
@@ -204,7 +244,7 @@ impl LocalPostgres {
 
     /// Make sure the data directory exists, is empty and has mode 0700.
     fn prepare_empty_data_dir(&self) -> Result<(), PgError> {
-        let dir = &self.params.data_dir;
+        let dir = &self.params().data_dir.clone();
         match self.data_dir_state() {
             DataDirState::Missing => {
                 std::fs::DirBuilder::new()
@@ -232,7 +272,7 @@ impl LocalPostgres {
     /// Remove the contents of the data directory (the directory itself stays). Refuses an
     /// empty path, "/", and a data directory with a live postmaster.
     pub async fn remove_data_dir(&self) -> Result<(), PgError> {
-        let dir = self.params.data_dir.clone();
+        let dir = self.params().data_dir.clone();
         let resolved = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
         if dir.as_os_str().is_empty() || resolved == Path::new("/") || dir == Path::new("/") {
             return Err(PgError::InvalidInput(format!(
@@ -245,7 +285,7 @@ impl LocalPostgres {
         self.forget_connection();
         tokio::task::spawn_blocking(move || clear_dir(&dir))
             .await
-            .map_err(|e| PgError::io(&self.params.data_dir, std::io::Error::other(e)))?
+            .map_err(|e| PgError::io(&self.params().data_dir, std::io::Error::other(e)))?
     }
 
     /// Clone the data directory from `source` with pg_basebackup as the replication user
@@ -253,11 +293,11 @@ impl LocalPostgres {
     /// everything written is removed so the next attempt starts clean. Afterwards write the
     /// configuration (standby) before starting.
     pub async fn basebackup(&self, source: &ConnTarget) -> Result<(), PgError> {
-        let p = &self.params;
+        let p = self.params();
         self.prepare_empty_data_dir()?;
         self.write_pgpass()?;
         let opts = basebackup_args(&p.basebackup_options, self.major_version());
-        let mut cmd = Cmd::new(self.bin("pg_basebackup"))
+        let cmd = Cmd::new(self.bin("pg_basebackup"))
             .arg("-D")
             .arg(&p.data_dir)
             .arg("-h")
@@ -272,11 +312,14 @@ impl LocalPostgres {
             .env("PGCONNECT_TIMEOUT", REMOTE_TIMEOUT.as_secs().to_string())
             .env("PGAPPNAME", "pgha_basebackup");
         // The replication user's TLS options as a connection string (-h/-p/-U, given too,
-        // take precedence in it; sslpassword has no environment variable).
-        let tls = tls_conninfo(&p.replication, self.major_version());
-        if !tls.is_empty() {
-            cmd = cmd.arg(format!("--dbname={tls}"));
-        }
+        // take precedence in it; sslpassword through a service file).
+        let tls = tool_tls(&p.replication, self.major_version());
+        let (cmd, _service) = self.with_service_file(cmd, &tls)?;
+        let cmd = if tls.conninfo.is_empty() {
+            cmd
+        } else {
+            cmd.arg(format!("--dbname={}", tls.conninfo))
+        };
         tracing::info!(source = %source, "taking a base backup");
         let progress = self.basebackup_progress.clone();
         progress.store(0, Ordering::Relaxed);
@@ -303,6 +346,21 @@ impl LocalPostgres {
         }
     }
 
+    /// `cmd` with `PGSERVICEFILE` naming a private file holding `tls`'s service section, and
+    /// the guard that removes the file (kept until the command ended).
+    fn with_service_file(
+        &self,
+        cmd: Cmd,
+        tls: &ToolTls,
+    ) -> Result<(Cmd, Option<crate::process::RemoveOnDrop>), PgError> {
+        let Some(text) = &tls.service_file else {
+            return Ok((cmd, None));
+        };
+        let file = self.private_file("service", text)?;
+        let cmd = cmd.env("PGSERVICEFILE", &file.0);
+        Ok((cmd, Some(file)))
+    }
+
     /// Finish crash recovery of a data directory left "in production" (or in recovery) by a
     /// crash: `postgres --single` with stdin closed replays WAL and shuts down cleanly.
     ///
@@ -323,7 +381,7 @@ impl LocalPostgres {
         &self,
         command_line: &BTreeMap<String, String>,
     ) -> Result<(), PgError> {
-        let p = &self.params;
+        let p = self.params();
         self.refuse_if_running()?;
         let state = self.data_dir_state();
         if state != DataDirState::Initialized {
@@ -376,7 +434,7 @@ impl LocalPostgres {
     /// as they were. The caller must still call `write_config` (standby) before starting: the
     /// backup_label pg_rewind leaves makes the server replay from the divergence point.
     pub async fn rewind(&self, source: &ConnTarget) -> Result<(), PgError> {
-        let p = &self.params;
+        let p = self.params();
         self.refuse_if_running()?;
         self.write_pgpass()?;
         let user = p.rewind.as_ref().unwrap_or(&p.superuser);
@@ -388,16 +446,17 @@ impl LocalPostgres {
             conninfo_value(&user.username),
             REMOTE_TIMEOUT.as_secs()
         );
-        let tls = tls_conninfo(user, self.major_version());
-        if !tls.is_empty() {
+        let tls = tool_tls(user, self.major_version());
+        if !tls.conninfo.is_empty() {
             conninfo.push(' ');
-            conninfo.push_str(&tls);
+            conninfo.push_str(&tls.conninfo);
         }
         let cmd = Cmd::new(self.bin("pg_rewind"))
             .arg(format!("--target-pgdata={}", p.data_dir.display()))
             .arg(format!("--source-server={conninfo}"))
             .env("PGPASSFILE", &p.pgpass)
             .env("LC_MESSAGES", "C");
+        let (cmd, _service) = self.with_service_file(cmd, &tls)?;
         tracing::debug!(source = %source, "running pg_rewind");
         let result = self.run_ok(&cmd, self.timeouts.rewind).await;
         let restored = self.restore_config_files(&saved);
@@ -413,7 +472,7 @@ impl LocalPostgres {
         }
         let mut saved = Vec::new();
         for name in REWIND_PROTECTED {
-            let path = self.params.data_dir.join(name);
+            let path = self.params().data_dir.join(name);
             match std::fs::read(&path) {
                 Ok(bytes) => saved.push((path, bytes)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -436,15 +495,15 @@ impl LocalPostgres {
     /// `pg_ctl_timeout`. Useful right after a promotion: pg_rewind on other members reads the
     /// new timeline from this node's pg_control.
     pub async fn checkpoint(&self) -> Result<(), PgError> {
-        let p = &self.params;
+        let p = self.params();
         let limit = p.pg_ctl_timeout.max(self.timeouts.short_command);
-        let client = connect(
-            &p.local_host,
-            p.port,
-            &p.superuser,
-            self.timeouts.probe.max(REMOTE_TIMEOUT),
-        )
-        .await?;
+        let client = self
+            .connect(
+                &p.local_host,
+                p.port,
+                self.timeouts.probe.max(REMOTE_TIMEOUT),
+            )
+            .await?;
         tokio::time::timeout(limit, client.simple_query("CHECKPOINT"))
             .await
             .map_err(|_| PgError::Timeout {
@@ -464,13 +523,9 @@ impl LocalPostgres {
         if timeline <= 1 {
             return Ok(Vec::new());
         }
-        let client = connect(
-            &source.host,
-            source.port,
-            &self.params.superuser,
-            REMOTE_TIMEOUT,
-        )
-        .await?;
+        let client = self
+            .connect(&source.host, source.port, REMOTE_TIMEOUT)
+            .await?;
         let sql = format!(
             "SELECT pg_catalog.pg_read_file({})",
             quote_literal(&format!("pg_wal/{timeline:08X}.history"))
@@ -499,7 +554,7 @@ impl LocalPostgres {
             return Ok(Vec::new());
         }
         let path = self
-            .params
+            .params()
             .data_dir
             .join("pg_wal")
             .join(format!("{timeline:08X}.history"));
@@ -524,13 +579,9 @@ impl LocalPostgres {
         upstream: &ConnTarget,
         slot: &str,
     ) -> Result<bool, PgError> {
-        let client = connect(
-            &upstream.host,
-            upstream.port,
-            &self.params.superuser,
-            UPSTREAM_SLOT_TIMEOUT,
-        )
-        .await?;
+        let client = self
+            .connect(&upstream.host, upstream.port, UPSTREAM_SLOT_TIMEOUT)
+            .await?;
         let name = quote_literal(slot);
         let sql = format!(
             "SELECT pg_catalog.pg_create_physical_replication_slot({name}, true) \
@@ -555,13 +606,9 @@ impl LocalPostgres {
     /// The timeline the primary at `source` writes on, or `None` while it is still in recovery
     /// (e.g. a promotion in progress): only a real primary's history is worth comparing with.
     pub async fn primary_timeline(&self, source: &ConnTarget) -> Result<Option<u32>, PgError> {
-        let client = connect(
-            &source.host,
-            source.port,
-            &self.params.superuser,
-            REMOTE_TIMEOUT,
-        )
-        .await?;
+        let client = self
+            .connect(&source.host, source.port, REMOTE_TIMEOUT)
+            .await?;
         let sql = "SELECT pg_catalog.pg_is_in_recovery()::text, \
                    CASE WHEN pg_catalog.pg_is_in_recovery() THEN '0' ELSE \
                    pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) END";
@@ -589,6 +636,50 @@ impl LocalPostgres {
 mod tests {
     use super::*;
     use crate::test_support::params_in;
+
+    #[test]
+    fn sslpassword_goes_to_a_service_file_not_the_command_line() {
+        let user = |pw: &str| {
+            crate::test_support::user_with(
+                "rep",
+                &[
+                    ("sslmode", "verify-ca"),
+                    ("sslkey", "/k ey"),
+                    ("sslpassword", pw),
+                ],
+            )
+        };
+        let t = tool_tls(&user("s3cret pw"), 15);
+        assert_eq!(
+            t.conninfo,
+            "sslmode=verify-ca sslkey='/k ey' service=pgha_tool"
+        );
+        assert_eq!(
+            t.service_file.as_deref(),
+            Some("[pgha_tool]\nsslpassword=s3cret pw\n")
+        );
+        // A value a service file line cannot carry stays in the connection string.
+        let t = tool_tls(&user("ends with space "), 15);
+        assert!(t.service_file.is_none());
+        assert!(
+            t.conninfo.contains("sslpassword='ends with space '"),
+            "{}",
+            t.conninfo
+        );
+        assert!(tool_tls(&user("two\nlines"), 15).service_file.is_none());
+        // Before 13 libpq has no sslpassword: nothing to hide.
+        let t = tool_tls(&user("x"), 12);
+        assert_eq!(t.conninfo, "sslmode=verify-ca sslkey='/k ey'");
+        assert!(t.service_file.is_none());
+        let plain = tool_tls(&crate::test_support::user_with("rep", &[]), 15);
+        assert_eq!(
+            plain,
+            ToolTls {
+                conninfo: String::new(),
+                service_file: None
+            }
+        );
+    }
 
     #[test]
     fn basebackup_progress_reports() {

@@ -12,7 +12,7 @@ use pgha_types::{Lsn, SlotKind};
 
 use crate::error::PgError;
 use crate::replica::ConnTarget;
-use crate::sql::{connect_db, quote_literal, rows};
+use crate::sql::{quote_literal, rows};
 use crate::LocalPostgres;
 
 /// Bound for one slot command on another database or member. Advancing a logical slot decodes
@@ -56,15 +56,10 @@ fn timed_out(what: String) -> PgError {
 impl LocalPostgres {
     /// Run one statement on database `db` of the local server over a connection of its own.
     async fn query_in(&self, db: &str, sql: &str) -> Result<(), PgError> {
-        let p = &self.params;
-        let client = connect_db(
-            &p.local_host,
-            p.port,
-            &p.superuser,
-            db,
-            SLOT_COMMAND_TIMEOUT,
-        )
-        .await?;
+        let p = self.params();
+        let client = self
+            .connect_db(&p.local_host, p.port, db, SLOT_COMMAND_TIMEOUT)
+            .await?;
         tokio::time::timeout(SLOT_COMMAND_TIMEOUT, client.simple_query(sql))
             .await
             .map_err(|_| timed_out(format!("a slot command in database {db}")))??;
@@ -140,14 +135,9 @@ impl LocalPostgres {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let client = connect_db(
-            &source.host,
-            source.port,
-            &self.params.superuser,
-            "postgres",
-            SLOT_COMMAND_TIMEOUT,
-        )
-        .await?;
+        let client = self
+            .connect_db(&source.host, source.port, "postgres", SLOT_COMMAND_TIMEOUT)
+            .await?;
         let list: Vec<String> = names.iter().map(|n| quote_literal(n)).collect();
         let sql = format!(
             "SELECT s.slot_name, d.datname, s.plugin, \
@@ -192,7 +182,7 @@ impl LocalPostgres {
                 slot.name
             )));
         }
-        let base = self.params.data_dir.join("pg_replslot");
+        let base = self.params().data_dir.join("pg_replslot");
         let dir = base.join(&slot.name);
         let tmp = base.join(format!("{}.tmp", slot.name));
         let io = |p: &Path| {

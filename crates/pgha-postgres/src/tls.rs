@@ -12,6 +12,9 @@
 //! * `sslpassword`, `sslcrl`, `sslcrldir`, `channel_binding` (tls-server-end-point),
 //!   `sslnegotiation` as libpq; `gssencmode=require` cannot be met (no GSSAPI here).
 //! * Unix-socket connections never use TLS (as libpq).
+//!
+//! The files are read once ([`prepare`]), at the first connection and again at each reload,
+//! so a file changed on disk in between is not used until it has been checked.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -163,44 +166,105 @@ pub fn client_tls(user: &PgUser, home: Option<&Path>) -> Result<Option<PgClientT
 /// Reads and checks every TLS file of `user` now (at start), so a missing or unusable
 /// certificate or key is reported naming it instead of failing each connection.
 pub fn check_user_tls(user: &PgUser) -> Result<(), PgError> {
-    if let Some(tls) = client_tls(user, home_dir().as_deref())? {
-        tls.client_config().map_err(|e| bad(user, e))?;
+    prepare(user).map(|_| ())
+}
+
+/// The TLS settings of a user with every file read once: what the agent's connections use
+/// until the next reload, so a certificate rotated (or broken) on disk in between changes
+/// nothing until the files have been checked again.
+#[derive(Clone)]
+pub struct PreparedTls {
+    /// `None`: `sslmode=disable`.
+    config: Option<Arc<ClientConfig>>,
+    /// sslmode other than allow/prefer: TLS or no connection.
+    strict: bool,
+    channel_binding: CbMode,
+    direct: bool,
+}
+
+impl std::fmt::Debug for PreparedTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedTls")
+            .field("tls", &self.config.is_some())
+            .field("strict", &self.strict)
+            .finish_non_exhaustive()
     }
-    Ok(())
+}
+
+impl PreparedTls {
+    /// False with `sslmode=disable`.
+    pub fn uses_tls(&self) -> bool {
+        self.config.is_some()
+    }
+
+    /// No TLS, the user's channel binding and negotiation options kept.
+    fn plain(user: &PgUser) -> PreparedTls {
+        let opt = |k: &str| user.options.get(k).map(String::as_str);
+        PreparedTls {
+            config: None,
+            strict: false,
+            channel_binding: match opt("channel_binding") {
+                Some("disable") => CbMode::Disable,
+                Some("require") => CbMode::Require,
+                _ => CbMode::Prefer,
+            },
+            direct: opt("sslnegotiation") == Some("direct"),
+        }
+    }
+
+    /// These settings on `cfg` for a connection to `host`, and the connector to pass to
+    /// `connect`. Unix sockets never use TLS (as libpq).
+    pub fn apply(&self, cfg: &mut tokio_postgres::Config, host: &str) -> PgTlsConnect {
+        cfg.channel_binding(self.channel_binding);
+        if self.direct {
+            cfg.ssl_negotiation(SslNegotiation::Direct);
+        }
+        match &self.config {
+            Some(config) if !host.starts_with('/') => {
+                cfg.ssl_mode(if self.strict {
+                    SslMode::Require
+                } else {
+                    SslMode::Prefer
+                });
+                PgTlsConnect(Some(config.clone()))
+            }
+            _ => {
+                cfg.ssl_mode(SslMode::Disable);
+                PgTlsConnect(None)
+            }
+        }
+    }
+}
+
+/// Reads and checks the TLS files of `user` (libpq's defaults under `~/.postgresql` applied);
+/// errors name the option and the file.
+pub fn prepare(user: &PgUser) -> Result<PreparedTls, PgError> {
+    let mut out = PreparedTls::plain(user);
+    if let Some(tls) = client_tls(user, home_dir().as_deref())? {
+        let config = tls.client_config().map_err(|e| bad(user, e))?;
+        out.config = Some(Arc::new(config));
+        out.strict = !matches!(
+            user.options.get("sslmode").map(String::as_str),
+            None | Some("" | "allow" | "prefer")
+        );
+    }
+    Ok(out)
 }
 
 /// The tokio-postgres settings of `user` for `host` and the TLS connector to pass to
-/// `connect` (also for pghactl's connections).
+/// `connect`, the files read now (pghactl's connections).
 pub fn configure(
     cfg: &mut tokio_postgres::Config,
     user: &PgUser,
     host: &str,
 ) -> Result<PgTlsConnect, PgError> {
-    let opt = |k: &str| user.options.get(k).map(String::as_str);
-    match opt("channel_binding") {
-        Some("disable") => cfg.channel_binding(CbMode::Disable),
-        Some("require") => cfg.channel_binding(CbMode::Require),
-        _ => cfg.channel_binding(CbMode::Prefer),
-    };
-    if opt("sslnegotiation") == Some("direct") {
-        cfg.ssl_negotiation(SslNegotiation::Direct);
-    }
-    if host.starts_with('/') {
-        cfg.ssl_mode(SslMode::Disable);
-        return Ok(PgTlsConnect(None));
-    }
-    let Some(tls) = client_tls(user, home_dir().as_deref())? else {
-        cfg.ssl_mode(SslMode::Disable);
-        return Ok(PgTlsConnect(None));
-    };
-    let strict = !matches!(opt("sslmode"), None | Some("allow" | "prefer"));
-    cfg.ssl_mode(if strict {
-        SslMode::Require
+    // A unix socket never uses TLS: its files do not matter.
+    let prepared = if host.starts_with('/') {
+        PreparedTls::plain(user)
     } else {
-        SslMode::Prefer
-    });
-    let config = tls.client_config().map_err(|e| bad(user, e))?;
-    Ok(PgTlsConnect(Some(Arc::new(config))))
+        prepare(user)?
+    };
+    Ok(prepared.apply(cfg, host))
 }
 
 /// tokio-postgres's TLS hook over rustls; `None` goes with `sslmode=disable` only.

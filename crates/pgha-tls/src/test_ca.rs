@@ -65,3 +65,19 @@ impl TestCa {
         Ok((c, k))
     }
 }
+
+/// `key_pem` (a PKCS#8 `PRIVATE KEY`) encrypted with `password` as an `ENCRYPTED PRIVATE
+/// KEY` (PBES2, PBKDF2-SHA256, AES-256-CBC), the form libpq's `sslpassword` opens.
+pub fn encrypt_key_pem(key_pem: &str, password: &str) -> String {
+    use pkcs8::der::Decode;
+    let (_, der) = pkcs8::der::pem::decode_vec(key_pem.as_bytes()).expect("a PEM key");
+    let info = pkcs8::PrivateKeyInfo::from_der(&der).expect("a PKCS#8 key");
+    let params =
+        pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, b"pghasalt", &[9; 16])
+            .expect("PBES2 parameters");
+    info.encrypt_with_params(params, password)
+        .expect("encryption")
+        .to_pem("ENCRYPTED PRIVATE KEY", pkcs8::LineEnding::LF)
+        .expect("PEM")
+        .to_string()
+}

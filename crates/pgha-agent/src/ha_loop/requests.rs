@@ -225,6 +225,14 @@ impl Agent {
             Some(p) => pgha_config::load(p),
             None => pgha_config::load_from_env_and_path(None, &|k| std::env::var(k).ok()),
         };
+        // The database users' TLS files are read now: a missing or broken one keeps the
+        // configuration (and the connections) as they were.
+        let loaded = loaded.map_err(|e| e.to_string()).and_then(|l| {
+            self.pg
+                .reload_users(&crate::settings::pg_params(&l.config))
+                .map_err(|e| format!("postgresql.authentication: {e}"))?;
+            Ok(l)
+        });
         match loaded {
             Ok(l) => {
                 for w in &l.warnings {

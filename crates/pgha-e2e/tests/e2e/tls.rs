@@ -334,3 +334,161 @@ fn pg_tls_missing_client_certificate_is_named() -> Result<()> {
     c.pass();
     Ok(())
 }
+
+/// The certificate serials the agent of `node` presents on its TLS connections to `on`
+/// (application_name pgha, the node's own superuser certificate `CN=su-<node>`).
+fn agent_serials(c: &Cluster, on: &str, node: &str) -> Result<Vec<String>> {
+    let rows = c.pg(on).sql(&format!(
+        "SELECT s.client_serial::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = 'pgha' AND s.ssl AND s.client_dn = '/CN=su-{node}' \
+         ORDER BY 1"
+    ))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.first().cloned().flatten())
+        .collect())
+}
+
+/// Sets `postgresql.authentication.<role>.<key>` in `node`'s configuration and SIGHUPs its
+/// agent.
+fn set_and_reload(c: &Cluster, node: &str, role: &str, key: &str, value: &str) -> Result<()> {
+    c.edit_config(node, |y| {
+        yaml_set(
+            y,
+            &["postgresql", "authentication", role, key],
+            value.into(),
+        )
+    })?;
+    c.kill_agent(node, Signal::SIGHUP)
+}
+
+/// Until the agent of `node` connects to itself with exactly one certificate serial, other
+/// than `not` (when given); that serial.
+fn wait_one_serial(c: &Cluster, node: &str, not: Option<&str>) -> Result<String> {
+    c.wait(
+        &format!("{node}'s agent connections with one certificate"),
+        Duration::from_secs(60),
+        || {
+            let serials = agent_serials(c, node, node)?;
+            match serials.as_slice() {
+                [one] if Some(one.as_str()) != not => Ok(one.clone()),
+                _ => Err(anyhow!(
+                    "serials of {node}'s agent connections: {serials:?}"
+                )),
+            }
+        },
+    )
+}
+
+/// Reload of PostgreSQL's TLS settings (issue 12): each agent's superuser has a certificate
+/// of its own. Rotated in place (same paths, a new certificate from the same CA) + SIGHUP:
+/// the agent's next connections present the new one. A replica whose replication user's
+/// sslmode changes rewrites primary_conninfo and its walreceiver reconnects with it. A CA
+/// path that does not exist is refused at SIGHUP with the file named, and the agent goes on
+/// connecting with what it read before.
+#[test]
+fn pg_tls_reload_rotated_certificate_and_refused_ca() -> Result<()> {
+    if skip("pg_tls_reload_rotated_certificate_and_refused_ca") {
+        return Ok(());
+    }
+    let opts = ClusterOptions::default()
+        .nodes(2)
+        .with_pg_tls()
+        .customize(|spec, y| {
+            for (k, f) in [("sslcert", "su.crt"), ("sslkey", "su.key")] {
+                yaml_set(
+                    y,
+                    &["postgresql", "authentication", "superuser", k],
+                    spec.dir.join(f).display().to_string().into(),
+                );
+            }
+        });
+    let c = Cluster::prepare(opts)?;
+    let su_files = |n: &str| {
+        let dir = c.node(n).spec.dir.clone();
+        (dir.join("su.crt"), dir.join("su.key"))
+    };
+    for n in c.node_names() {
+        let (crt, key) = su_files(&n);
+        c.issue_cert(&crt, &key, &[&format!("su-{n}")])?;
+    }
+    c.start_etcd()?;
+    for n in c.node_names() {
+        c.start_node(&n)?;
+    }
+    let leader = c.wait_for_leader(Duration::from_secs(90))?;
+    c.wait_streaming(1, Duration::from_secs(120))?;
+    let replica = c
+        .node_names()
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("a replica");
+
+    // Rotation in place + SIGHUP: the next connections use the new certificate.
+    let first = wait_one_serial(&c, &leader, None)?;
+    let (crt, key) = su_files(&leader);
+    c.issue_cert(&crt, &key, &[&format!("su-{leader}")])?;
+    let t0 = std::time::Instant::now();
+    c.kill_agent(&leader, Signal::SIGHUP)?;
+    let second = wait_one_serial(&c, &leader, Some(&first))?;
+    report(&format!(
+        "pg_tls reload: {leader}'s agent presented the rotated certificate {:.1}s after SIGHUP",
+        t0.elapsed().as_secs_f64()
+    ));
+
+    // The replication user's sslmode on the replica: primary_conninfo rewritten, the
+    // walreceiver reconnects with it.
+    set_and_reload(&c, &replica, "replication", "sslmode", "verify-ca")?;
+    c.wait(
+        "the replica's walreceiver with sslmode=verify-ca",
+        Duration::from_secs(60),
+        || {
+            let conninfo = c
+                .pg(&replica)
+                .sql_one("SELECT conninfo FROM pg_stat_wal_receiver WHERE status = 'streaming'")?
+                .unwrap_or_default();
+            ensure!(conninfo.contains("sslmode=verify-ca"), "{conninfo:?}");
+            Ok(())
+        },
+    )?;
+
+    // A CA path that does not exist: refused naming it; the previous settings stay.
+    let mark = c.log_len(&leader);
+    set_and_reload(
+        &c,
+        &leader,
+        "superuser",
+        "sslrootcert",
+        "/nonexistent/wrong-ca.pem",
+    )?;
+    c.wait(
+        "the refused reload in the log",
+        Duration::from_secs(30),
+        || {
+            let log = c.log_since(&leader, mark);
+            ensure!(
+                log.contains("keeping the current configuration")
+                    && log.contains("sslrootcert /nonexistent/wrong-ca.pem"),
+                "{log}"
+            );
+            Ok(())
+        },
+    )?;
+    // Its connection cut: the agent connects again with the certificate it had.
+    c.pg(&leader).sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgha' \
+         AND pid <> pg_backend_pid()",
+    )?;
+    let again = wait_one_serial(&c, &leader, None)?;
+    ensure!(
+        again == second,
+        "after the refused reload: {again}, before: {second}"
+    );
+    ensure!(c.agent_running(&leader), "{leader}'s agent stopped");
+    ensure!(
+        c.leader_name()?.as_deref() == Some(leader.as_str()),
+        "{leader} lost the leader key"
+    );
+    c.pass();
+    Ok(())
+}
