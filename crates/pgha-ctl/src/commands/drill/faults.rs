@@ -62,6 +62,20 @@ impl Drill {
             Drill::JoinEmpty | Drill::LeaderStop if lab.nodes.len() < 2 => {
                 Some(format!("{} needs at least 2 nodes", self.name()))
             }
+            Drill::LeaderStop | Drill::AgentPostgresKill | Drill::PowerOff | Drill::JoinEmpty
+                if !lab.can_restart_agents() =>
+            {
+                Some(format!(
+                    "{} starts an agent again: give --start-command",
+                    self.name()
+                ))
+            }
+            Drill::EtcdFreeze | Drill::EtcdFreezeFailsafe if lab.etcd_members == 0 => {
+                Some(format!(
+                    "{} stops etcd: give every member's PID with --etcd-pid",
+                    self.name()
+                ))
+            }
             _ => None,
         }
     }
