@@ -421,8 +421,28 @@ pub struct CompletionArgs {
 #[command(after_long_help = DRILL_AFTER_HELP)]
 pub struct DrillArgs {
     /// The lab directory (PGHA_LAB_DIR of `scripts/cluster.sh up`)
-    #[arg(long, value_name = "DIR")]
-    pub lab: std::path::PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "config")]
+    pub lab: Option<std::path::PathBuf>,
+
+    /// Instead of a lab: a node's configuration file (pgha's or Patroni's), once per node of a
+    /// test cluster running on this host; its agent is the process whose command line names it
+    #[arg(long = "config", value_name = "FILE", conflicts_with = "lab")]
+    pub config: Vec<std::path::PathBuf>,
+
+    /// With --config: the shell command that starts one node's agent again ({name}, {index}
+    /// and {config} are filled in); without it, drills that restart an agent are not run
+    #[arg(long, value_name = "CMD", requires = "config")]
+    pub start_command: Option<String>,
+
+    /// With --config: the PID of an etcd member of the cluster's DCS on this host, once per
+    /// member; the etcd drills need them
+    #[arg(long = "etcd-pid", value_name = "PID", requires = "config")]
+    pub etcd_pid: Vec<i32>,
+
+    /// The node the faults hit: before each drill it is made the leader by a switchover when
+    /// it is not (default: whichever node leads)
+    #[arg(long, value_name = "NODE")]
+    pub target: Option<String>,
 
     /// Drills to run, comma-separated [default: all, in the order below]
     #[arg(long, value_enum, value_delimiter = ',', value_name = "DRILL,...")]

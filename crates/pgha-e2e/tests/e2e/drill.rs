@@ -204,10 +204,101 @@ fn drill_quick_run_on_the_lab() -> Result<()> {
             "json result lacks {key}: {doc}"
         );
     }
+    // (c) The same cluster named by its nodes' configuration files, as any test cluster on
+    // this host would be: agents found by the file on their command line, started again by
+    // the operator's command, the faults aimed at a chosen node.
+    let configs: Vec<String> = (1..=3)
+        .flat_map(|i| ["--config".to_string(), format!("{dir}/node{i}.yml")])
+        .collect();
+    let with = |extra: &[&str]| -> Vec<String> {
+        configs
+            .iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let before = lab.recorded_pids();
+    for (args, code, needle) in [
+        (
+            with(&["--target", "node9"]),
+            1,
+            "--target node9: no such node",
+        ),
+        (
+            vec!["--config".into(), format!("{dir}/node7.yml")],
+            1,
+            "node7.yml",
+        ),
+        (
+            with(&["--etcd-pid", "1"]),
+            1,
+            "no etcd process runs with that PID",
+        ),
+        (
+            with(&["--drills", "agent-postgres-kill"]),
+            1,
+            "give --start-command",
+        ),
+        (
+            vec![
+                "--lab".into(),
+                dir.clone(),
+                "--config".into(),
+                format!("{dir}/node1.yml"),
+            ],
+            2,
+            "cannot be used with",
+        ),
+    ] {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused(&bin, &refs, code, needle)?;
+    }
+    let after = lab.recorded_pids();
+    ensure!(
+        before == after,
+        "bad input changed the cluster's processes: {before:?} -> {after:?}"
+    );
+    // The synchronous standby: the drill first hands it the leadership by a switchover.
+    lab.wait_healthy(Duration::from_secs(120))?;
+    let target = lab
+        .list()?
+        .into_iter()
+        .find(|r| r.role == "Sync Standby")
+        .map(|r| r.member)
+        .context("no Sync Standby in the lab")?;
+    let start = format!("PGHA_LAB_DIR={dir} bash {dir}/cluster.sh start-node {{index}}");
+    let args = with(&[
+        "--start-command",
+        &start,
+        "--target",
+        &target,
+        "--drills",
+        "agent-postgres-kill",
+        "--json",
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = drill(&bin, &refs)?;
+    ensure!(
+        out.status.success(),
+        "drill --config failed:\n{}",
+        text(&out)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).context("drill --json")?;
+    let r = &doc["results"][0];
+    ensure!(
+        r["verdict"] == "safe" && r["target"] == target.as_str(),
+        "drill --config on {target}: {doc}"
+    );
+    ensure!(
+        text(&out).contains("switchover from") && text(&out).contains("cluster pgha-lab ("),
+        "the drill does not name the cluster:\n{}",
+        text(&out)
+    );
+
     lab.down_and_check()?;
     lab.passed = true;
     report(&format!(
-        "drill: {drills} and a seeded random round safe on a cluster.sh lab ({:.1}s in all)",
+        "drill: {drills} and a seeded random round safe on a cluster.sh lab, agent-postgres-kill through --config ({:.1}s in all)",
         t0.elapsed().as_secs_f64()
     ));
     Ok(())

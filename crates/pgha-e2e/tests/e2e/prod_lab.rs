@@ -277,7 +277,7 @@ impl Lab {
     }
 
     /// `pghactl list` with the lab's own configuration.
-    fn list(&self) -> Result<Vec<ListRow>> {
+    pub(crate) fn list(&self) -> Result<Vec<ListRow>> {
         let out = run_with_timeout(
             Command::new(self.dir.join("pghactl"))
                 .arg("-c")

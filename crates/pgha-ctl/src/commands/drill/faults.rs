@@ -90,6 +90,24 @@ impl Drill {
                     self.name()
                 ))
             }
+            Drill::JoinNew | Drill::ForeignDatadir if lab.configs.is_some() => Some(format!(
+                "{} needs a lab made by scripts/cluster.sh (its add-node and agent logs)",
+                self.name()
+            )),
+            Drill::LeaderStop | Drill::AgentPostgresKill | Drill::PowerOff | Drill::JoinEmpty
+                if !lab.can_restart_agents() =>
+            {
+                Some(format!(
+                    "{} starts an agent again: give --start-command",
+                    self.name()
+                ))
+            }
+            Drill::EtcdFreeze | Drill::EtcdFreezeFailsafe if lab.etcd_members == 0 => {
+                Some(format!(
+                    "{} stops etcd: give every member's PID with --etcd-pid",
+                    self.name()
+                ))
+            }
             _ => None,
         }
     }
@@ -785,6 +803,7 @@ mod tests {
             nodes: (1..=nodes).map(node).collect(),
             etcd_members: 1,
             netns_block,
+            configs: None,
             ctl: Default::default(),
             scope: "pgha-lab".into(),
         }

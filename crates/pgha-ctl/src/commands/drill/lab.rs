@@ -73,13 +73,30 @@ pub struct LabEnv {
 
 #[derive(Debug)]
 pub struct Lab {
+    /// The lab directory; for a cluster given by its nodes' configuration files, the first
+    /// file's directory (shown only).
     pub dir: PathBuf,
     pub nodes: Vec<Node>,
     pub etcd_members: usize,
     pub netns_block: Option<u16>,
+    /// Set when the cluster is not a lab but the configuration files of its nodes on this host.
+    pub configs: Option<ConfigTarget>,
     /// pghactl's view of node1.yml: the DCS endpoints and the cluster's key prefix.
     pub ctl: CtlConfig,
     pub scope: String,
+}
+
+/// A cluster on this host that no `cluster.sh` made, given by its nodes' configuration files
+/// (pgha's or Patroni's): the agents are found by the file on their command line, they are
+/// started again by the operator's `start_command`, etcd's processes by their PIDs.
+#[derive(Debug, Clone)]
+pub struct ConfigTarget {
+    /// `node.index - 1` → that node's configuration file (canonical path).
+    pub files: Vec<PathBuf>,
+    /// A shell command starting one node's agent: `{name}`, `{index}` and `{config}` are
+    /// replaced by the node's name, number (1-based, in the order given) and file.
+    pub start_command: Option<String>,
+    pub etcd: Vec<Proc>,
 }
 
 /// A process as it was when the drill signalled it: PID plus start time, so a later SIGCONT
@@ -193,6 +210,85 @@ pub fn parse_lab_env(text: &str) -> Result<LabEnv> {
     }
 }
 
+/// One node from its configuration file;
+/// `lab`: its directory (the data directory must lie in it) and netns block.
+fn read_node(i: usize, yml: &Path, lab: Option<(&Path, Option<u16>)>) -> Result<Node> {
+    let lab_dir = lab.map(|(d, _)| d);
+    let raw =
+        std::fs::read_to_string(yml).with_context(|| format!("cannot read {}", yml.display()))?;
+    let doc: Value = serde_yaml_ng::from_str(&raw)
+        .with_context(|| format!("{} is not valid YAML", yml.display()))?;
+    let need = |path: &[&str]| {
+        text(&doc, path).ok_or_else(|| anyhow!("{} lacks {}", yml.display(), path.join(".")))
+    };
+    // Where others reach the node: connect_address when set (listen may be `*:5432`).
+    let reach = |section: &str| -> Result<(String, u16)> {
+        match text(&doc, &[section, "connect_address"]) {
+            Some(a) => host_port(a, &format!("{section}.connect_address")),
+            None => {
+                let (h, port) =
+                    host_port(need(&[section, "listen"])?, &format!("{section}.listen"))?;
+                let first = h.split(',').next().unwrap_or("").trim();
+                let h = match first {
+                    "" | "*" | "0.0.0.0" | "::" | "[::]" => "127.0.0.1",
+                    h => h,
+                };
+                Ok((h.to_string(), port))
+            }
+        }
+    };
+    let (host, pg_port) = reach("postgresql")?;
+    let (_, rest_port) = reach("restapi")?;
+    let data_dir = PathBuf::from(need(&["postgresql", "data_dir"])?);
+    if let Some(dir) = lab_dir.filter(|d| !data_dir.starts_with(d)) {
+        bail!(
+            "{}: data_dir {} lies outside the lab {}",
+            yml.display(),
+            data_dir.display(),
+            dir.display()
+        );
+    }
+    let su = ["postgresql", "authentication", "superuser"];
+    let pg_options = doc
+        .get(su[0])
+        .and_then(|v| v.get(su[1]))
+        .and_then(|v| v.get(su[2]))
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+        .filter(|(k, _)| k.starts_with("ssl") || k == "gssencmode" || k == "channel_binding")
+        .collect();
+    let rest_scheme = if text(&doc, &["restapi", "certfile"]).is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Ok(Node {
+        index: i,
+        name: need(&["name"])?.to_string(),
+        host,
+        pg_port,
+        rest_port,
+        data_dir,
+        user: text(&doc, &[su[0], su[1], su[2], "username"])
+            .unwrap_or("postgres")
+            .to_string(),
+        password: text(&doc, &[su[0], su[1], su[2], "password"]).map(str::to_string),
+        pg_options,
+        rest_scheme,
+        rest_tls: pgha_tls::ClientTls::default(),
+        bin_dir: PathBuf::from(
+            text(&doc, &["postgresql", "bin_dir"]).unwrap_or("/usr/lib/postgresql/15/bin"),
+        ),
+        // The lab's node<i>.log; a cluster given by its files has no log the drill knows.
+        log: lab_dir
+            .map(|d| d.join(format!("node{i}.log")))
+            .unwrap_or_default(),
+        net: lab.and_then(|(_, b)| b).map(|b| NodeNet::of(b, i)),
+    })
+}
+
 impl Lab {
     /// Reads the lab in `dir`; fails, touching nothing, when it is not one.
     pub fn open(dir: &Path) -> Result<Lab> {
@@ -223,62 +319,7 @@ impl Lab {
         let mut nodes = Vec::with_capacity(n);
         for i in 1..=n {
             let yml = dir.join(format!("node{i}.yml"));
-            let raw = std::fs::read_to_string(&yml)
-                .with_context(|| format!("the lab has no readable {}", yml.display()))?;
-            let doc: Value = serde_yaml_ng::from_str(&raw)
-                .with_context(|| format!("{} is not valid YAML", yml.display()))?;
-            let need = |path: &[&str]| {
-                text(&doc, path)
-                    .ok_or_else(|| anyhow!("{} lacks {}", yml.display(), path.join(".")))
-            };
-            let (host, pg_port) = host_port(need(&["postgresql", "listen"])?, "postgresql.listen")?;
-            let (_, rest_port) = host_port(need(&["restapi", "listen"])?, "restapi.listen")?;
-            let data_dir = PathBuf::from(need(&["postgresql", "data_dir"])?);
-            if !data_dir.starts_with(&dir) {
-                bail!(
-                    "{}: data_dir {} lies outside the lab",
-                    yml.display(),
-                    data_dir.display()
-                );
-            }
-            let su = ["postgresql", "authentication", "superuser"];
-            let pg_options = doc
-                .get(su[0])
-                .and_then(|v| v.get(su[1]))
-                .and_then(|v| v.get(su[2]))
-                .and_then(Value::as_mapping)
-                .into_iter()
-                .flatten()
-                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
-                .filter(|(k, _)| {
-                    k.starts_with("ssl") || k == "gssencmode" || k == "channel_binding"
-                })
-                .collect();
-            let rest_scheme = if text(&doc, &["restapi", "certfile"]).is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            nodes.push(Node {
-                index: i,
-                name: need(&["name"])?.to_string(),
-                host,
-                pg_port,
-                rest_port,
-                data_dir,
-                user: text(&doc, &[su[0], su[1], su[2], "username"])
-                    .unwrap_or("postgres")
-                    .to_string(),
-                password: text(&doc, &[su[0], su[1], su[2], "password"]).map(str::to_string),
-                pg_options,
-                rest_scheme,
-                rest_tls: pgha_tls::ClientTls::default(),
-                bin_dir: PathBuf::from(
-                    text(&doc, &["postgresql", "bin_dir"]).unwrap_or("/usr/lib/postgresql/15/bin"),
-                ),
-                log: dir.join(format!("node{i}.log")),
-                net: env.netns_block.map(|b| NodeNet::of(b, i)),
-            });
+            nodes.push(read_node(i, &yml, Some((&dir, env.netns_block)))?);
         }
         // The lab's own configuration, not PATRONI_* variables of whoever runs the drill.
         let no_env = |_: &str| None;
@@ -295,9 +336,112 @@ impl Lab {
             nodes,
             etcd_members,
             netns_block: env.netns_block,
+            configs: None,
             ctl,
             scope,
         })
+    }
+
+    /// A cluster given by the configuration files of its nodes, all on this host; fails,
+    /// touching nothing, on a file that cannot be read, two files naming one node, an etcd PID
+    /// that is no running etcd.
+    pub fn from_configs(
+        files: &[PathBuf],
+        start_command: Option<String>,
+        etcd_pids: &[i32],
+    ) -> Result<Lab> {
+        let Some(first) = files.first() else {
+            bail!(
+                "give --lab DIR or the nodes' configuration files (--config FILE, once per node)"
+            );
+        };
+        let mut nodes: Vec<Node> = Vec::with_capacity(files.len());
+        let mut canon: Vec<PathBuf> = Vec::with_capacity(files.len());
+        for (i, f) in files.iter().enumerate() {
+            let c = f
+                .canonicalize()
+                .with_context(|| format!("configuration file {}", f.display()))?;
+            let node = read_node(i + 1, &c, None)?;
+            if let Some(same) = nodes.iter().find(|n| n.name == node.name) {
+                bail!(
+                    "{} and {} both configure node {}",
+                    canon[same.index - 1].display(),
+                    c.display(),
+                    node.name
+                );
+            }
+            nodes.push(node);
+            canon.push(c);
+        }
+        let mut etcd = Vec::with_capacity(etcd_pids.len());
+        for &pid in etcd_pids {
+            let is_etcd = cmdline(pid).is_some_and(|c| {
+                c.split_whitespace()
+                    .next()
+                    .is_some_and(|a| a.rsplit('/').next() == Some("etcd"))
+            });
+            match Proc::of(pid).filter(|_| is_etcd) {
+                Some(p) => etcd.push(p),
+                None => bail!("--etcd-pid {pid}: no etcd process runs with that PID"),
+            }
+        }
+        let no_env = |_: &str| None;
+        let ctl = config::load(Some(&canon[0]), None, false, &no_env)?;
+        let scope = ctl
+            .scope
+            .clone()
+            .ok_or_else(|| anyhow!("{} has no scope", canon[0].display()))?;
+        let endpoints = ctl.etcd()?.endpoints().len();
+        if !etcd.is_empty() && etcd.len() != endpoints {
+            bail!(
+                "{} --etcd-pid given, but the DCS of {} has {endpoints} endpoint(s): give one PID per etcd member",
+                etcd.len(),
+                canon[0].display()
+            );
+        }
+        for n in &mut nodes {
+            n.rest_tls = ctl.rest_tls.clone();
+        }
+        let dir = canon[0]
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| first.clone());
+        Ok(Lab {
+            dir,
+            nodes,
+            etcd_members: etcd.len(),
+            netns_block: None,
+            configs: Some(ConfigTarget {
+                files: canon,
+                start_command,
+                etcd,
+            }),
+            ctl,
+            scope,
+        })
+    }
+
+    /// What the drill works on, for its messages.
+    pub fn describe(&self) -> String {
+        match &self.configs {
+            None => format!("lab {}", self.dir.display()),
+            Some(c) => format!(
+                "cluster {} ({})",
+                self.scope,
+                c.files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// Whether agents the drill ended can be started again.
+    pub fn can_restart_agents(&self) -> bool {
+        self.configs
+            .as_ref()
+            .is_none_or(|c| c.start_command.is_some())
     }
 
     pub fn node(&self, name: &str) -> Option<&Node> {
@@ -315,7 +459,10 @@ impl Lab {
     }
 
     pub fn agent(&self, node: &Node) -> Option<Proc> {
-        self.live_pid(&self.dir.join(format!("node{}.pid", node.index)))
+        match &self.configs {
+            None => self.live_pid(&self.dir.join(format!("node{}.pid", node.index))),
+            Some(c) => agent_with_config(&c.files[node.index - 1]),
+        }
     }
 
     /// The postmaster from postmaster.pid, if that process runs in the data directory.
@@ -340,6 +487,9 @@ impl Lab {
     }
 
     pub fn etcd_processes(&self) -> Vec<Proc> {
+        if let Some(c) = &self.configs {
+            return c.etcd.iter().filter(|p| p.alive()).cloned().collect();
+        }
         (1..=self.etcd_members)
             .filter_map(|k| self.live_pid(&self.dir.join(format!("etcd{k}.pid"))))
             .collect()
@@ -348,8 +498,34 @@ impl Lab {
     /// `cluster.sh start-node I` from the lab's own copy of the script: the agent starts
     /// exactly as `up` starts it (user, session, log, pid file).
     pub async fn start_node(&self, node: &Node) -> Result<()> {
-        self.script(&["start-node", &node.index.to_string()], SCRIPT_BOUND)
+        let Some(c) = &self.configs else {
+            return self
+                .script(&["start-node", &node.index.to_string()], SCRIPT_BOUND)
+                .await;
+        };
+        let Some(template) = &c.start_command else {
+            bail!(
+                "cannot start agent {} again: no --start-command was given",
+                node.name
+            );
+        };
+        let command = start_command_for(template, node, &c.files[node.index - 1]);
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.args(["-c", &command])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
             .await
+            .map_err(|_| anyhow!("`{command}` did not finish in 60s"))?
+            .with_context(|| format!("cannot run `{command}`"))?;
+        if !out.status.success() {
+            bail!(
+                "`{command}` failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
     }
 
     /// `cluster.sh add-node`: returns once the new node streams (the script waits for it).
@@ -422,6 +598,59 @@ pub async fn run_tool(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `template` with `{name}`, `{index}` and `{config}` of `node` filled in.
+fn start_command_for(template: &str, node: &Node, config: &Path) -> String {
+    template
+        .replace("{name}", &node.name)
+        .replace("{index}", &node.index.to_string())
+        .replace("{config}", &config.display().to_string())
+}
+
+/// The running agent (pgha, or Patroni's `patroni` script) whose command line names `config`.
+fn agent_with_config(config: &Path) -> Option<Proc> {
+    let me = std::process::id() as i32;
+    let want = config.display().to_string();
+    let rd = std::fs::read_dir("/proc").ok()?;
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .find(|&pid| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            is_agent_command(&args, &want, |a| {
+                Path::new(a)
+                    .canonicalize()
+                    .is_ok_and(|c| c == Path::new(&want))
+            })
+        })
+        .and_then(Proc::of)
+}
+
+/// Whether `args` run an agent (`pgha`, or `patroni` directly or through python) on the
+/// configuration file `want`; `same_file` resolves a relative or linked spelling of it.
+fn is_agent_command(args: &[String], want: &str, same_file: impl Fn(&str) -> bool) -> bool {
+    let base = |a: &String| a.rsplit('/').next().unwrap_or(a).to_string();
+    let program = args
+        .iter()
+        .take(2)
+        .map(base)
+        .any(|b| b == "pgha" || b == "patroni");
+    // pgha's lease guard (`pgha --lease-guard NAME`) is no agent.
+    let guard = args.iter().any(|a| a == "--lease-guard");
+    program
+        && !guard
+        && args
+            .iter()
+            .skip(1)
+            .any(|a| a == want || (a.ends_with(".yml") || a.ends_with(".yaml")) && same_file(a))
+}
+
 fn canonical(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
 }
@@ -474,6 +703,97 @@ mod tests {
         std::fs::write(dir.path().join("lab.env"), "NODES=3\nETCD_MEMBERS=1\n").unwrap();
         let e = Lab::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("no cluster.sh"), "{e}");
+    }
+
+    #[test]
+    fn agents_are_told_by_program_and_configuration_file() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let never = |_: &str| false;
+        let f = "/etc/pgha/node1.yml";
+        assert!(is_agent_command(&args(&["/usr/bin/pgha", f]), f, never));
+        assert!(is_agent_command(&args(&["pgha", "-c", f]), f, never));
+        assert!(is_agent_command(
+            &args(&["/opt/venv/bin/python3", "/opt/venv/bin/patroni", f]),
+            f,
+            never
+        ));
+        // The drill itself, an editor, the lease guard, another node's agent: not it.
+        assert!(!is_agent_command(
+            &args(&["pghactl", "drill", "--config", f]),
+            f,
+            never
+        ));
+        assert!(!is_agent_command(&args(&["vi", f]), f, never));
+        assert!(!is_agent_command(
+            &args(&["pgha", "--lease-guard", "node1", f]),
+            f,
+            never
+        ));
+        assert!(!is_agent_command(
+            &args(&["pgha", "/etc/pgha/node2.yml"]),
+            f,
+            never
+        ));
+        // A relative spelling of the same file counts when it resolves to it.
+        assert!(is_agent_command(&args(&["pgha", "node1.yml"]), f, |_| true));
+    }
+
+    #[test]
+    fn start_command_placeholders() {
+        let node = Node {
+            index: 2,
+            name: "db2".into(),
+            host: "127.0.0.1".into(),
+            pg_port: 5432,
+            rest_port: 8008,
+            data_dir: "/data".into(),
+            user: "postgres".into(),
+            password: None,
+            pg_options: Default::default(),
+            rest_scheme: "http",
+            rest_tls: Default::default(),
+            bin_dir: "/usr/lib/postgresql/15/bin".into(),
+            log: Default::default(),
+            net: None,
+        };
+        assert_eq!(
+            start_command_for(
+                "systemctl start pgha@{name}; echo {index} {config}",
+                &node,
+                Path::new("/etc/db2.yml")
+            ),
+            "systemctl start pgha@db2; echo 2 /etc/db2.yml"
+        );
+    }
+
+    #[test]
+    fn configuration_files_are_checked_before_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.yml");
+        let e = format!(
+            "{:#}",
+            Lab::from_configs(&[missing], None, &[]).unwrap_err()
+        );
+        assert!(e.contains("nope.yml"), "{e}");
+        let one = dir.path().join("a.yml");
+        let yml = "scope: s\nname: n1\nrestapi: {listen: '*:8008'}\n\
+                   postgresql: {listen: '0.0.0.0:5432', data_dir: /d}\n\
+                   etcd3: {hosts: '127.0.0.1:1'}\n";
+        std::fs::write(&one, yml).unwrap();
+        let two = dir.path().join("b.yml");
+        std::fs::write(&two, yml).unwrap();
+        let e = format!(
+            "{:#}",
+            Lab::from_configs(&[one.clone(), two], None, &[]).unwrap_err()
+        );
+        assert!(e.contains("both configure node n1"), "{e}");
+        let lab = Lab::from_configs(std::slice::from_ref(&one), None, &[]).unwrap();
+        assert_eq!(lab.nodes[0].host, "127.0.0.1");
+        assert_eq!((lab.nodes[0].pg_port, lab.nodes[0].rest_port), (5432, 8008));
+        assert!(!lab.can_restart_agents());
+        let me = std::process::id() as i32;
+        let e = format!("{:#}", Lab::from_configs(&[one], None, &[me]).unwrap_err());
+        assert!(e.contains("no etcd process"), "{e}");
     }
 
     #[test]

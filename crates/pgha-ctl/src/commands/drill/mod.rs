@@ -43,7 +43,20 @@ fn say(text: &str) {
 
 /// Runs the drills; `Ok(false)` when any is unsafe (the caller exits non-zero).
 pub async fn run(args: &DrillArgs) -> Result<bool> {
-    let lab = Lab::open(&args.lab)?;
+    let lab = match &args.lab {
+        Some(dir) => Lab::open(dir)?,
+        None => Lab::from_configs(&args.config, args.start_command.clone(), &args.etcd_pid)?,
+    };
+    if let Some(t) = &args.target {
+        if lab.node(t).is_none() {
+            let names: Vec<&str> = lab.nodes.iter().map(|n| n.name.as_str()).collect();
+            bail!(
+                "--target {t}: no such node in {} (nodes: {})",
+                lab.describe(),
+                names.join(", ")
+            );
+        }
+    }
     // All drills by default, less those this lab cannot run; one asked for by name must fit.
     let chosen: Vec<Drill> = if args.drills.is_empty() {
         Drill::all()
@@ -83,11 +96,11 @@ pub async fn run(args: &DrillArgs) -> Result<bool> {
     let access = EtcdAccess::from(lab.ctl.etcd()?);
     let dcs = ClusterReader::connect(&access, &lab.ctl.prefix(&lab.scope))
         .await
-        .with_context(|| format!("the lab's cluster {} is unreachable", lab.scope))?;
+        .with_context(|| format!("the cluster {} is unreachable", lab.scope))?;
     let cluster = dcs
         .load()
         .await
-        .with_context(|| format!("the lab's cluster {} is unreachable", lab.scope))?;
+        .with_context(|| format!("the cluster {} is unreachable", lab.scope))?;
     if cluster.initialize.is_none() && cluster.members.is_empty() {
         bail!(
             "no cluster {} in etcd at {} (is the lab running? scripts/cluster.sh status)",
@@ -106,8 +119,8 @@ pub async fn run(args: &DrillArgs) -> Result<bool> {
 
     let names: Vec<String> = schedule.iter().map(|d| d.name()).collect();
     say(&format!(
-        "lab {} ({} nodes{}, {} etcd member(s)), ttl {}s, loop_wait {}s, synchronous_mode {}",
-        lab.dir.display(),
+        "{} ({} nodes{}, {} etcd member(s)), ttl {}s, loop_wait {}s, synchronous_mode {}",
+        lab.describe(),
         lab.nodes.len(),
         if lab.netns_block.is_some() {
             " in network namespaces"
@@ -188,7 +201,7 @@ pub async fn run(args: &DrillArgs) -> Result<bool> {
     let all_safe = outcomes.iter().all(|o| o.verdict == report::Verdict::Safe);
     if args.json {
         let doc = json!({
-            "lab": lab.dir.display().to_string(),
+            "lab": lab.describe(),
             "seed": seed,
             "schedule": names,
             "ttl": policy.ttl,
@@ -249,6 +262,16 @@ async fn run_one(
             outcome.note = format!("not healthy before the drill ({why}): not run");
             return outcome;
         }
+    };
+    let leader = match &args.target {
+        Some(t) if *t != leader => match make_leader(ctx, &leader, t, healthy_bound).await {
+            Ok(()) => t.clone(),
+            Err(e) => {
+                outcome.note = format!("switchover to the target {t} failed ({e:#}): not run");
+                return outcome;
+            }
+        },
+        _ => leader,
     };
     outcome.target = leader.clone();
     let first_id = match next_id(endpoints, &leader).await {
@@ -468,6 +491,60 @@ async fn wait_recovered(
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A switchover from `leader` to `target` through the leader's REST API (as `pghactl
+/// switchover` does), then a healthy cluster led by `target`.
+async fn make_leader(ctx: &Ctx<'_>, leader: &str, target: &str, bound: Duration) -> Result<()> {
+    (ctx.say)(&format!("switchover from {leader} to the target {target}"));
+    let cluster = ctx.dcs.load().await?;
+    let sync_mode = cluster
+        .config
+        .as_ref()
+        .is_some_and(|c| c.policy().0.synchronous_mode);
+    let sync_names: Option<Vec<String>> = cluster.sync.as_ref().map(|s| {
+        s.sync_standby
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect()
+    });
+    if let Some(names) = sync_names.filter(|n| sync_mode && !n.iter().any(|s| s == target)) {
+        bail!(
+            "in synchronous mode only a synchronous standby ({}) may take over by switchover, \
+             and {target} is none now; run the drill again once it is, or without --target",
+            names.join(", ")
+        );
+    }
+    let member = cluster
+        .members
+        .iter()
+        .find(|m| m.name == leader)
+        .ok_or_else(|| anyhow!("the leader {leader} has no member key"))?;
+    let rest = crate::rest::Rest::with_tls(
+        ctx.lab.ctl.rest_auth.clone(),
+        &ctx.lab.ctl.rest_tls,
+        Duration::from_secs(90),
+    )?;
+    let body = json!({"leader": leader, "candidate": target});
+    let reply = rest
+        .call(member, reqwest::Method::POST, "switchover", Some(&body))
+        .await?;
+    if reply.status != 200 {
+        bail!(
+            "{} answered {}: {}",
+            leader,
+            reply.status,
+            reply.text.trim()
+        );
+    }
+    match wait_healthy(ctx.lab, ctx.dcs, bound).await {
+        Ok(l) if l == target => Ok(()),
+        Ok(l) => bail!("{l} leads after the switchover, not {target}"),
+        Err(why) => bail!("not healthy after the switchover: {why}"),
     }
 }
 
