@@ -58,6 +58,7 @@ mod watchdog;
 
 // Production fit: HAProxy, /metrics, logs, packaging, load.
 mod prod_ansible;
+mod prod_ansible_systemd;
 mod prod_haproxy;
 mod prod_lab;
 mod prod_lab_tls;

@@ -34,7 +34,7 @@ const HAPROXY_HOST: &str = "10.202.0.12";
 const SUPERUSER_PASSWORD: &str = "ansible-test-superuser";
 const TMP_PREFIX: &str = "pgha-e2e-ansible-";
 
-fn ansible_dir() -> PathBuf {
+pub(crate) fn ansible_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/ansible")
 }
 
@@ -50,12 +50,6 @@ fn unavailable() -> Option<String> {
     let runs = |prog: &str, args: &[&str]| {
         run_with_timeout(Command::new(prog).args(args), None, Duration::from_secs(30))
             .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    // Looked up on PATH, not run: a bare `ansible-playbook --version` would create ~/.ansible.
-    let on_path = |prog: &str| {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
             .unwrap_or(false)
     };
     if !on_path("ansible-playbook") {
@@ -86,6 +80,14 @@ fn unavailable() -> Option<String> {
         }
     }
     None
+}
+
+/// Whether `prog` is on PATH. Looked up, not run: a bare `ansible-playbook --version` would
+/// create ~/.ansible.
+pub(crate) fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
 }
 
 /// The namespace hosts of one run; `down` and the directory's removal on drop.
@@ -209,13 +211,23 @@ fn inventory(dir: &Path, bin_dir: &Path, extra_pgha: &[(&str, &str)]) -> String 
 }
 
 /// One ansible-playbook run: its exit status, output, and the recap's counters per host.
-struct Run {
-    success: bool,
-    output: String,
-    recap: BTreeMap<String, BTreeMap<String, u64>>,
+pub(crate) struct Run {
+    pub success: bool,
+    pub output: String,
+    pub recap: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
-fn parse_recap(output: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
+impl Run {
+    /// The sum of `changed` over every host of the recap.
+    pub fn changed(&self) -> u64 {
+        self.recap
+            .values()
+            .map(|c| c.get("changed").copied().unwrap_or(0))
+            .sum()
+    }
+}
+
+pub(crate) fn parse_recap(output: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
     let mut recap = BTreeMap::new();
     let Some((_, tail)) = output.rsplit_once("PLAY RECAP") else {
         return recap;
@@ -247,6 +259,19 @@ fn playbook_with(
     extra: &[&str],
     timeout: Duration,
 ) -> Result<Run> {
+    run_playbook(NAME, dir, inventory_name, label, extra, timeout)
+}
+
+/// `ansible-playbook -i DIR/INVENTORY site.yml EXTRA` with Ansible's state kept in `dir`; its
+/// output is saved as DIR/ansible-LABEL.log.
+pub(crate) fn run_playbook(
+    test: &str,
+    dir: &Path,
+    inventory_name: &str,
+    label: &str,
+    extra: &[&str],
+    timeout: Duration,
+) -> Result<Run> {
     let mut cmd = Command::new("ansible-playbook");
     cmd.current_dir(ansible_dir())
         .arg("-i")
@@ -266,7 +291,7 @@ fn playbook_with(
     let out = run_with_timeout(&mut cmd, None, timeout)
         .with_context(|| format!("ansible-playbook ({label})"))?;
     report(&format!(
-        "{NAME}: ansible-playbook ({label}) took {:.1}s",
+        "{test}: ansible-playbook ({label}) took {:.1}s",
         start.elapsed().as_secs_f64()
     ));
     let output = format!(
@@ -282,16 +307,21 @@ fn playbook_with(
     })
 }
 
-fn tail_of(text: &str, lines: usize) -> String {
+pub(crate) fn tail_of(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// `pghactl -d etcd3://node1 ARGS` from this side of the bridge: its stdout.
 fn ctl_dcs(ctl: &Path, args: &[&str]) -> Result<String> {
+    ctl_at(ctl, "10.202.0.11:2379", args)
+}
+
+/// `pghactl -d etcd3://ETCD ARGS`: its stdout.
+pub(crate) fn ctl_at(ctl: &Path, etcd: &str, args: &[&str]) -> Result<String> {
     let out = run_with_timeout(
         Command::new(ctl)
-            .args(["-d", "etcd3://10.202.0.11:2379"])
+            .args(["-d", &format!("etcd3://{etcd}")])
             .args(args),
         None,
         Duration::from_secs(30),
@@ -301,7 +331,16 @@ fn ctl_dcs(ctl: &Path, args: &[&str]) -> Result<String> {
 
 /// `pghactl list -f json` from this side of the bridge: (member, role, state) rows.
 fn list_members(ctl: &Path) -> Result<Vec<(String, String, String)>> {
-    let text = ctl_dcs(ctl, &["list", SCOPE, "-f", "json"])?;
+    list_members_at(ctl, "10.202.0.11:2379", SCOPE)
+}
+
+/// `pghactl list SCOPE -f json` through etcd at `etcd`: (member, role, state) rows.
+pub(crate) fn list_members_at(
+    ctl: &Path,
+    etcd: &str,
+    scope: &str,
+) -> Result<Vec<(String, String, String)>> {
+    let text = ctl_at(ctl, etcd, &["list", scope, "-f", "json"])?;
     let rows: Vec<serde_json::Value> = serde_json::from_str(&text).context("pghactl list json")?;
     Ok(rows
         .iter()
@@ -313,6 +352,11 @@ fn list_members(ctl: &Path) -> Result<Vec<(String, String, String)>> {
 }
 
 fn psql(host: &str, port: u16, sql: &str) -> Result<String> {
+    psql_as(host, port, SUPERUSER_PASSWORD, sql)
+}
+
+/// `psql -h HOST -p PORT -U postgres -c SQL` with a password: the trimmed output.
+pub(crate) fn psql_as(host: &str, port: u16, password: &str, sql: &str) -> Result<String> {
     let out = run_with_timeout(
         Command::new("/usr/lib/postgresql/15/bin/psql")
             .args(["-h", host, "-p", &port.to_string(), "-U", "postgres"])
@@ -325,7 +369,7 @@ fn psql(host: &str, port: u16, sql: &str) -> Result<String> {
                 "-c",
                 sql,
             ])
-            .env("PGPASSWORD", SUPERUSER_PASSWORD)
+            .env("PGPASSWORD", password)
             .env("PGCONNECT_TIMEOUT", "5"),
         None,
         Duration::from_secs(30),
@@ -366,15 +410,27 @@ fn processes_in(ns: &str) -> Result<Vec<(u32, String)>> {
 }
 
 fn check_recap(run: &Run, label: &str, want_changed_zero: bool) -> Result<()> {
+    let names: Vec<&str> = HOSTS.iter().map(|(n, _)| *n).collect();
+    check_recap_of(run, label, &names, want_changed_zero)
+}
+
+/// The run succeeded, and every host of `names` has a recap line with failed=0 and
+/// unreachable=0 (and changed=0 if `want_changed_zero`).
+pub(crate) fn check_recap_of(
+    run: &Run,
+    label: &str,
+    names: &[&str],
+    want_changed_zero: bool,
+) -> Result<()> {
     ensure!(
         run.success,
         "ansible-playbook ({label}) failed:\n{}",
         tail_of(&run.output, 60)
     );
-    for (name, _) in HOSTS {
+    for name in names {
         let counts = run
             .recap
-            .get(name)
+            .get(*name)
             .ok_or_else(|| anyhow!("{label}: no recap line for {name}"))?;
         for bad in ["failed", "unreachable"] {
             ensure!(
@@ -418,12 +474,7 @@ fn ansible_playbook_installs_three_namespace_hosts() -> Result<()> {
     // First run: installs and starts everything, waits for the cluster itself.
     let first = playbook(&dir, "inventory.yml", "first", Duration::from_secs(600))?;
     check_recap(&first, "first run", false)?;
-    let changed: u64 = first
-        .recap
-        .values()
-        .map(|c| c.get("changed").copied().unwrap_or(0))
-        .sum();
-    ensure!(changed > 0, "the first run changed nothing?");
+    ensure!(first.changed() > 0, "the first run changed nothing?");
 
     // One leader, two streaming replicas (the playbook waited already; bounded re-check).
     let members = wait_until(

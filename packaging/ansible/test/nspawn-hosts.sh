@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Test "hosts" for the Ansible playbook that run a real systemd as PID 1 (root only): each one a
+# systemd-nspawn container booting a Debian bookworm rootfs, so the playbook's default
+# `pgha_service_manager: systemd` path (unit files, systemctl enable --now, Restart=) runs for
+# real.
+#
+#   nspawn-hosts.sh rootfs                  builds the cached rootfs if missing, prints its path
+#   nspawn-hosts.sh up DIR N                N hosts node1..nodeN at 10.203.0.11.., booted, sshd up
+#   nspawn-hosts.sh down DIR                stops everything `up` recorded in DIR/created
+#
+# The rootfs (debootstrap --variant=minbase with systemd, sshd, python3 and the packages the
+# roles install, so their apt tasks change nothing and need no network) is built once into
+# $PGHA_NSPAWN_CACHE (default /var/cache/pgha-e2e) and never written to: each host boots an
+# overlay of it (DIR/hosts/nodeI/{up,root}). Each host: a network namespace with a veth onto the
+# bridge pghansdbr0 (10.203.0.1/24 on this side), which systemd-nspawn joins; root logs in over
+# ssh with DIR/ssh/id_ed25519. Nothing is registered with machined (there is no systemd here).
+# `down` shuts each container down (SIGTERM to systemd-nspawn, i.e. a clean poweroff), kills
+# what is left by PID, unmounts the overlays, deletes the namespaces and the bridge.
+set -euo pipefail
+
+PREFIX="${PGHA_NSPAWN_PREFIX:-pghansd}"
+BRIDGE="${PREFIX}br0"
+NET="10.203.0"
+CACHE="${PGHA_NSPAWN_CACHE:-/var/cache/pgha-e2e}"
+MIRROR="${PGHA_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+PACKAGES="systemd,systemd-sysv,dbus,openssh-server,python3,python3-apt,iproute2,procps,etcd-server,etcd-client,postgresql-15,haproxy"
+# The rootfs's name changes with its package list, so an edit here builds a new one.
+ROOTFS="$CACHE/bookworm-$(echo "$PACKAGES" | md5sum | cut -c1-8)"
+
+die() { echo "nspawn-hosts.sh: $*" >&2; exit 1; }
+
+record() { echo "$*" >>"$DIR/created"; }
+
+rootfs() {
+    [[ "$(id -u)" == 0 ]] || die "must run as root"
+    command -v debootstrap >/dev/null || die "debootstrap missing (Debian: apt-get install debootstrap)"
+    mkdir -p "$CACHE"
+    # One builder at a time; a killed build leaves only ROOTFS.tmp, never a half ROOTFS.
+    exec 9>"$CACHE/.lock"
+    flock -w 900 9 || die "another rootfs build holds $CACHE/.lock"
+    if [[ ! -x "$ROOTFS/lib/systemd/systemd" ]]; then
+        rm -rf "$ROOTFS.tmp"
+        debootstrap --variant=minbase --include="$PACKAGES" bookworm "$ROOTFS.tmp" "$MIRROR" \
+            >"$CACHE/debootstrap.log" 2>&1 || die "debootstrap failed: see $CACHE/debootstrap.log"
+        # No apt timers or getty in a test host; apt would try to reach the network.
+        for unit in apt-daily.timer apt-daily-upgrade.timer console-getty.service; do
+            ln -sf /dev/null "$ROOTFS.tmp/etc/systemd/system/$unit"
+        done
+        mv "$ROOTFS.tmp" "$ROOTFS"
+    fi
+    echo "$ROOTFS"
+}
+
+up() {
+    local n="$1"
+    [[ "$(id -u)" == 0 ]] || die "must run as root"
+    command -v systemd-nspawn >/dev/null || die "systemd-nspawn missing (Debian: apt-get install systemd-container)"
+    [[ ! -e "$DIR/created" ]] || die "$DIR/created exists: run down first"
+    local root
+    root="$(rootfs)"
+    mkdir -p "$DIR/ssh" "$DIR/hosts"
+    : >"$DIR/created"
+    if ip link show "$BRIDGE" >/dev/null 2>&1; then
+        die "bridge $BRIDGE exists already (another run?): not touching it"
+    fi
+    ip link add "$BRIDGE" type bridge
+    record bridge "$BRIDGE"
+    ip addr add "$NET.1/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    ssh-keygen -q -t ed25519 -N '' -C pgha-ansible-systemd-test -f "$DIR/ssh/id_ed25519"
+
+    local i
+    for ((i = 1; i <= n; i++)); do
+        local ns="$PREFIX$i" addr="$NET.$((10 + i))" h="$DIR/hosts/node$i"
+        ip netns list | grep -qw "$ns" && die "network namespace $ns exists already: not touching it"
+        ip netns add "$ns"
+        record netns "$ns"
+        ip link add "${ns}h" type veth peer name eth0 netns "$ns"
+        ip link set "${ns}h" master "$BRIDGE" up
+        ip -n "$ns" addr add "$addr/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        ip -n "$ns" link set lo up
+
+        mkdir -p "$h"/{up,wk,root}
+        mount -t overlay overlay -o "lowerdir=$root,upperdir=$h/up,workdir=$h/wk" "$h/root"
+        record mount "$h/root"
+        echo "node$i" >"$h/root/etc/hostname"
+        printf '127.0.0.1 localhost\n%s node%s\n' "$addr" "$i" >"$h/root/etc/hosts"
+        # Each host its own machine id (journal, D-Bus), not the one debootstrap made.
+        od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$h/root/etc/machine-id"
+        install -d -m 0700 "$h/root/root/.ssh"
+        install -m 0600 "$DIR/ssh/id_ed25519.pub" "$h/root/root/.ssh/authorized_keys"
+
+        # --keep-unit/--register=no: no systemd/machined on this side to talk to.
+        systemd-nspawn --quiet --keep-unit --register=no --machine="$PREFIX-node$i" \
+            --directory="$h/root" --network-namespace-path="/run/netns/$ns" \
+            --console=read-only --boot </dev/null >"$h/console.log" 2>&1 &
+        record nspawn "$!" "$PREFIX-node$i"
+    done
+
+    # Bounded wait for every host to boot as far as sshd.
+    for ((i = 1; i <= n; i++)); do
+        local addr="$NET.$((10 + i))" tries=0
+        until ssh -i "$DIR/ssh/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
+            -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2 -o LogLevel=ERROR \
+            "root@$addr" true </dev/null 2>/dev/null; do
+            tries=$((tries + 1))
+            if ((tries > 150)); then
+                tail -40 "$DIR/hosts/node$i/console.log" >&2 || true
+                die "node$i ($addr) did not boot as far as sshd within 30 s"
+            fi
+            sleep 0.2
+        done
+    done
+}
+
+down() {
+    [[ -f "$DIR/created" ]] || return 0
+    local kind name extra pids
+    # Containers first: SIGTERM makes systemd-nspawn power the container off cleanly.
+    while read -r kind name extra; do
+        [[ "$kind" == nspawn ]] || continue
+        kill -TERM "$name" 2>/dev/null || true
+    done <"$DIR/created"
+    while read -r kind name extra; do
+        [[ "$kind" == nspawn ]] || continue
+        for _ in $(seq 150); do
+            kill -0 "$name" 2>/dev/null || break
+            sleep 0.2
+        done
+        # Killing systemd-nspawn kills the container's PID 1, and with it the whole PID namespace.
+        kill -KILL "$name" 2>/dev/null || true
+        rmdir "/run/systemd/nspawn/propagate/$extra" 2>/dev/null || true
+    done <"$DIR/created"
+    while read -r kind name extra; do
+        case "$kind" in
+            netns)
+                pids="$(ip netns pids "$name" 2>/dev/null || true)"
+                # shellcheck disable=SC2086
+                [[ -z "$pids" ]] || kill -KILL $pids 2>/dev/null || true
+                for _ in $(seq 25); do
+                    [[ -z "$(ip netns pids "$name" 2>/dev/null || true)" ]] && break
+                    sleep 0.2
+                done
+                ip netns del "$name" 2>/dev/null || true
+                ;;
+            mount)
+                umount "$name" 2>/dev/null || umount -l "$name" 2>/dev/null || true
+                ;;
+        esac
+    done < <(tac "$DIR/created")
+    while read -r kind name extra; do
+        [[ "$kind" == bridge ]] && ip link del "$name" 2>/dev/null || true
+    done <"$DIR/created"
+    rm -f "$DIR/created"
+}
+
+cmd="${1:-}"
+case "$cmd" in
+    rootfs) rootfs; exit 0 ;;
+esac
+DIR="${2:-}"
+[[ -n "$cmd" && -n "$DIR" ]] || die "usage: $0 rootfs | up DIR N | down DIR"
+DIR="$(realpath -m "$DIR")"
+case "$cmd" in
+    up) shift 2; [[ -n "${1:-}" ]] || die "up needs the number of hosts"; up "$@" ;;
+    down) down ;;
+    *) die "unknown command $cmd" ;;
+esac
