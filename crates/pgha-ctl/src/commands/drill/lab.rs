@@ -511,21 +511,8 @@ impl Lab {
         };
         let command = start_command_for(template, node, &c.files[node.index - 1]);
         let mut cmd = tokio::process::Command::new("sh");
-        cmd.args(["-c", &command])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-            .await
-            .map_err(|_| anyhow!("`{command}` did not finish in 60s"))?
-            .with_context(|| format!("cannot run `{command}`"))?;
-        if !out.status.success() {
-            bail!(
-                "`{command}` failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
+        cmd.args(["-c", &command]);
+        run_bounded(cmd, &format!("`{command}`"), SCRIPT_BOUND).await
     }
 
     /// `cluster.sh add-node`: returns once the new node streams (the script waits for it).
@@ -549,48 +536,32 @@ impl Lab {
         let mut cmd = tokio::process::Command::new("bash");
         cmd.arg(self.dir.join("cluster.sh"))
             .args(args)
-            .env("PGHA_LAB_DIR", &self.dir)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
+            .env("PGHA_LAB_DIR", &self.dir);
         for v in ["PGHA_LAB_NODES", "PGHA_LAB_ETCD", "PGHA_LAB_PORT_OFFSET"] {
             cmd.env_remove(v);
         }
-        let out = tokio::time::timeout(bound, cmd.output())
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "cluster.sh {} did not finish in {}s",
-                    args.join(" "),
-                    bound.as_secs()
-                )
-            })?
-            .with_context(|| format!("cannot run {}/cluster.sh", self.dir.display()))?;
-        if !out.status.success() {
-            bail!(
-                "cluster.sh {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
+        run_bounded(cmd, &format!("cluster.sh {}", args.join(" ")), bound).await
     }
 }
 
 /// Runs a program (ip, iptables, initdb) with a bound; its stderr in the error.
 pub async fn run_tool(program: &str, args: &[&str]) -> Result<()> {
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let line = format!("{program} {}", args.join(" "));
-    let out = tokio::time::timeout(TOOL_BOUND, cmd.output())
+    cmd.args(args);
+    run_bounded(cmd, &format!("{program} {}", args.join(" ")), TOOL_BOUND).await
+}
+
+/// Runs `cmd` (no stdin, killed if the bound passes) named `what` in errors; a non-zero exit
+/// is an error with its stderr.
+async fn run_bounded(mut cmd: tokio::process::Command, what: &str, bound: Duration) -> Result<()> {
+    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(bound, cmd.output())
         .await
-        .map_err(|_| anyhow!("{line} did not finish in {}s", TOOL_BOUND.as_secs()))?
-        .with_context(|| format!("cannot run {program}"))?;
+        .map_err(|_| anyhow!("{what} did not finish in {}s", bound.as_secs()))?
+        .with_context(|| format!("cannot run {what}"))?;
     if !out.status.success() {
         bail!(
-            "{line} failed ({}): {}",
+            "{what} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
