@@ -150,24 +150,33 @@ impl Drop for Hosts {
 /// A killed earlier run leaves its namespaces (recorded in its dir's `created`): take them
 /// down first, or `up` refuses the names.
 fn remove_stale_runs() {
+    remove_stale_runs_of(TMP_PREFIX, &netns_script());
+}
+
+/// `script down DIR` for every `<tmp>/<prefix><pid>` whose test process is gone and that still
+/// records hosts it created; the directory goes only once that worked (an overlay may still be
+/// mounted otherwise). Only `<prefix><digits>` counts, so one test's prefix never takes another
+/// test's longer one (`pgha-e2e-ansible-` and `pgha-e2e-ansible-systemd-`).
+pub(crate) fn remove_stale_runs_of(prefix: &str, script: &Path) {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(TMP_PREFIX) else {
+        let Some(Ok(pid)) = name.strip_prefix(prefix).map(str::parse::<i32>) else {
             continue;
         };
-        let alive = pid.parse::<i32>().map(pgha_e2e::pid_alive).unwrap_or(false);
-        if alive || !e.path().join("created").is_file() {
+        if pgha_e2e::pid_alive(pid) || !e.path().join("created").is_file() {
             continue;
         }
-        let _ = run_with_timeout(
-            Command::new(netns_script()).arg("down").arg(e.path()),
+        let down = run_with_timeout(
+            Command::new(script).arg("down").arg(e.path()),
             None,
             Duration::from_secs(120),
         );
-        let _ = std::fs::remove_dir_all(e.path());
+        if matches!(down, Ok(ref o) if o.status.success()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

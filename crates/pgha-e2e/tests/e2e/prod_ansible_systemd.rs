@@ -158,30 +158,10 @@ impl Drop for Hosts {
     }
 }
 
-/// A killed earlier run leaves its containers and namespaces (recorded in its dir's `created`):
-/// take them down first, or `up` refuses the names.
+/// A killed earlier run leaves its containers and namespaces (recorded in its dir's
+/// `created`): take them down first, or `up` refuses the names.
 fn remove_stale_runs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(TMP_PREFIX) else {
-            continue;
-        };
-        let alive = pid.parse::<i32>().map(pgha_e2e::pid_alive).unwrap_or(false);
-        if alive || !e.path().join("created").is_file() {
-            continue;
-        }
-        let down = run_with_timeout(
-            Command::new(script()).arg("down").arg(e.path()),
-            None,
-            Duration::from_secs(120),
-        );
-        if matches!(down, Ok(ref o) if o.status.success()) {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
+    crate::prod_ansible::remove_stale_runs_of(TMP_PREFIX, &script());
 }
 
 fn inventory(dir: &Path, bin_dir: &Path) -> String {
