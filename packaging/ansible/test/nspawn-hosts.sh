@@ -31,6 +31,9 @@ die() { echo "nspawn-hosts.sh: $*" >&2; exit 1; }
 
 record() { echo "$*" >>"$DIR/created"; }
 
+# shellcheck source=hosts-net.sh
+source "$(dirname "${BASH_SOURCE[0]}")/hosts-net.sh"
+
 rootfs() {
     [[ "$(id -u)" == 0 ]] || die "must run as root"
     command -v debootstrap >/dev/null || die "debootstrap missing (Debian: apt-get install debootstrap)"
@@ -60,26 +63,13 @@ up() {
     root="$(rootfs)"
     mkdir -p "$DIR/ssh" "$DIR/hosts"
     : >"$DIR/created"
-    if ip link show "$BRIDGE" >/dev/null 2>&1; then
-        die "bridge $BRIDGE exists already (another run?): not touching it"
-    fi
-    ip link add "$BRIDGE" type bridge
-    record bridge "$BRIDGE"
-    ip addr add "$NET.1/24" dev "$BRIDGE"
-    ip link set "$BRIDGE" up
+    hosts_bridge_up
     ssh-keygen -q -t ed25519 -N '' -C pgha-ansible-systemd-test -f "$DIR/ssh/id_ed25519"
 
     local i
     for ((i = 1; i <= n; i++)); do
         local ns="$PREFIX$i" addr="$NET.$((10 + i))" h="$DIR/hosts/node$i"
-        ip netns list | grep -qw "$ns" && die "network namespace $ns exists already: not touching it"
-        ip netns add "$ns"
-        record netns "$ns"
-        ip link add "${ns}h" type veth peer name eth0 netns "$ns"
-        ip link set "${ns}h" master "$BRIDGE" up
-        ip -n "$ns" addr add "$addr/24" dev eth0
-        ip -n "$ns" link set eth0 up
-        ip -n "$ns" link set lo up
+        hosts_netns_add "$ns" "$addr"
 
         mkdir -p "$h"/{up,wk,root}
         mount -t overlay overlay -o "lowerdir=$root,upperdir=$h/up,workdir=$h/wk" "$h/root"
