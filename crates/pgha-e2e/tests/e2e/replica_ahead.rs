@@ -36,10 +36,9 @@ fn replica_ahead_of_the_new_timeline_rewinds_and_streams() -> Result<()> {
     let (cand, ahead) = (rest[0].clone(), rest[1].clone());
 
     // A never leads: tag it nofailover and reload.
-    let path = c.config_path(&ahead);
-    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path)?)?;
-    pgha_e2e::yaml_set(&mut doc, &["tags", "nofailover"], true.into());
-    c.write_config(&ahead, &serde_yaml_ng::to_string(&doc)?)?;
+    c.edit_config(&ahead, |doc| {
+        pgha_e2e::yaml_set(doc, &["tags", "nofailover"], true.into())
+    })?;
     c.kill_agent(&ahead, Signal::SIGHUP)?;
     c.wait(
         "the nofailover tag in A's member key",

@@ -30,14 +30,13 @@ fn same_timeline_number_fork_is_cloned_again() -> Result<()> {
     let rest = others(&c, &a);
     let (b, cand) = (rest[0].clone(), rest[1].clone());
 
-    let path = c.config_path(&b);
-    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path)?)?;
-    pgha_e2e::yaml_set(
-        &mut doc,
-        &["postgresql", "remove_data_directory_on_diverged_timelines"],
-        true.into(),
-    );
-    c.write_config(&b, &serde_yaml_ng::to_string(&doc)?)?;
+    c.edit_config(&b, |doc| {
+        pgha_e2e::yaml_set(
+            doc,
+            &["postgresql", "remove_data_directory_on_diverged_timelines"],
+            true.into(),
+        )
+    })?;
 
     c.pg(&a).sql("CREATE TABLE base(id int)")?;
     c.pg(&a)
