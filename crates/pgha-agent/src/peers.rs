@@ -148,6 +148,9 @@ pub async fn name_taken(
     }
 }
 
+/// How long a request to another member's REST API may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The agent's HTTP client to the other members' REST APIs (http or https), every TLS file
 /// read and checked now.
 pub fn http_client(

@@ -88,8 +88,54 @@ fn tls_everywhere_switchover_and_failover() -> Result<()> {
     ctl_switchover(&c, &leader, &candidate)?;
     c.wait_streaming(2, Duration::from_secs(120))?;
 
+    // The files for requests to the other members are read again on SIGHUP: one replica
+    // (not node1, whose config pghactl reads) now trusts only an unrelated CA, the other may
+    // not fail over, so the first is sure to run the leader race, and its request to the
+    // second must fail the server-certificate check.
+    let names = c.node_names();
+    let broken = names
+        .iter()
+        .find(|n| **n != candidate && *n != "node1")
+        .expect("a third node")
+        .clone();
+    let third = names
+        .iter()
+        .find(|n| **n != candidate && **n != broken)
+        .expect("a third node")
+        .clone();
+    let offset = c.log_len(&broken);
+    c.edit_config(&third, |y| {
+        yaml_set(y, &["tags", "nofailover"], true.into())
+    })?;
+    c.kill_agent(&third, Signal::SIGHUP)?;
+    c.edit_config(&broken, |y| {
+        yaml_set(
+            y,
+            &["ctl", "cacert"],
+            tls.other_ca.display().to_string().into(),
+        )
+    })?;
+    c.kill_agent(&broken, Signal::SIGHUP)?;
+    c.wait("both reloads", Duration::from_secs(30), || {
+        ensure!(
+            c.log_since(&broken, offset)
+                .contains("reloaded the local configuration"),
+            "{broken} has not reloaded"
+        );
+        let tags = &c.etcd_json(&format!("members/{third}"))?["tags"];
+        ensure!(tags["nofailover"] == true, "{third}'s tags: {tags}");
+        Ok(())
+    })?;
+
     // kill -9 of the leader's agent and postmaster: the others race over https.
-    kill9_failover(&c, &candidate)?;
+    let new_leader = kill9_failover(&c, &candidate)?;
+    ensure!(new_leader == broken, "{new_leader} took over, not {broken}");
+    let log = c.log_since(&broken, offset);
+    ensure!(
+        log.contains(&format!("Request failed to {third}: GET"))
+            && !log.contains(&format!("Got response from {third}")),
+        "{broken} reached {third} with the CA it read at start:\n{log}"
+    );
     c.pass();
     Ok(())
 }
