@@ -6,8 +6,9 @@
 #   scripts/test.sh -p pgha-e2e      # extra arguments go to cargo nextest / cargo test
 #
 # Environment: PGHA_E2E_KEEP=1 keeps each scenario's /tmp/pgha-e2e-* dir, PGHA_E2E_SKIP=1 skips
-# the scenarios. The end-to-end scenarios serialise themselves (file lock), so running them
-# next to the unit tests is safe on two cores.
+# the scenarios. At most two end-to-end scenarios run at once (two file-lock slots; the ones
+# that need the machine to themselves take both, see .config/nextest.toml), beside the unit
+# tests on two cores.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

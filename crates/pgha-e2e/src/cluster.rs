@@ -42,33 +42,96 @@ pub fn report(msg: &str) {
     }
 }
 
-/// Held for a whole scenario: the machine has two cores, so clusters run one at a time, across
-/// threads (cargo test) and processes (nextest) alike.
-pub struct SerialLock(#[allow(dead_code)] Flock<File>);
+/// The e2e slots: a scenario on its own free ports holds one of them, a scenario that needs
+/// the machine to itself (fixed ports, network namespaces, a load test, Patroni's agents)
+/// holds both. Two cores carry two small clusters well, as they mostly wait on timers; the
+/// slots hold across threads (cargo test) and processes (nextest, another checkout's run).
+const SLOT_PATHS: [&str; 2] = [LOCK_PATH, "/tmp/pgha-e2e.lock.1"];
 
-pub fn serial_lock() -> Result<SerialLock> {
+/// Held for a whole scenario (see [`SLOT_PATHS`]).
+pub struct SerialLock {
+    _slots: Vec<Flock<File>>,
+    since: Instant,
+    what: &'static str,
+}
+
+impl Drop for SerialLock {
+    fn drop(&mut self) {
+        // The scenario's own time, without its wait for a slot: what to look at when the
+        // suite grows slow.
+        let name = std::thread::current()
+            .name()
+            .filter(|n| *n != "main")
+            .map(str::to_string)
+            .or_else(|| std::env::var("NEXTEST_TEST_NAME").ok())
+            .unwrap_or_else(|| "a scenario".to_string());
+        report(&format!(
+            "{name}: held {} for {:.1}s",
+            self.what,
+            self.since.elapsed().as_secs_f64()
+        ));
+    }
+}
+
+fn try_slot(path: &str) -> Result<Option<Flock<File>>> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(LOCK_PATH)
-        .or_else(|_| File::open(LOCK_PATH))
-        .with_context(|| format!("open {LOCK_PATH}"))?;
-    let mut file = Some(file);
+        .open(path)
+        .or_else(|_| File::open(path))
+        .with_context(|| format!("open {path}"))?;
+    Ok(Flock::lock(file, FlockArg::LockExclusiveNonblock).ok())
+}
+
+fn wait_slots(what: &'static str, mut take: impl FnMut() -> Result<bool>) -> Result<()> {
     let start = Instant::now();
-    loop {
-        match Flock::lock(
-            file.take().expect("file is put back on failure"),
-            FlockArg::LockExclusiveNonblock,
-        ) {
-            Ok(l) => return Ok(SerialLock(l)),
-            Err((f, _)) => file = Some(f),
-        }
+    while !take()? {
         if start.elapsed() > Duration::from_secs(3600) {
-            bail!("waited an hour for {LOCK_PATH}: another e2e run holds it");
+            bail!("waited an hour for {what} ({SLOT_PATHS:?}): another e2e run holds them");
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
     }
+    Ok(())
+}
+
+/// One of the two e2e slots: for a cluster on free loopback ports of its own.
+pub fn shared_lock() -> Result<SerialLock> {
+    let mut got = None;
+    wait_slots("an e2e slot", || {
+        for p in SLOT_PATHS {
+            if let Some(l) = try_slot(p)? {
+                got = Some(l);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })?;
+    Ok(SerialLock {
+        _slots: got.into_iter().collect(),
+        since: Instant::now(),
+        what: "an e2e slot",
+    })
+}
+
+/// Both e2e slots, in order (so two exclusive scenarios cannot each hold one): for a scenario
+/// that needs the machine to itself.
+pub fn exclusive_lock() -> Result<SerialLock> {
+    let mut slots = Vec::new();
+    for p in SLOT_PATHS {
+        wait_slots("both e2e slots", || match try_slot(p)? {
+            Some(l) => {
+                slots.push(l);
+                Ok(true)
+            }
+            None => Ok(false),
+        })?;
+    }
+    Ok(SerialLock {
+        _slots: slots,
+        since: Instant::now(),
+        what: "both e2e slots",
+    })
 }
 
 /// The directory holding freshly built `pgha` and `pghactl`.
@@ -228,7 +291,11 @@ impl Cluster {
 
     /// Everything but starting processes.
     pub fn prepare(opts: ClusterOptions) -> Result<Cluster> {
-        let lock = serial_lock()?;
+        let lock = if opts.exclusive {
+            exclusive_lock()?
+        } else {
+            shared_lock()?
+        };
         let bin_src = locate_binaries()?;
         for p in [ETCD_BIN, ETCDCTL_BIN] {
             ensure!(

@@ -41,6 +41,9 @@ pub struct ClusterOptions {
     /// `sslmode: verify-full` and the client certificate; the scenarios' own connections then
     /// go through the unix socket.
     pub pg_tls: bool,
+    /// The scenario needs the machine to itself (a load test, Patroni's agents): it holds
+    /// both e2e slots instead of one (see `cluster::exclusive_lock`).
+    pub exclusive: bool,
 }
 
 /// The certificate files of a TLS cluster, under `<base>/tls`: one CA and one certificate (for
@@ -84,6 +87,7 @@ impl Default for ClusterOptions {
             agent_env: Vec::new(),
             tls: false,
             pg_tls: false,
+            exclusive: false,
         }
     }
 }
@@ -118,6 +122,12 @@ impl ClusterOptions {
     pub fn with_pg_tls(mut self) -> Self {
         self.tls = true;
         self.pg_tls = true;
+        self
+    }
+
+    /// Run with no other scenario beside it (see [`ClusterOptions::exclusive`]).
+    pub fn exclusive(mut self) -> Self {
+        self.exclusive = true;
         self
     }
 

@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use pgha_e2e::cluster::{serial_lock, SerialLock};
+use pgha_e2e::cluster::{exclusive_lock, SerialLock};
 use pgha_e2e::proc::run_with_timeout;
 use pgha_e2e::{locate_binaries, report};
 
@@ -108,7 +108,7 @@ pub(crate) fn lab_scenario(name: &str) -> Result<Option<(SerialLock, PathBuf)>> 
     if skip(name) || no_haproxy(name) || missing_packages(name) {
         return Ok(None);
     }
-    let lock = serial_lock()?;
+    let lock = exclusive_lock()?;
     let bin = locate_binaries()?;
     reap_stale_labs(&bin);
     Ok(Some((lock, bin)))

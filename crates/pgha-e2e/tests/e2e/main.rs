@@ -4,14 +4,16 @@
 //!
 //! ```text
 //! cargo build -p pgha-agent -p pgha-ctl          # the binaries under test
-//! cargo test -p pgha-e2e --test e2e              # all scenarios, one cluster at a time
+//! cargo test -p pgha-e2e --test e2e              # all scenarios, at most two clusters at a time
 //! cargo test -p pgha-e2e --test e2e failover     # scenarios whose name contains "failover"
 //! PGHA_E2E_KEEP=1 cargo test ...                 # keep /tmp/pgha-e2e-* for inspection
 //! PGHA_E2E_SKIP=1 cargo test ...                 # skip them (no etcd/postgres here)
 //! ```
 //!
-//! Every scenario takes a file lock (/tmp/pgha-e2e.lock) for its whole run, so clusters never
-//! overlap on the two cores, with `cargo test` threads and `cargo nextest` processes alike.
+//! Every scenario holds one of two file-lock slots for its whole run (both, when it needs the
+//! machine to itself: see `pgha_e2e::cluster::exclusive_lock` and .config/nextest.toml), so at
+//! most two small clusters share the two cores, with `cargo test` threads and `cargo nextest`
+//! processes alike.
 //! Measured times are printed as `pgha-e2e: ...` lines (and appended to $PGHA_E2E_REPORT).
 
 mod add_node;

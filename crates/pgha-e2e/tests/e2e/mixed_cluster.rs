@@ -109,11 +109,14 @@ fn mixed_patroni_pgha_cluster() -> Result<()> {
         }
     };
     let patroni = patronictl_bin.with_file_name("patroni");
-    let mut opts = ClusterOptions::default().nodes(3).customize(|spec, doc| {
-        if spec.name == "node3" {
-            yaml_set(doc, &["tags", "nofailover"], true.into());
-        }
-    });
+    let mut opts = ClusterOptions::default()
+        .exclusive()
+        .nodes(3)
+        .customize(|spec, doc| {
+            if spec.name == "node3" {
+                yaml_set(doc, &["tags", "nofailover"], true.into());
+            }
+        });
     // Patroni's smallest ttl.
     opts.ttl = 20;
     let c = Cluster::prepare(opts)?;

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use pgha_e2e::cluster::serial_lock;
+use pgha_e2e::cluster::exclusive_lock;
 use pgha_e2e::proc::run_with_timeout;
 use pgha_e2e::{locate_binaries, report, wait_until};
 
@@ -475,7 +475,7 @@ fn ansible_playbook_installs_three_namespace_hosts() -> Result<()> {
     }
     let bins = locate_binaries()?;
     let ctl = bins.join("pghactl");
-    let _lock = serial_lock()?;
+    let _lock = exclusive_lock()?;
     let mut hosts = Hosts::up(&[])?;
     let dir = hosts.dir.clone();
     std::fs::write(dir.join("inventory.yml"), inventory(&dir, &bins, &[]))?;

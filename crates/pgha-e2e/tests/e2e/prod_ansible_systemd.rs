@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
-use pgha_e2e::cluster::serial_lock;
+use pgha_e2e::cluster::exclusive_lock;
 use pgha_e2e::proc::run_with_timeout;
 use pgha_e2e::{locate_binaries, report, wait_until};
 
@@ -259,7 +259,7 @@ fn ansible_playbook_systemd_on_nspawn_hosts() -> Result<()> {
     }
     let bins = locate_binaries()?;
     let ctl = bins.join("pghactl");
-    let _lock = serial_lock()?;
+    let _lock = exclusive_lock()?;
 
     // The rootfs is built once (debootstrap, ~2-3 min) and cached; without the mirror it
     // cannot be, which is this machine's limit, not a failure of the playbook.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use pgha_e2e::client::{collect_rows, runtime};
-use pgha_e2e::cluster::serial_lock;
+use pgha_e2e::cluster::exclusive_lock;
 use pgha_e2e::proc::{pid_alive, run_with_timeout, signal, wait_pid_gone};
 use pgha_e2e::{locate_binaries, report, tail, wait_until, Signal};
 use tokio_postgres::NoTls;
@@ -701,7 +701,7 @@ fn lab_script_up_status_stop_down() -> Result<()> {
     if skip(NAME) || no_haproxy(NAME) || missing_packages(NAME) {
         return Ok(());
     }
-    let _lock = serial_lock()?;
+    let _lock = exclusive_lock()?;
     let bin = locate_binaries()?;
     reap_stale_labs(&bin);
     let t0 = Instant::now();

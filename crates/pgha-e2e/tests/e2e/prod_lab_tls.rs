@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use pgha_e2e::cluster::serial_lock;
+use pgha_e2e::cluster::exclusive_lock;
 use pgha_e2e::proc::run_with_timeout;
 use pgha_e2e::{locate_binaries, report};
 
@@ -140,7 +140,7 @@ fn lab_script_tls_up() -> Result<()> {
     if skip(NAME) || no_haproxy(NAME) || missing_packages(NAME) {
         return Ok(());
     }
-    let _lock = serial_lock()?;
+    let _lock = exclusive_lock()?;
     let bin = locate_binaries()?;
     reap_stale_labs(&bin);
     report(&format!(

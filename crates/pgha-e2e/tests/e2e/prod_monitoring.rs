@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use pgha_e2e::client::runtime;
-use pgha_e2e::cluster::serial_lock;
+use pgha_e2e::cluster::exclusive_lock;
 use pgha_e2e::proc::run_with_timeout;
 use pgha_e2e::{locate_binaries, report, wait_until};
 use serde_json::Value;
@@ -704,7 +704,7 @@ fn monitoring_dashboard_queries_return_data() -> Result<()> {
             "{NAME}: the screenshot will be skipped (no chromium: apt-get install chromium)"
         ));
     }
-    let _lock = serial_lock()?;
+    let _lock = exclusive_lock()?;
     let bin = locate_binaries()?;
     reap_stale_labs(&bin);
     let shape = Shape {

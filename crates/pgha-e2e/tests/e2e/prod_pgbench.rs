@@ -184,7 +184,7 @@ fn pgbench_through_haproxy_switchover_and_kill() -> Result<()> {
     if skip(NAME) || no_haproxy(NAME) {
         return Ok(());
     }
-    let opts = ClusterOptions::default();
+    let opts = ClusterOptions::default().exclusive();
     let ttl = opts.ttl;
     let c: Cluster = start_edited(opts, |_, _, yaml| yaml)?;
     let leader = c.leader_name()?.ok_or_else(|| anyhow!("no leader"))?;
