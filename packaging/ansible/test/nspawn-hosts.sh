@@ -13,7 +13,8 @@
 # $PGHA_NSPAWN_CACHE (default /var/cache/pgha-e2e) and never written to: each host boots an
 # overlay of it (DIR/hosts/nodeI/{up,root}). Each host: a network namespace with a veth onto the
 # bridge pghansdbr0 (10.203.0.1/24 on this side), which systemd-nspawn joins; root logs in over
-# ssh with DIR/ssh/id_ed25519. Nothing is registered with machined (there is no systemd here).
+# ssh with DIR/ssh/id_ed25519, and so does `deploy`, who may sudo anything without a password.
+# Nothing is registered with machined (there is no systemd here).
 # `down` shuts each container down (SIGTERM to systemd-nspawn, i.e. a clean poweroff), kills
 # what is left by PID, unmounts the overlays, deletes the namespaces and the bridge.
 set -euo pipefail
@@ -23,9 +24,12 @@ BRIDGE="${PREFIX}br0"
 NET="10.203.0"
 CACHE="${PGHA_NSPAWN_CACHE:-/var/cache/pgha-e2e}"
 MIRROR="${PGHA_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-PACKAGES="systemd,systemd-sysv,dbus,openssh-server,python3,python3-apt,iproute2,procps,etcd-server,etcd-client,postgresql-15,haproxy"
-# The rootfs's name changes with its package list, so an edit here builds a new one.
-ROOTFS="$CACHE/bookworm-$(echo "$PACKAGES" | md5sum | cut -c1-8)"
+PACKAGES="systemd,systemd-sysv,dbus,openssh-server,python3,python3-apt,iproute2,procps,sudo,etcd-server,etcd-client,postgresql-15,haproxy"
+# The unprivileged login (ssh key of the run, passwordless sudo) the playbook can run as with
+# `ansible_become`, as on hosts where root does not log in.
+SUDOER="deploy"
+# The rootfs's name changes with its package list and login, so an edit here builds a new one.
+ROOTFS="$CACHE/bookworm-$(echo "$PACKAGES $SUDOER" | md5sum | cut -c1-8)"
 
 die() { echo "nspawn-hosts.sh: $*" >&2; exit 1; }
 
@@ -49,6 +53,10 @@ rootfs() {
         for unit in apt-daily.timer apt-daily-upgrade.timer console-getty.service; do
             ln -sf /dev/null "$ROOTFS.tmp/etc/systemd/system/$unit"
         done
+        chroot "$ROOTFS.tmp" useradd --create-home --shell /bin/bash "$SUDOER" \
+            || die "useradd $SUDOER in the rootfs failed"
+        echo "$SUDOER ALL=(ALL:ALL) NOPASSWD: ALL" >"$ROOTFS.tmp/etc/sudoers.d/$SUDOER"
+        chmod 0440 "$ROOTFS.tmp/etc/sudoers.d/$SUDOER"
         mv "$ROOTFS.tmp" "$ROOTFS"
     fi
     echo "$ROOTFS"
@@ -80,6 +88,12 @@ up() {
         od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$h/root/etc/machine-id"
         install -d -m 0700 "$h/root/root/.ssh"
         install -m 0600 "$DIR/ssh/id_ed25519.pub" "$h/root/root/.ssh/authorized_keys"
+        local ids
+        ids="$(awk -F: -v u="$SUDOER" '$1 == u { print $3 ":" $4 }' "$h/root/etc/passwd")"
+        [[ -n "$ids" ]] || die "no user $SUDOER in $root"
+        install -d -m 0700 -o "${ids%:*}" -g "${ids#*:}" "$h/root/home/$SUDOER/.ssh"
+        install -m 0600 -o "${ids%:*}" -g "${ids#*:}" "$DIR/ssh/id_ed25519.pub" \
+            "$h/root/home/$SUDOER/.ssh/authorized_keys"
 
         # --keep-unit/--register=no: no systemd/machined on this side to talk to.
         systemd-nspawn --quiet --keep-unit --register=no --machine="$PREFIX-node$i" \

@@ -7,8 +7,9 @@
 //! Checks: the first run brings up etcd (3 members), a leader and two streaming replicas
 //! (`pghactl list`), HAProxy routes a write to the primary and its file is what
 //! `pghactl haproxy-config` prints; PostgreSQL runs as postgres; a re-run reports changed=0 on
-//! every host; an inventory with an unreachable host, and `pgha_service_manager: systemd` on
-//! these hosts without systemd, both stop before installing anything and say why.
+//! every host; an inventory with an unreachable host, `pgha_service_manager: systemd` on
+//! these hosts without systemd, and an `etcd_extra_env` that would override the role's own
+//! member settings all stop before installing anything and say why.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -281,6 +282,7 @@ pub(crate) fn run_playbook(
     extra: &[&str],
     timeout: Duration,
 ) -> Result<Run> {
+    let masters = dir.join("ssh-masters");
     let mut cmd = Command::new("ansible-playbook");
     cmd.current_dir(ansible_dir())
         .arg("-i")
@@ -292,13 +294,19 @@ pub(crate) fn run_playbook(
         .env("ANSIBLE_HOME", dir.join("ansible-home"))
         .env("ANSIBLE_LOCAL_TEMP", dir.join("ansible-local"))
         .env("ANSIBLE_REMOTE_TEMP", dir.join("ansible-remote"))
-        // One ssh connection per task, no ControlPersist masters left behind.
-        .env("ANSIBLE_SSH_ARGS", "")
+        // One ssh connection per host for the whole run (a new one per task costs most of a
+        // run's time); the masters are closed below, so none outlives the run.
+        .env(
+            "ANSIBLE_SSH_ARGS",
+            "-o ControlMaster=auto -o ControlPersist=60s",
+        )
+        .env("ANSIBLE_SSH_CONTROL_PATH_DIR", &masters)
         .env("ANSIBLE_NOCOLOR", "1")
         .env("ANSIBLE_RETRY_FILES_ENABLED", "0");
     let start = std::time::Instant::now();
-    let out = run_with_timeout(&mut cmd, None, timeout)
-        .with_context(|| format!("ansible-playbook ({label})"))?;
+    let out = run_with_timeout(&mut cmd, None, timeout);
+    close_ssh_masters(&masters);
+    let out = out.with_context(|| format!("ansible-playbook ({label})"))?;
     report(&format!(
         "{test}: ansible-playbook ({label}) took {:.1}s",
         start.elapsed().as_secs_f64()
@@ -314,6 +322,39 @@ pub(crate) fn run_playbook(
         recap: parse_recap(&output),
         output,
     })
+}
+
+/// A run the preflight must have stopped: it failed, its output says each of `wants`, and no
+/// host changed.
+pub(crate) fn expect_refused(run: &Run, what: &str, wants: &[&str]) -> Result<()> {
+    ensure!(
+        !run.success && wants.iter().all(|w| run.output.contains(w)),
+        "{what} was not refused (want {wants:?}):\n{}",
+        tail_of(&run.output, 40)
+    );
+    ensure!(
+        run.recap.values().all(|c| c.get("changed") == Some(&0)),
+        "the refused run ({what}) changed something:\n{}",
+        tail_of(&run.output, 20)
+    );
+    Ok(())
+}
+
+/// `ssh -O exit` to every connection master a playbook run left in `dir` (ControlPersist).
+fn close_ssh_masters(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let _ = run_with_timeout(
+            Command::new("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", e.path().display()))
+                .args(["-O", "exit", "master"]),
+            None,
+            Duration::from_secs(10),
+        );
+    }
 }
 
 pub(crate) fn tail_of(text: &str, lines: usize) -> String {
@@ -619,21 +660,32 @@ fn ansible_playbook_installs_three_namespace_hosts() -> Result<()> {
         &["-e", "pgha_service_manager=systemd"],
         Duration::from_secs(300),
     )?;
-    ensure!(
-        !systemd.success
-            && systemd.output.contains("does not run systemd")
-            && systemd.output.contains("Nothing was installed"),
-        "systemd on hosts without it was not refused:\n{}",
-        tail_of(&systemd.output, 40)
-    );
-    ensure!(
-        systemd.recap.values().all(|c| c.get("changed") == Some(&0)),
-        "the refused systemd run changed something:\n{}",
-        tail_of(&systemd.output, 20)
-    );
+    expect_refused(
+        &systemd,
+        "systemd on hosts without it",
+        &["does not run systemd", "Nothing was installed"],
+    )?;
+
+    // An etcd_extra_env that would override the role's own member settings: refused before
+    // any change, naming the variable.
+    let extra = playbook_with(
+        &dir,
+        "inventory.yml",
+        "bad-etcd-env",
+        &[
+            "-e",
+            r#"{"etcd_extra_env": {"ETCD_DATA_DIR": "/tmp/elsewhere"}}"#,
+        ],
+        Duration::from_secs(300),
+    )?;
+    expect_refused(
+        &extra,
+        "an etcd_extra_env setting ETCD_DATA_DIR",
+        &["etcd_extra_env must map", "Nothing was installed"],
+    )?;
 
     report(&format!(
-        "{NAME}: 3 namespace hosts installed by ansible-playbook (leader {leader}), re-run changed=0, unreachable host refused"
+        "{NAME}: 3 namespace hosts installed by ansible-playbook (leader {leader}), re-run changed=0, unreachable host, systemd-less hosts and a bad etcd_extra_env refused"
     ));
     hosts.passed = true;
     Ok(())

@@ -8,7 +8,11 @@
 //! distribution's postgresql service is disabled; the pgha unit's main process runs as postgres;
 //! HAProxy routes a write to the primary; killing a replica's pgha with SIGKILL makes systemd
 //! start it again (Restart=on-failure) and the member streams again; a re-run reports
-//! changed=0 on every host. Skips, saying why, where systemd-nspawn, debootstrap, cgroups or
+//! changed=0 on every host. Ansible logs in as `deploy`, a sudoer, with `ansible_become`; the
+//! same login without become is refused before any change. A run with a changed configuration
+//! (`etcd_extra_env`, `pgha_pg_parameters`) restarts etcd on every host one at a time and
+//! reloads the agents: pgha and PostgreSQL keep running, the new `work_mem` is in effect, the
+//! leader is unchanged. Skips, saying why, where systemd-nspawn, debootstrap, cgroups or
 //! the Debian mirror (first rootfs build only) are missing.
 
 use std::path::{Path, PathBuf};
@@ -173,7 +177,9 @@ fn inventory(dir: &Path, bin_dir: &Path) -> String {
     format!(
         "all:
   vars:
-    ansible_user: root
+    # A sudoer, as where root does not log in (the netns test logs in as root).
+    ansible_user: deploy
+    ansible_become: true
     ansible_ssh_private_key_file: {key}
     ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=10
     # The role's default, spelled out: this is what the scenario tests.
@@ -409,9 +415,95 @@ fn ansible_playbook_systemd_on_nspawn_hosts() -> Result<()> {
     let second = playbook(&dir, "rerun")?;
     check_recap_of(&second, "re-run", &host_names(), true)?;
 
+    // The same login without become: refused before any change, saying how to fix it.
+    let no_root = run_playbook(
+        NAME,
+        &dir,
+        "inventory.yml",
+        "no-become",
+        &["-e", r#"{"ansible_become": false}"#],
+        Duration::from_secs(120),
+    )?;
+    crate::prod_ansible::expect_refused(
+        &no_root,
+        "a run as deploy without become",
+        &["not root", "ansible_become", "Nothing was installed"],
+    )?;
+
+    // Third run, with a changed configuration on the running cluster: etcd restarts one
+    // member at a time, the agents reload (no restart of pgha or PostgreSQL), and the leader
+    // keeps its lock throughout.
+    let mut before = Vec::new();
+    for (name, addr) in HOSTS {
+        before.push((
+            name,
+            addr,
+            unit_property(&dir, addr, "pgha", "MainPID")?,
+            unit_property(&dir, addr, "etcd", "MainPID")?,
+            psql_as(
+                addr,
+                5432,
+                SUPERUSER_PASSWORD,
+                "SELECT pg_postmaster_start_time()",
+            )?,
+        ));
+    }
+    let changed_vars = r#"{"etcd_extra_env": {"ETCD_HEARTBEAT_INTERVAL": "150"}, "pgha_pg_parameters": {"work_mem": "8MB"}}"#;
+    let third = run_playbook(
+        NAME,
+        &dir,
+        "inventory.yml",
+        "changed",
+        &["-e", changed_vars],
+        Duration::from_secs(300),
+    )?;
+    check_recap_of(&third, "changed run", &host_names(), false)?;
+    for (name, addr, pgha_pid, etcd_pid, pg_start) in &before {
+        let env = ssh(&dir, addr, "cat /etc/default/etcd")?;
+        ensure!(
+            env.lines().any(|l| l == "ETCD_HEARTBEAT_INTERVAL=150"),
+            "{name}: /etc/default/etcd lacks etcd_extra_env:\n{env}"
+        );
+        let etcd_now = unit_property(&dir, addr, "etcd", "MainPID")?;
+        ensure!(
+            etcd_now != *etcd_pid && etcd_now != "0",
+            "{name}: etcd was not restarted onto its new file (MainPID {etcd_pid} -> {etcd_now})"
+        );
+        let pgha_now = unit_property(&dir, addr, "pgha", "MainPID")?;
+        ensure!(
+            pgha_now == *pgha_pid,
+            "{name}: pgha was restarted (MainPID {pgha_pid} -> {pgha_now}); a changed pgha.yml is a reload"
+        );
+        wait_until(
+            &format!("{name}: work_mem 8MB after the agent's reload"),
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+            || {
+                let v = psql_as(addr, 5432, SUPERUSER_PASSWORD, "SHOW work_mem")?;
+                ensure!(v == "8MB", "work_mem is {v}");
+                Ok(())
+            },
+        )?;
+        let pg_now = psql_as(
+            addr,
+            5432,
+            SUPERUSER_PASSWORD,
+            "SELECT pg_postmaster_start_time()",
+        )?;
+        ensure!(
+            pg_now == *pg_start,
+            "{name}: PostgreSQL restarted during the changed run ({pg_start} -> {pg_now})"
+        );
+    }
+    let members = wait_cluster(&ctl, "the cluster after the changed run")?;
+    ensure!(
+        members.iter().any(|m| m.0 == leader && m.1 == "Leader"),
+        "the leader changed during etcd's rolling restart: {members:?}"
+    );
+
     let printed = ctl_at(&ctl, ETCD, &["list", SCOPE])?;
     report(&format!(
-        "{NAME}: 3 systemd hosts installed by ansible-playbook (leader {leader}), units active and enabled, crash restarted, re-run changed=0\n{printed}"
+        "{NAME}: 3 systemd hosts installed by ansible-playbook (leader {leader}), units active and enabled, crash restarted, re-run changed=0, changed config: etcd restarted one by one and agents reloaded with the leader kept\n{printed}"
     ));
     hosts.passed = true;
     Ok(())
