@@ -197,8 +197,7 @@ async fn run(loaded: Loaded, config_path: Option<PathBuf>) -> Result<Exit> {
         ),
         None => None,
     };
-    let http = peers::http_client(&settings::peer_client_tls(&cfg), peers::REQUEST_TIMEOUT)
-        .context("TLS for requests to the other members (ctl.cacert/certfile, restapi.cafile)")?;
+    let http = peers::member_client(&cfg)?;
     let pg_params = settings::pg_params(&cfg);
     // Certificates and keys of the database users are read now, so a missing or unusable
     // file stops the agent naming it rather than failing every connection and replica.

@@ -149,7 +149,16 @@ pub async fn name_taken(
 }
 
 /// How long a request to another member's REST API may take.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The agent's client to the other members as `cfg` sets it up (`ctl.*`, `restapi.cafile`):
+/// at start and on every reload.
+pub fn member_client(cfg: &pgha_config::Config) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context as _;
+    http_client(&crate::settings::peer_client_tls(cfg), REQUEST_TIMEOUT).context(
+        "TLS for requests to the other members (ctl.cacert/certfile/keyfile, restapi.cafile)",
+    )
+}
 
 /// The agent's HTTP client to the other members' REST APIs (http or https), every TLS file
 /// read and checked now.

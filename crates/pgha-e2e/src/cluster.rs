@@ -49,13 +49,13 @@ pub fn report(msg: &str) {
 const SLOT_PATHS: [&str; 2] = [LOCK_PATH, "/tmp/pgha-e2e.lock.1"];
 
 /// Held for a whole scenario (see [`SLOT_PATHS`]).
-pub struct SerialLock {
+pub struct SlotLock {
     _slots: Vec<Flock<File>>,
     since: Instant,
     what: &'static str,
 }
 
-impl Drop for SerialLock {
+impl Drop for SlotLock {
     fn drop(&mut self) {
         // The scenario's own time, without its wait for a slot: what to look at when the
         // suite grows slow.
@@ -96,7 +96,7 @@ fn wait_slots(what: &'static str, mut take: impl FnMut() -> Result<bool>) -> Res
 }
 
 /// One of the two e2e slots: for a cluster on free loopback ports of its own.
-pub fn shared_lock() -> Result<SerialLock> {
+pub fn shared_lock() -> Result<SlotLock> {
     let mut got = None;
     wait_slots("an e2e slot", || {
         for p in SLOT_PATHS {
@@ -107,7 +107,7 @@ pub fn shared_lock() -> Result<SerialLock> {
         }
         Ok(false)
     })?;
-    Ok(SerialLock {
+    Ok(SlotLock {
         _slots: got.into_iter().collect(),
         since: Instant::now(),
         what: "an e2e slot",
@@ -116,7 +116,7 @@ pub fn shared_lock() -> Result<SerialLock> {
 
 /// Both e2e slots, in order (so two exclusive scenarios cannot each hold one): for a scenario
 /// that needs the machine to itself.
-pub fn exclusive_lock() -> Result<SerialLock> {
+pub fn exclusive_lock() -> Result<SlotLock> {
     let mut slots = Vec::new();
     for p in SLOT_PATHS {
         wait_slots("both e2e slots", || match try_slot(p)? {
@@ -127,7 +127,7 @@ pub fn exclusive_lock() -> Result<SerialLock> {
             None => Ok(false),
         })?;
     }
-    Ok(SerialLock {
+    Ok(SlotLock {
         _slots: slots,
         since: Instant::now(),
         what: "both e2e slots",
@@ -228,7 +228,7 @@ pub struct Cluster {
     nodes: Vec<Node>,
     passed: bool,
     // Declared last: dropped after `Drop::drop` has cleaned up.
-    _lock: SerialLock,
+    _lock: SlotLock,
 }
 
 /// A private CA and the certificates of a TLS cluster under `<base>/tls` (see [`TlsFiles`]).

@@ -230,13 +230,7 @@ impl Agent {
         // So are the files for requests to the other members (ctl.*, restapi.cafile): a
         // renewed client certificate or a new CA is used from now on.
         let loaded = loaded.map_err(|e| e.to_string()).and_then(|l| {
-            let http = crate::peers::http_client(
-                &crate::settings::peer_client_tls(&l.config),
-                crate::peers::REQUEST_TIMEOUT,
-            )
-            .map_err(|e| {
-                format!("TLS for requests to the other members (ctl.cacert/certfile/keyfile, restapi.cafile): {e:#}")
-            })?;
+            let http = crate::peers::member_client(&l.config).map_err(|e| format!("{e:#}"))?;
             self.pg
                 .reload_users(&crate::settings::pg_params(&l.config))
                 .map_err(|e| format!("postgresql.authentication: {e}"))?;

@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use pgha_e2e::cluster::{exclusive_lock, SerialLock};
+use pgha_e2e::cluster::{exclusive_lock, SlotLock};
 use pgha_e2e::proc::run_with_timeout;
 use pgha_e2e::{locate_binaries, report};
 
@@ -104,7 +104,7 @@ fn dead_port() -> Result<u16> {
 
 /// What a drill scenario needs before its lab: `None` when it is to be skipped (the reason
 /// printed), else the e2e lock (held until dropped) and the binaries, stale labs removed.
-pub(crate) fn lab_scenario(name: &str) -> Result<Option<(SerialLock, PathBuf)>> {
+pub(crate) fn lab_scenario(name: &str) -> Result<Option<(SlotLock, PathBuf)>> {
     if skip(name) || no_haproxy(name) || missing_packages(name) {
         return Ok(None);
     }
