@@ -75,13 +75,32 @@ fn spawn_member(name: &str, client: u16, peer: u16, initial: &str, extra: &[&str
     }
 }
 
-fn wait_listening(etcd: &Etcd) {
+/// Waits until etcd itself listens on its client port. `false` when it exited first: a port
+/// picked by `free_port` can be taken by another test's process before etcd binds it, and then a
+/// plain connect would reach that other server (a test that froze "its" etcd with SIGSTOP would
+/// see the other one answer).
+fn wait_listening(etcd: &mut Etcd) -> bool {
     let port: u16 = etcd.url.rsplit(':').next().unwrap().parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
+        if etcd.child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        if listens(etcd.child.id(), port) {
+            return true;
+        }
         assert!(Instant::now() < deadline, "etcd did not start within 20 s");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Whether process `pid` holds the listening socket on loopback `port` (`ss` from iproute2).
+fn listens(pid: u32, port: u16) -> bool {
+    let out = Command::new("ss")
+        .args(["-Hltnp", &format!("sport = :{port}")])
+        .output()
+        .expect("run ss (apt-get install iproute2)");
+    String::from_utf8_lossy(&out.stdout).contains(&format!("pid={pid},"))
 }
 
 /// Starts etcd, or returns None (test skipped with a note) when it is not installed.
@@ -89,11 +108,16 @@ fn start_etcd() -> Option<Etcd> {
     if !etcd_installed() {
         return None;
     }
-    let (client, peer) = (free_port(), free_port());
-    let initial = format!("default=http://127.0.0.1:{peer}");
-    let etcd = spawn_member("default", client, peer, &initial, &[]);
-    wait_listening(&etcd);
-    Some(etcd)
+    for _ in 0..5 {
+        let (client, peer) = (free_port(), free_port());
+        let initial = format!("default=http://127.0.0.1:{peer}");
+        let mut etcd = spawn_member("default", client, peer, &initial, &[]);
+        if wait_listening(&mut etcd) {
+            return Some(etcd);
+        }
+        eprintln!("etcd exited at start (a port taken meanwhile?): trying other ports");
+    }
+    panic!("etcd did not start on 5 pairs of free ports");
 }
 
 /// Sends `sig` (e.g. "-STOP") to an etcd this test started, by its PID.
@@ -340,13 +364,6 @@ fn start_etcd_cluster() -> Option<Vec<Etcd>> {
     if !etcd_installed() {
         return None;
     }
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let initial: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
-        .collect();
-    let initial = initial.join(",");
     // Quick elections, so that losing the leader shows within a second or two.
     let extra = [
         "--initial-cluster-token",
@@ -356,13 +373,27 @@ fn start_etcd_cluster() -> Option<Vec<Etcd>> {
         "--election-timeout",
         "500",
     ];
-    let members: Vec<Etcd> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (client, peer))| spawn_member(&format!("m{i}"), *client, *peer, &initial, &extra))
-        .collect();
-    members.iter().for_each(wait_listening);
-    Some(members)
+    for _ in 0..5 {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let initial = initial.join(",");
+        let mut members: Vec<Etcd> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                spawn_member(&format!("m{i}"), *client, *peer, &initial, &extra)
+            })
+            .collect();
+        if members.iter_mut().all(wait_listening) {
+            return Some(members);
+        }
+        eprintln!("an etcd member exited at start (a port taken meanwhile?): trying other ports");
+    }
+    panic!("the etcd cluster did not start on 5 sets of free ports");
 }
 
 #[tokio::test]
@@ -458,12 +489,15 @@ fn start_tls() -> Option<(Etcd, Pki)> {
         .stderr(Stdio::null())
         .spawn()
         .expect("start etcd");
-    let etcd = Etcd {
+    let mut etcd = Etcd {
         child,
         url,
         _dir: tempfile::tempdir().unwrap(),
     };
-    wait_listening(&etcd);
+    assert!(
+        wait_listening(&mut etcd),
+        "etcd with TLS exited at start (its port {port} taken meanwhile?)"
+    );
     Some((
         etcd,
         Pki {
