@@ -9,7 +9,9 @@
 //! `pghactl haproxy-config` prints; PostgreSQL runs as postgres; a re-run reports changed=0 on
 //! every host; an inventory with an unreachable host, `pgha_service_manager: systemd` on
 //! these hosts without systemd, and an `etcd_extra_env` that would override the role's own
-//! member settings all stop before installing anything and say why.
+//! member settings all stop before installing anything and say why. Last, a fourth host added
+//! to the `pgha` group joins as a streaming replica on the next run, and HAProxy reloads in
+//! place with it on every HAProxy host while the running agents and the leader stay.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ const HOSTS: [(&str, &str); 3] = [
     ("node2", "10.202.0.12"),
     ("node3", "10.202.0.13"),
 ];
+/// A host made with the others that joins the `pgha` group only on a later run.
+const JOINING: (&str, &str) = ("node4", "10.202.0.14");
 /// The host the write goes through (HAProxy runs on every host).
 const HAPROXY_HOST: &str = "10.202.0.12";
 const SUPERUSER_PASSWORD: &str = "ansible-test-superuser";
@@ -105,7 +109,9 @@ impl Hosts {
         std::fs::create_dir_all(&dir)?;
         let hosts = Hosts { dir, passed: false };
         let mut cmd = Command::new(netns_script());
-        cmd.arg("up").arg(&hosts.dir).arg(HOSTS.len().to_string());
+        cmd.arg("up")
+            .arg(&hosts.dir)
+            .arg((HOSTS.len() + 1).to_string());
         cmd.args(extra_args);
         let out = run_with_timeout(&mut cmd, None, Duration::from_secs(120))?;
         stdout_ok(&out, "netns-hosts.sh up")?;
@@ -122,7 +128,7 @@ impl Hosts {
 impl Drop for Hosts {
     fn drop(&mut self) {
         if !self.passed {
-            for (name, _) in HOSTS {
+            for (name, _) in HOSTS.iter().chain([&JOINING]) {
                 for log in ["varlog/pgha/pgha.log", "varlog/etcd/etcd.log"] {
                     eprintln!(
                         "---- {name}: {log} (last 40 lines)\n{}",
@@ -429,8 +435,17 @@ pub(crate) fn psql_as(host: &str, port: u16, password: &str, sql: &str) -> Resul
         .to_string())
 }
 
-/// (uid, comm) of every process inside the network namespace `ns`.
-fn processes_in(ns: &str) -> Result<Vec<(u32, String)>> {
+/// A process seen in a namespace host.
+#[derive(Debug)]
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    uid: u32,
+    name: String,
+}
+
+/// Every process inside the network namespace `ns`.
+fn processes_in(ns: &str) -> Result<Vec<Proc>> {
     let out = run_with_timeout(
         Command::new("ip").args(["netns", "pids", ns]),
         None,
@@ -454,9 +469,57 @@ fn processes_in(ns: &str) -> Result<Vec<(u32, String)>> {
             .next()
             .and_then(|u| u.parse().ok())
             .unwrap_or(u32::MAX);
-        procs.push((uid, field("Name:")));
+        procs.push(Proc {
+            pid: pid.parse().unwrap_or(0),
+            ppid: field("PPid:").parse().unwrap_or(0),
+            uid,
+            name: field("Name:"),
+        });
     }
     Ok(procs)
+}
+
+/// node2's /etc/haproxy/haproxy.cfg is, but for comments, what `pghactl haproxy-config` prints
+/// for the members in the DCS.
+fn haproxy_file_matches_pghactl(dir: &Path, ctl: &Path) -> Result<()> {
+    let printed = ctl_dcs(ctl, &["haproxy-config", SCOPE, "--inter", "1s"])?;
+    let installed = std::fs::read_to_string(dir.join("hosts/node2/etc.up/haproxy/haproxy.cfg"))
+        .context("node2's /etc/haproxy/haproxy.cfg")?;
+    let body = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    ensure!(
+        body(&printed) == body(&installed),
+        "haproxy.cfg differs from pghactl haproxy-config:\n--- installed\n{installed}\n--- pghactl\n{printed}"
+    );
+    Ok(())
+}
+
+/// On each of the first hosts: HAProxy's master pid, its workers' pids, the agent's pid.
+fn daemons_of_core_hosts() -> Result<Vec<(u32, Vec<u32>, u32)>> {
+    let mut all = Vec::new();
+    for (i, (name, _)) in HOSTS.iter().enumerate() {
+        let procs = processes_in(&format!("pghaans{}", i + 1))?;
+        let haproxy: Vec<&Proc> = procs.iter().filter(|p| p.name == "haproxy").collect();
+        let master = haproxy
+            .iter()
+            .find(|p| !haproxy.iter().any(|q| q.pid == p.ppid))
+            .ok_or_else(|| anyhow!("{name}: no HAProxy master: {procs:?}"))?;
+        let workers = haproxy
+            .iter()
+            .filter(|p| p.ppid == master.pid)
+            .map(|p| p.pid)
+            .collect();
+        let agent = procs
+            .iter()
+            .find(|p| p.name == "pgha")
+            .ok_or_else(|| anyhow!("{name}: no pgha agent: {procs:?}"))?;
+        all.push((master.pid, workers, agent.pid));
+    }
+    Ok(all)
 }
 
 fn check_recap(run: &Run, label: &str, want_changed_zero: bool) -> Result<()> {
@@ -577,33 +640,21 @@ fn ansible_playbook_installs_three_namespace_hosts() -> Result<()> {
     );
 
     // The HAProxy file is what `pghactl haproxy-config` prints for the running cluster.
-    let printed = ctl_dcs(&ctl, &["haproxy-config", SCOPE, "--inter", "1s"])?;
-    let installed = std::fs::read_to_string(dir.join("hosts/node2/etc.up/haproxy/haproxy.cfg"))
-        .context("node2's /etc/haproxy/haproxy.cfg")?;
-    let body = |t: &str| -> Vec<String> {
-        t.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(str::to_string)
-            .collect()
-    };
-    ensure!(
-        body(&printed) == body(&installed),
-        "haproxy.cfg differs from pghactl haproxy-config:\n--- installed\n{installed}\n--- pghactl\n{printed}"
-    );
+    haproxy_file_matches_pghactl(&dir, &ctl)?;
 
     // PostgreSQL and the agents run as postgres, never root.
     for (i, (name, _)) in HOSTS.iter().enumerate() {
         let procs = processes_in(&format!("pghaans{}", i + 1))?;
         let pg: Vec<_> = procs
             .iter()
-            .filter(|(_, comm)| comm == "postgres" || comm == "pgha")
+            .filter(|p| p.name == "postgres" || p.name == "pgha")
             .collect();
         ensure!(
             !pg.is_empty(),
             "{name}: no postgres/pgha process: {procs:?}"
         );
         ensure!(
-            pg.iter().all(|(uid, _)| *uid != 0),
+            pg.iter().all(|p| p.uid != 0),
             "{name}: postgres or pgha running as root: {pg:?}"
         );
     }
@@ -615,7 +666,7 @@ fn ansible_playbook_installs_three_namespace_hosts() -> Result<()> {
     // An inventory with an unreachable host: stops before installing anything, names the host.
     std::fs::write(
         dir.join("inventory-unreachable.yml"),
-        inventory(&dir, &bins, &[("node4", "10.202.0.99")]),
+        inventory(&dir, &bins, &[JOINING, ("node5", "10.202.0.99")]),
     )?;
     let bad = playbook(
         &dir,
@@ -629,7 +680,7 @@ fn ansible_playbook_installs_three_namespace_hosts() -> Result<()> {
         tail_of(&bad.output, 40)
     );
     for want in [
-        "Cannot reach 1 host(s) of the inventory: node4 (10.202.0.99)",
+        "Cannot reach 1 host(s) of the inventory: node5 (10.202.0.99)",
         "Nothing was installed on any host",
     ] {
         ensure!(
@@ -684,8 +735,67 @@ fn ansible_playbook_installs_three_namespace_hosts() -> Result<()> {
         &["etcd_extra_env must map", "Nothing was installed"],
     )?;
 
+    // A new database host: node4 added to the `pgha` group, nothing else changed. It is
+    // installed and streams from the leader; the HAProxy hosts' files gain it and HAProxy
+    // reloads (the same master, new workers); the running agents and the leader stay.
+    let before = daemons_of_core_hosts()?;
+    std::fs::write(
+        dir.join("inventory-join.yml"),
+        inventory(&dir, &bins, &[JOINING]),
+    )?;
+    let join = playbook(&dir, "inventory-join.yml", "join", Duration::from_secs(600))?;
+    let all: Vec<&str> = HOSTS.iter().chain([&JOINING]).map(|(n, _)| *n).collect();
+    check_recap_of(&join, "the run with node4 added", &all, false)?;
+    wait_until(
+        "node4 streaming, the leader unchanged",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || {
+            let members = list_members(&ctl)?;
+            let streaming = members
+                .iter()
+                .filter(|m| m.1 == "Replica" && m.2 == "streaming")
+                .count();
+            ensure!(
+                members.len() == 4
+                    && streaming == 3
+                    && members.iter().any(|m| m.0 == leader && m.1 == "Leader")
+                    && members
+                        .iter()
+                        .any(|m| m.0 == JOINING.0 && m.2 == "streaming"),
+                "{members:?}"
+            );
+            Ok(())
+        },
+    )?;
+    haproxy_file_matches_pghactl(&dir, &ctl)?;
+    let after = daemons_of_core_hosts()?;
+    for (((name, _), (master0, workers0, agent0)), (master1, workers1, agent1)) in
+        HOSTS.iter().zip(&before).zip(&after)
+    {
+        ensure!(
+            master0 == master1 && workers0 != workers1,
+            "{name}: HAProxy was not reloaded in place: master {master0} workers {workers0:?} before, master {master1} workers {workers1:?} after"
+        );
+        ensure!(
+            agent0 == agent1,
+            "{name}: the agent was restarted (pid {agent0} -> {agent1}) for a member added elsewhere"
+        );
+    }
+    // HAProxy sends reads to node4 too (round robin over the replicas whose check passes).
+    wait_until(
+        "a read through HAProxy's replica port served by node4",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let served = psql(HAPROXY_HOST, 5001, "SELECT host(inet_server_addr())")?;
+            ensure!(served == JOINING.1, "served by {served}");
+            Ok(())
+        },
+    )?;
+
     report(&format!(
-        "{NAME}: 3 namespace hosts installed by ansible-playbook (leader {leader}), re-run changed=0, unreachable host, systemd-less hosts and a bad etcd_extra_env refused"
+        "{NAME}: 3 namespace hosts installed by ansible-playbook (leader {leader}), re-run changed=0, unreachable host, systemd-less hosts and a bad etcd_extra_env refused; node4 joined as a streaming replica, HAProxy reloaded with it on every host"
     ));
     hosts.passed = true;
     Ok(())
