@@ -6,6 +6,8 @@
 #
 #   nspawn-hosts.sh rootfs                  builds the cached rootfs if missing, prints its path
 #   nspawn-hosts.sh up DIR N                N hosts node1..nodeN at 10.203.0.11.., booted, sshd up
+#   nspawn-hosts.sh boot DIR I              nodeI again, on its own overlay, once its container
+#                                           ended (a `systemctl reboot` inside ends it); sshd up
 #   nspawn-hosts.sh down DIR                stops everything `up` recorded in DIR/created
 #
 # The rootfs (debootstrap --variant=minbase with systemd, sshd, python3 and the packages the
@@ -95,27 +97,60 @@ up() {
         install -m 0600 -o "${ids%:*}" -g "${ids#*:}" "$DIR/ssh/id_ed25519.pub" \
             "$h/root/home/$SUDOER/.ssh/authorized_keys"
 
-        # --keep-unit/--register=no: no systemd/machined on this side to talk to.
-        systemd-nspawn --quiet --keep-unit --register=no --machine="$PREFIX-node$i" \
-            --directory="$h/root" --network-namespace-path="/run/netns/$ns" \
-            --console=read-only --boot </dev/null >"$h/console.log" 2>&1 &
-        record nspawn "$!" "$PREFIX-node$i"
+        start_container "$i"
     done
-
-    # Bounded wait for every host to boot as far as sshd.
     for ((i = 1; i <= n; i++)); do
-        local addr="$NET.$((10 + i))" tries=0
-        until ssh -i "$DIR/ssh/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
-            -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2 -o LogLevel=ERROR \
-            "root@$addr" true </dev/null 2>/dev/null; do
-            tries=$((tries + 1))
-            if ((tries > 150)); then
-                tail -40 "$DIR/hosts/node$i/console.log" >&2 || true
-                die "node$i ($addr) did not boot as far as sshd within 30 s"
-            fi
-            sleep 0.2
-        done
+        wait_sshd "$i"
     done
+}
+
+# Boots nodeI's container on its overlay and records systemd-nspawn's pid.
+start_container() {
+    local i="$1"
+    local h="$DIR/hosts/node$i"
+    # --keep-unit/--register=no: no systemd/machined on this side to talk to.
+    systemd-nspawn --quiet --keep-unit --register=no --machine="$PREFIX-node$i" \
+        --directory="$h/root" --network-namespace-path="/run/netns/$PREFIX$i" \
+        --console=read-only --boot </dev/null >>"$h/console.log" 2>&1 &
+    record nspawn "$!" "$PREFIX-node$i"
+}
+
+# Bounded wait for nodeI to boot as far as sshd.
+wait_sshd() {
+    local i="$1"
+    local addr="$NET.$((10 + i))" tries=0
+    until ssh -i "$DIR/ssh/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
+        -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2 -o LogLevel=ERROR \
+        "root@$addr" true </dev/null 2>/dev/null; do
+        tries=$((tries + 1))
+        if ((tries > 150)); then
+            tail -40 "$DIR/hosts/node$i/console.log" >&2 || true
+            die "node$i ($addr) did not boot as far as sshd within 30 s"
+        fi
+        sleep 0.2
+    done
+}
+
+# nodeI again after its container ended: a reboot inside makes systemd-nspawn exit (status 133)
+# rather than boot it again. Its overlay, i.e. everything the host wrote, is kept.
+boot() {
+    local i="$1" machine="$PREFIX-node$1" kind name extra pid=""
+    [[ -f "$DIR/created" ]] || die "$DIR/created missing: nothing was brought up"
+    while read -r kind name extra; do
+        if [[ "$kind" == nspawn && "$extra" == "$machine" ]]; then pid="$name"; fi
+    done <"$DIR/created"
+    [[ -n "$pid" ]] || die "no container node$i recorded in $DIR/created"
+    local tries=0
+    while kill -0 "$pid" 2>/dev/null; do
+        tries=$((tries + 1))
+        ((tries <= 600)) || die "node$i (systemd-nspawn $pid) still running after 120 s"
+        sleep 0.2
+    done
+    # The old pid goes from the record: `down` must never signal a reused pid.
+    sed -i "/^nspawn $pid $machine\$/d" "$DIR/created"
+    rmdir "/run/systemd/nspawn/propagate/$machine" 2>/dev/null || true
+    start_container "$i"
+    wait_sshd "$i"
 }
 
 down() {
@@ -164,10 +199,11 @@ case "$cmd" in
     rootfs) rootfs; exit 0 ;;
 esac
 DIR="${2:-}"
-[[ -n "$cmd" && -n "$DIR" ]] || die "usage: $0 rootfs | up DIR N | down DIR"
+[[ -n "$cmd" && -n "$DIR" ]] || die "usage: $0 rootfs | up DIR N | boot DIR I | down DIR"
 DIR="$(realpath -m "$DIR")"
 case "$cmd" in
     up) shift 2; [[ -n "${1:-}" ]] || die "up needs the number of hosts"; up "$@" ;;
+    boot) shift 2; [[ "${1:-}" =~ ^[0-9]+$ ]] || die "boot needs a host number"; boot "$1" ;;
     down) down ;;
     *) die "unknown command $cmd" ;;
 esac

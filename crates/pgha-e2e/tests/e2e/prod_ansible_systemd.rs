@@ -12,7 +12,9 @@
 //! same login without become is refused before any change. A run with a changed configuration
 //! (`etcd_extra_env`, `pgha_pg_parameters`) restarts etcd on every host one at a time and
 //! reloads the agents: pgha and PostgreSQL keep running, the new `work_mem` is in effect, the
-//! leader is unchanged. Skips, saying why, where systemd-nspawn, debootstrap, cgroups or
+//! leader is unchanged. Last, the leader's host reboots (`systemctl reboot`): a replica takes
+//! over, and once the host is up again its units are active, the old leader streams from the
+//! new one and its HAProxy routes writes there. Skips, saying why, where systemd-nspawn, debootstrap, cgroups or
 //! the Debian mirror (first rootfs build only) are missing.
 
 use std::path::{Path, PathBuf};
@@ -501,9 +503,91 @@ fn ansible_playbook_systemd_on_nspawn_hosts() -> Result<()> {
         "the leader changed during etcd's rolling restart: {members:?}"
     );
 
+    // A reboot of the leader's host: a replica takes over while it is down; the host boots,
+    // systemd starts etcd, pgha and HAProxy again (enabled units), the old leader streams from
+    // the new one, and that host's HAProxy routes writes to the new leader.
+    let (leader_index, leader_addr) = HOSTS
+        .iter()
+        .enumerate()
+        .find(|(_, (n, _))| *n == leader)
+        .map(|(i, (_, a))| (i + 1, *a))
+        .ok_or_else(|| anyhow!("leader {leader} is not one of the hosts"))?;
+    let other_etcd = HOSTS
+        .iter()
+        .find(|(n, _)| *n != leader)
+        .map(|(_, a)| format!("{a}:2379"))
+        .ok_or_else(|| anyhow!("no other host"))?;
+    let rebooted = Instant::now();
+    // The session ends with the host's sshd: its exit status says nothing.
+    let _ = ssh_output(&dir, leader_addr, "systemctl reboot");
+    let new_leader = wait_until(
+        &format!("a new leader while {leader}'s host reboots"),
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || {
+            let members = list_members_at(&ctl, &other_etcd, SCOPE)?;
+            members
+                .iter()
+                .find(|m| m.1 == "Leader" && m.0 != leader)
+                .map(|m| m.0.clone())
+                .ok_or_else(|| anyhow!("{members:?}"))
+        },
+    )?;
+    let took_over = rebooted.elapsed();
+    let out = run_with_timeout(
+        Command::new(script())
+            .arg("boot")
+            .arg(&dir)
+            .arg(leader_index.to_string()),
+        None,
+        Duration::from_secs(180),
+    )?;
+    stdout_ok(&out, "nspawn-hosts.sh boot")?;
+    let members = wait_cluster(&ctl, "the rebooted host streaming from the new leader")?;
+    ensure!(
+        members
+            .iter()
+            .any(|m| m.0 == new_leader && m.1 == "Leader")
+            && members
+                .iter()
+                .any(|m| m.0 == leader && m.1 == "Replica" && m.2 == "streaming"),
+        "after the reboot of {leader}: {members:?}, want {new_leader} leading and {leader} streaming"
+    );
+    for unit in ["etcd", "pgha", "haproxy"] {
+        let state = unit_property(&dir, leader_addr, unit, "ActiveState")?;
+        ensure!(
+            state == "active",
+            "{leader}: {unit} is {state} after the reboot"
+        );
+    }
+    let new_leader_addr = HOSTS
+        .iter()
+        .find(|(n, _)| *n == new_leader)
+        .map(|(_, a)| *a)
+        .ok_or_else(|| anyhow!("new leader {new_leader} is not one of the hosts"))?;
+    wait_until(
+        &format!("a write through the rebooted {leader}'s HAProxy landing on {new_leader}"),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let answer = psql_as(
+                leader_addr,
+                5000,
+                SUPERUSER_PASSWORD,
+                "INSERT INTO ansible_probe VALUES (2); \
+                 SELECT pg_is_in_recovery()::text || ' ' || host(inet_server_addr())",
+            )?;
+            ensure!(answer == format!("false {new_leader_addr}"), "{answer}");
+            Ok(())
+        },
+    )?;
+    let back = rebooted.elapsed();
+
     let printed = ctl_at(&ctl, ETCD, &["list", SCOPE])?;
     report(&format!(
-        "{NAME}: 3 systemd hosts installed by ansible-playbook (leader {leader}), units active and enabled, crash restarted, re-run changed=0, changed config: etcd restarted one by one and agents reloaded with the leader kept\n{printed}"
+        "{NAME}: 3 systemd hosts installed by ansible-playbook (leader {leader}), units active and enabled, crash restarted, re-run changed=0, changed config: etcd restarted one by one and agents reloaded with the leader kept; reboot of {leader}'s host: {new_leader} led after {:.1}s, {leader} streaming and its units active after {:.1}s\n{printed}",
+        took_over.as_secs_f64(),
+        back.as_secs_f64()
     ));
     hosts.passed = true;
     Ok(())
