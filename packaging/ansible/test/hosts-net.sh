@@ -1,5 +1,5 @@
 # Network plumbing shared by netns-hosts.sh and nspawn-hosts.sh (sourced, not run). The caller
-# defines die, record, BRIDGE and NET; everything made here is recorded for its `down`.
+# defines die, record, DIR, BRIDGE and NET; everything made here is recorded for its `down`.
 
 # The bridge BRIDGE with NET.1/24 on this side; refused when it exists (another run's).
 hosts_bridge_up() {
@@ -23,4 +23,20 @@ hosts_netns_add() {
     ip -n "$ns" addr add "$addr/24" dev eth0
     ip -n "$ns" link set eth0 up
     ip -n "$ns" link set lo up
+}
+
+# Bounded wait (SECONDS) for root's ssh login on ADDR with DIR/ssh/id_ed25519; on a timeout the
+# end of LOG, then "WHAT did not accept a login within SECONDS s".
+hosts_wait_ssh() {
+    local addr="$1" seconds="$2" log="$3" what="$4" tries=0
+    until ssh -i "$DIR/ssh/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
+        -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2 -o LogLevel=ERROR \
+        "root@$addr" true </dev/null 2>/dev/null; do
+        tries=$((tries + 1))
+        if ((tries > seconds * 5)); then
+            tail -n 40 "$log" >&2 || true
+            die "$what did not accept a login within $seconds s"
+        fi
+        sleep 0.2
+    done
 }

@@ -97,17 +97,8 @@ INV
 
     # Bounded wait for every sshd to accept connections.
     for ((i = 1; i <= n; i++)); do
-        local addr="$NET.$((10 + i))" tries=0
-        until ssh -i "$DIR/ssh/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
-            -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2 -o LogLevel=ERROR \
-            "root@$addr" true </dev/null 2>/dev/null; do
-            tries=$((tries + 1))
-            if ((tries > 50)); then
-                cat "$DIR/hosts/node$i/sshd.log" >&2 || true
-                die "sshd on node$i ($addr) did not accept a login within 10 s"
-            fi
-            sleep 0.2
-        done
+        local addr="$NET.$((10 + i))"
+        hosts_wait_ssh "$addr" 10 "$DIR/hosts/node$i/sshd.log" "sshd on node$i ($addr)"
     done
 }
 

@@ -117,18 +117,8 @@ start_container() {
 
 # Bounded wait for nodeI to boot as far as sshd.
 wait_sshd() {
-    local i="$1"
-    local addr="$NET.$((10 + i))" tries=0
-    until ssh -i "$DIR/ssh/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
-        -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2 -o LogLevel=ERROR \
-        "root@$addr" true </dev/null 2>/dev/null; do
-        tries=$((tries + 1))
-        if ((tries > 150)); then
-            tail -40 "$DIR/hosts/node$i/console.log" >&2 || true
-            die "node$i ($addr) did not boot as far as sshd within 30 s"
-        fi
-        sleep 0.2
-    done
+    local addr="$NET.$((10 + $1))"
+    hosts_wait_ssh "$addr" 30 "$DIR/hosts/node$1/console.log" "node$1 ($addr), booting,"
 }
 
 # nodeI again after its container ended: a reboot inside makes systemd-nspawn exit (status 133)

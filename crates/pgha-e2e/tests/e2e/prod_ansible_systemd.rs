@@ -223,6 +223,15 @@ fn playbook(dir: &Path, label: &str) -> Result<crate::prod_ansible::Run> {
     )
 }
 
+/// The address of the host that runs member `name`.
+fn addr_of(name: &str) -> Result<&'static str> {
+    HOSTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, a)| *a)
+        .ok_or_else(|| anyhow!("member {name} is not one of the hosts"))
+}
+
 /// A leader and two streaming replicas: the rows of `pghactl list`.
 fn wait_cluster(ctl: &Path, what: &str) -> Result<Vec<(String, String, String)>> {
     wait_until(
@@ -349,11 +358,7 @@ fn ansible_playbook_systemd_on_nspawn_hosts() -> Result<()> {
         .find(|m| m.1 == "Leader")
         .map(|m| m.0.clone())
         .ok_or_else(|| anyhow!("no leader"))?;
-    let leader_addr = HOSTS
-        .iter()
-        .find(|(n, _)| *n == leader)
-        .map(|(_, a)| *a)
-        .ok_or_else(|| anyhow!("leader {leader} is not one of the hosts"))?;
+    let leader_addr = addr_of(&leader)?;
     let answer = wait_until(
         "a write through HAProxy's primary port",
         Duration::from_secs(60),
@@ -506,11 +511,10 @@ fn ansible_playbook_systemd_on_nspawn_hosts() -> Result<()> {
     // A reboot of the leader's host: a replica takes over while it is down; the host boots,
     // systemd starts etcd, pgha and HAProxy again (enabled units), the old leader streams from
     // the new one, and that host's HAProxy routes writes to the new leader.
-    let (leader_index, leader_addr) = HOSTS
+    // nspawn-hosts.sh numbers the hosts from 1, in HOSTS order.
+    let leader_number = 1 + HOSTS
         .iter()
-        .enumerate()
-        .find(|(_, (n, _))| *n == leader)
-        .map(|(i, (_, a))| (i + 1, *a))
+        .position(|(n, _)| *n == leader)
         .ok_or_else(|| anyhow!("leader {leader} is not one of the hosts"))?;
     let other_etcd = HOSTS
         .iter()
@@ -538,7 +542,7 @@ fn ansible_playbook_systemd_on_nspawn_hosts() -> Result<()> {
         Command::new(script())
             .arg("boot")
             .arg(&dir)
-            .arg(leader_index.to_string()),
+            .arg(leader_number.to_string()),
         None,
         Duration::from_secs(180),
     )?;
@@ -560,11 +564,7 @@ fn ansible_playbook_systemd_on_nspawn_hosts() -> Result<()> {
             "{leader}: {unit} is {state} after the reboot"
         );
     }
-    let new_leader_addr = HOSTS
-        .iter()
-        .find(|(n, _)| *n == new_leader)
-        .map(|(_, a)| *a)
-        .ok_or_else(|| anyhow!("new leader {new_leader} is not one of the hosts"))?;
+    let new_leader_addr = addr_of(&new_leader)?;
     wait_until(
         &format!("a write through the rebooted {leader}'s HAProxy landing on {new_leader}"),
         Duration::from_secs(60),
